@@ -1,0 +1,21 @@
+# leukoflow: train and compare CNNs telling ALL lymphoblasts from normal cells (C-NMC 2019).
+#   snakemake --cores all --resources gpu=1                          # config/demo.yaml
+#   snakemake --cores all --resources gpu=1 --configfile config/config.yaml
+
+
+configfile: "config/demo.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/stain.smk"
+include: "workflow/rules/augment.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

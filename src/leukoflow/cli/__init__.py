@@ -1,0 +1,48 @@
+"""The `leukoflow` command: one subcommand per workflow step.
+
+Each module of this package defines `register(subparsers)`, which adds its subcommands and
+sets `func` to a short function that parses arguments and calls the library. Library
+imports happen inside those functions, so `leukoflow --help` stays fast.
+"""
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from leukoflow import __version__
+from leukoflow.errors import LeukoflowError
+
+
+def build_parser():
+    """The argument parser with every subcommand of every module in this package."""
+    parser = argparse.ArgumentParser(
+        prog="leukoflow",
+        description="Train and compare CNNs for ALL vs normal cells (C-NMC 2019 layout).",
+    )
+    parser.add_argument("--version", action="version", version=f"leukoflow {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        importlib.import_module(f"{__name__}.{module}").register(subparsers)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the `leukoflow` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args.func(args) or 0
+    except LeukoflowError as error:
+        print(f"leukoflow {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

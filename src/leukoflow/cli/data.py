@@ -1,0 +1,68 @@
+"""Subcommands `ingest` and `split`: the dataset as a manifest, then a subject-disjoint split."""
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def run_ingest(args):
+    """Check every image and write the manifest (and quarantine list)."""
+    from leukoflow.ingest import ingest, write_ingest
+
+    result = ingest(args.dataset, threads=args.threads)
+    write_ingest(result, args.out, args.quarantine, args.on_bad)
+
+
+def run_split(args):
+    """Split the manifest by subject and write the split table."""
+    from leukoflow.atomic import atomic_path
+    from leukoflow.split import make_split, read_manifest, split_report
+
+    split = make_split(
+        read_manifest(args.manifest),
+        args.mode,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        k=args.k,
+        train_folds=args.train_folds,
+        val_folds=args.val_folds,
+        test_folds=args.test_folds,
+    )
+    with atomic_path(args.out) as tmp:
+        split.to_csv(tmp, index=False)
+    log.info(
+        "split (%s), subjects and images per subset and class:\n%s",
+        args.mode,
+        split_report(split).to_string(index=False),
+    )
+
+
+def register(subparsers):
+    """Add `ingest` and `split`."""
+    p = subparsers.add_parser("ingest", help="check a C-NMC dataset folder, write the manifest")
+    p.add_argument("dataset", help="dataset root (C-NMC layout or an {all,hem}/ tree)")
+    p.add_argument("--out", required=True, help="manifest CSV to write")
+    p.add_argument("--quarantine", help="CSV listing every bad file and why")
+    p.add_argument(
+        "--on-bad",
+        choices=["error", "quarantine"],
+        default="error",
+        help="error: exit non-zero naming every bad file (default); "
+        "quarantine: keep the good ones, list the bad ones",
+    )
+    p.add_argument("--threads", type=int, default=1, help="worker processes")
+    p.set_defaults(func=run_ingest)
+
+    p = subparsers.add_parser("split", help="subject-disjoint train/val/test split")
+    p.add_argument("manifest", help="manifest CSV written by `leukoflow ingest`")
+    p.add_argument("--out", required=True, help="split CSV to write")
+    p.add_argument("--mode", choices=["holdout", "official", "kfold"], default="holdout")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--k", type=int, default=0, help="cross-validation folds (0 = none)")
+    p.add_argument("--train-folds", nargs="+", default=["0", "1"], help="official mode")
+    p.add_argument("--val-folds", nargs="+", default=["2"], help="official mode")
+    p.add_argument("--test-folds", nargs="+", default=["prelim_test"], help="official mode")
+    p.set_defaults(func=run_split)

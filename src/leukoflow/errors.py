@@ -1,0 +1,9 @@
+"""Errors a user can act on: the CLI prints their message and exits with status 2."""
+
+
+class LeukoflowError(Exception):
+    """A user-facing error whose message names the file or key and what to do."""
+
+
+class ConfigError(LeukoflowError):
+    """A configuration value is missing, unknown or out of range."""

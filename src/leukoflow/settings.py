@@ -1,0 +1,79 @@
+"""Configuration checks the JSON schema cannot express, and per-architecture settings.
+
+Imported by the Snakefile while planning, so it does not import Keras.
+"""
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+from leukoflow.errors import ConfigError
+from leukoflow.models.registry import ARCHITECTURES
+
+
+def deep_merge(base, overrides):
+    """A copy of `base` with `overrides` applied; nested mappings merge key by key."""
+    merged = copy.deepcopy(base)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def merged_settings(config, arch):
+    """The `training` block updated by `architectures[arch]`, native size filled in.
+
+    This is exactly what the architecture's jobs get as `params`, so changing one
+    architecture's block changes only its jobs' params.
+    """
+    settings = deep_merge(config["training"], config["architectures"][arch])
+    if settings.get("input_size") is None:
+        settings["input_size"] = ARCHITECTURES[arch].native_size
+    settings["architecture"] = arch
+    return settings
+
+
+def arch_config_hash(config, arch):
+    """A short, stable hash of what one architecture's model depends on.
+
+    The data blocks (dataset, split, cv, stain, augment) and that architecture's merged
+    settings: changing another architecture does not change it.
+    """
+    relevant = {key: config.get(key) for key in ("dataset", "split", "cv", "stain", "augment")}
+    relevant["settings"] = merged_settings(config, arch)
+    text = json.dumps(relevant, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_config(config, base_dir="."):
+    """Raise ConfigError naming the key and the allowed values for what the schema cannot check."""
+    unknown = [name for name in config["architectures"] if name not in ARCHITECTURES]
+    if unknown:
+        raise ConfigError(
+            f"architectures: unknown architecture(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(ARCHITECTURES)}"
+        )
+    for arch in config["architectures"]:
+        settings = merged_settings(config, arch)
+        if settings["weights"] == "imagenet" and not ARCHITECTURES[arch].pretrained:
+            raise ConfigError(
+                f"architectures.{arch}.weights: {arch} has no ImageNet weights; "
+                "allowed: 'none' or the path of a weights file"
+            )
+        if settings["input_size"] < 32 or (arch == "Xception" and settings["input_size"] < 71):
+            minimum = 71 if arch == "Xception" else 32
+            raise ConfigError(
+                f"architectures.{arch}.input_size: {settings['input_size']} is too small; "
+                f"{arch} needs at least {minimum} pixels"
+            )
+    if config["cv"]["folds"] == 1:
+        raise ConfigError("cv.folds: 1 is not cross-validation; allowed: 0 (off) or 2 and more")
+    dataset = config["dataset"]
+    if dataset["source"] == "folder" and not (Path(base_dir) / dataset["path"]).is_dir():
+        raise ConfigError(
+            f"dataset.path: folder {dataset['path']!r} does not exist; put the C-NMC 2019 data "
+            "there (see README, 'Using the real C-NMC 2019 data') or set dataset.source: synthetic"
+        )

@@ -1,0 +1,35 @@
+# The report: Table I, plots, the HTML page and the metrics file DVC compares.
+from importlib.util import find_spec
+
+
+rule report:
+    input:
+        metrics=expand("results/{split}/evaluate/{arch}/metrics.json", split=SPLITS, arch=ARCHS),
+        histories=expand("results/{split}/train/{arch}/history.csv", split=SPLITS, arch=ARCHS),
+        timing=expand("results/main/timing/{arch}.json", arch=ARCHS),
+        saliency=expand("results/main/saliency/{arch}/saliency.json", arch=ARCHS),
+        stain="results/main/stain/spread.json",
+        augment=expand(
+            "results/main/stores/{size}px/train_aug_examples.png",
+            size=sorted({arch_size(arch) for arch in ARCHS})[:1],
+        ),
+        code=find_spec("leukoflow.report").origin,
+    output:
+        table_csv=report("results/table1.csv", category="Table I", caption="../report/table1.rst"),
+        table_md="results/table1.md",
+        html="results/report.html",
+        metrics="results/metrics.json",
+        plots=report(
+            directory("results/plots"),
+            patterns=["{name}.png"],
+            category="Plots",
+            caption="../report/plots.rst",
+        ),
+    params:
+        archs=" ".join(ARCHS),
+        folds=CV_FOLDS,
+    log:
+        "logs/report.log",
+    shell:
+        "leukoflow report --results results --archs {params.archs} --folds {params.folds}"
+        " --out-dir results > {log} 2>&1"

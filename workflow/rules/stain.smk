@@ -1,0 +1,49 @@
+# Stain normalisation reference (training subjects only) and the image stores.
+
+
+rule stain_reference:
+    input:
+        split=rules.split.output.split,
+        dataset=dataset_input(),
+    output:
+        reference="results/{split}/stain/reference.json",
+        spread="results/{split}/stain/spread.json",
+        examples="results/{split}/stain/examples.png",
+    params:
+        method=config["stain"]["method"],
+        images=config["stain"]["reference_images"],
+        image=config["stain"]["reference_image"] or "",
+        seed=config["stain"]["seed"],
+    cache: "omit-software"
+    log:
+        "logs/stain_reference/{split}.log",
+    benchmark:
+        "benchmarks/stain_reference/{split}.tsv"
+    shell:
+        "leukoflow stain-reference {input.split} --dataset {input.dataset}"
+        " --split-id {wildcards.split} --method {params.method}"
+        " --images {params.images} --image '{params.image}' --seed {params.seed}"
+        " --out {output.reference} --spread {output.spread}"
+        " --examples {output.examples} > {log} 2>&1"
+
+
+rule shards:
+    input:
+        split=rules.split.output.split,
+        reference=rules.stain_reference.output.reference,
+        dataset=dataset_input(),
+    output:
+        multiext("results/{split}/stores/{size}px/{subset}", ".npy", ".csv"),
+    cache: "omit-software"
+    threads: max(1, workflow.cores)
+    resources:
+        mem_mb=attempt_scaled(2000),
+    log:
+        "logs/shards/{split}/{size}px/{subset}.log",
+    benchmark:
+        "benchmarks/shards/{split}/{size}px/{subset}.tsv"
+    shell:
+        "leukoflow shards {input.split} --dataset {input.dataset}"
+        " --reference {input.reference} --split-id {wildcards.split}"
+        " --subset {wildcards.subset} --size {wildcards.size}"
+        " --out {output[0]} --threads {threads} > {log} 2>&1"
