@@ -3,7 +3,11 @@
 #   snakemake --cores all --resources gpu=1 --configfile config/config.yaml
 
 
-configfile: "config/demo.yaml"
+# The embedded default, unless a config file is given with --configfile (which then replaces
+# it rather than being merged into it, so its `architectures` are exactly the ones run).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/demo.yaml"
 
 
 include: "workflow/rules/common.smk"
@@ -16,6 +20,6 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

@@ -5,7 +5,6 @@ from snakemake.utils import validate
 
 from leukoflow.settings import arch_config_hash, check_config, merged_settings
 
-
 validate(config, workflow.source_path("../../config/schema.yaml"), set_default=True)
 check_config(config)
 
@@ -84,3 +83,6 @@ def weights_input(wildcards):
 def attempt_scaled(base):
     """A resource function growing with the attempt number, so `--retries` helps."""
     return lambda wildcards, attempt: base * attempt
+
+
+ENV = "../../envs/leukoflow.yaml"

@@ -4,16 +4,18 @@
 rule synth:
     output:
         dataset=directory("results/data/synthetic"),
+    log:
+        "logs/synth.log",
+    benchmark:
+        "benchmarks/synth.tsv"
+    conda:
+        ENV
+    threads: max(1, workflow.cores)
     params:
         subjects=config["dataset"]["synthetic"]["subjects"],
         images=config["dataset"]["synthetic"]["images_per_subject"],
         size=config["dataset"]["synthetic"]["size"],
         seed=config["dataset"]["synthetic"]["seed"],
-    threads: max(1, workflow.cores)
-    log:
-        "logs/synth.log",
-    benchmark:
-        "benchmarks/synth.tsv"
     shell:
         "leukoflow synth {output.dataset} --subjects {params.subjects}"
         " --images-per-subject {params.images} --size {params.size} --seed {params.seed}"
@@ -26,13 +28,15 @@ rule ingest:
     output:
         manifest="results/ingest/manifest.csv",
         quarantine="results/ingest/quarantine.csv",
-    params:
-        on_bad=config["ingest"]["on_bad"],
-    threads: max(1, workflow.cores)
     log:
         "logs/ingest.log",
     benchmark:
         "benchmarks/ingest.tsv"
+    conda:
+        ENV
+    threads: max(1, workflow.cores)
+    params:
+        on_bad=config["ingest"]["on_bad"],
     shell:
         "leukoflow ingest {input.dataset} --out {output.manifest}"
         " --quarantine {output.quarantine} --on-bad {params.on_bad}"
@@ -44,6 +48,10 @@ rule split:
         manifest=rules.ingest.output.manifest,
     output:
         split="results/split/split.csv",
+    log:
+        "logs/split.log",
+    conda:
+        ENV
     params:
         mode=config["split"]["mode"],
         seed=config["split"]["seed"],
@@ -53,8 +61,6 @@ rule split:
         train_folds=" ".join(config["split"]["train_folds"]),
         val_folds=" ".join(config["split"]["val_folds"]),
         test_folds=" ".join(config["split"]["test_folds"]),
-    log:
-        "logs/split.log",
     shell:
         "leukoflow split {input.manifest} --out {output.split} --mode {params.mode}"
         " --seed {params.seed} --val-fraction {params.val} --test-fraction {params.test}"

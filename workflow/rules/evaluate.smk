@@ -10,19 +10,21 @@ rule evaluate:
         metrics="results/{split}/evaluate/{arch}/metrics.json",
         test_predictions="results/{split}/evaluate/{arch}/test_predictions.csv",
         val_predictions="results/{split}/evaluate/{arch}/val_predictions.csv",
-    params:
-        settings=settings,
-        evaluate=json.dumps(config["evaluate"], sort_keys=True),
-        backend=config["backend"],
+    log:
+        "logs/evaluate/{split}/{arch}.log",
+    benchmark:
+        "benchmarks/evaluate/{split}/{arch}.tsv"
+    conda:
+        ENV
     threads: max(1, workflow.cores)
     resources:
         gpu=1,
         mem_mb=attempt_scaled(4000),
         runtime=attempt_scaled(60),
-    log:
-        "logs/evaluate/{split}/{arch}.log",
-    benchmark:
-        "benchmarks/evaluate/{split}/{arch}.tsv"
+    params:
+        settings=settings,
+        evaluate=json.dumps(config["evaluate"], sort_keys=True),
+        backend=config["backend"],
     shell:
         "KERAS_BACKEND={params.backend} leukoflow evaluate --model {input.model}"
         " --val {input.val} --test {input.test} --settings '{params.settings}'"
@@ -34,21 +36,23 @@ rule timing:
         model="results/main/train/{arch}/model.keras",
     output:
         timing="results/main/timing/{arch}.json",
+    log:
+        "logs/timing/{arch}.log",
+    benchmark:
+        "benchmarks/timing/{arch}.tsv"
+    conda:
+        ENV
+    threads: max(1, workflow.cores)
+    resources:
+        gpu=1,
+        mem_mb=attempt_scaled(4000),
+        runtime=attempt_scaled(30),
     params:
         settings=settings,
         warmup=config["timing"]["warmup"],
         calls=config["timing"]["calls"],
         batch=config["timing"]["batch_size"],
         backend=config["backend"],
-    threads: max(1, workflow.cores)
-    resources:
-        gpu=1,
-        mem_mb=attempt_scaled(4000),
-        runtime=attempt_scaled(30),
-    log:
-        "logs/timing/{arch}.log",
-    benchmark:
-        "benchmarks/timing/{arch}.tsv"
     shell:
         "KERAS_BACKEND={params.backend} leukoflow timing --model {input.model}"
         " --settings '{params.settings}' --warmup {params.warmup} --calls {params.calls}"
@@ -62,19 +66,21 @@ rule saliency:
     output:
         measures="results/main/saliency/{arch}/saliency.json",
         figure="results/main/saliency/{arch}/saliency.png",
-    params:
-        settings=settings,
-        saliency=json.dumps(config["saliency"], sort_keys=True),
-        backend=config["backend"],
+    log:
+        "logs/saliency/{arch}.log",
+    benchmark:
+        "benchmarks/saliency/{arch}.tsv"
+    conda:
+        ENV
     threads: max(1, workflow.cores)
     resources:
         gpu=1,
         mem_mb=attempt_scaled(4000),
         runtime=attempt_scaled(30),
-    log:
-        "logs/saliency/{arch}.log",
-    benchmark:
-        "benchmarks/saliency/{arch}.tsv"
+    params:
+        settings=settings,
+        saliency=json.dumps(config["saliency"], sort_keys=True),
+        backend=config["backend"],
     shell:
         "KERAS_BACKEND={params.backend} leukoflow saliency --model {input.model}"
         " --test {input.test} --settings '{params.settings}' --saliency '{params.saliency}'"
@@ -89,11 +95,13 @@ rule bundle:
     output:
         model="results/models/{arch}/model.keras",
         bundle="results/models/{arch}/bundle.json",
+    log:
+        "logs/bundle/{arch}.log",
+    conda:
+        ENV
     params:
         settings=settings,
         config_hash=lambda wc: arch_config_hash(config, wc.arch),
-    log:
-        "logs/bundle/{arch}.log",
     shell:
         "leukoflow bundle --model {input.model} --metrics {input.metrics}"
         " --reference {input.reference} --settings '{params.settings}'"

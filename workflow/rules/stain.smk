@@ -1,4 +1,6 @@
 # Stain normalisation reference (training subjects only) and the image stores.
+# Both are cacheable between workflows (`--cache`); Snakemake forbids `benchmark:` on
+# cacheable rules, so their logs record the wall time instead.
 
 
 rule stain_reference:
@@ -9,16 +11,16 @@ rule stain_reference:
         reference="results/{split}/stain/reference.json",
         spread="results/{split}/stain/spread.json",
         examples="results/{split}/stain/examples.png",
+    log:
+        "logs/stain_reference/{split}.log",
+    cache: "omit-software"
+    conda:
+        ENV
     params:
         method=config["stain"]["method"],
         images=config["stain"]["reference_images"],
         image=config["stain"]["reference_image"] or "",
         seed=config["stain"]["seed"],
-    cache: "omit-software"
-    log:
-        "logs/stain_reference/{split}.log",
-    benchmark:
-        "benchmarks/stain_reference/{split}.tsv"
     shell:
         "leukoflow stain-reference {input.split} --dataset {input.dataset}"
         " --split-id {wildcards.split} --method {params.method}"
@@ -33,17 +35,17 @@ rule shards:
         reference=rules.stain_reference.output.reference,
         dataset=dataset_input(),
     output:
-        multiext("results/{split}/stores/{size}px/{subset}", ".npy", ".csv"),
+        multiext("results/{split}/stores/{size}px/{subset}", images=".npy", index=".csv"),
+    log:
+        "logs/shards/{split}/{size}px/{subset}.log",
     cache: "omit-software"
+    conda:
+        ENV
     threads: max(1, workflow.cores)
     resources:
         mem_mb=attempt_scaled(2000),
-    log:
-        "logs/shards/{split}/{size}px/{subset}.log",
-    benchmark:
-        "benchmarks/shards/{split}/{size}px/{subset}.tsv"
     shell:
         "leukoflow shards {input.split} --dataset {input.dataset}"
         " --reference {input.reference} --split-id {wildcards.split}"
         " --subset {wildcards.subset} --size {wildcards.size}"
-        " --out {output[0]} --threads {threads} > {log} 2>&1"
+        " --out {output.images} --threads {threads} > {log} 2>&1"

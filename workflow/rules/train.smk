@@ -10,6 +10,8 @@ rule fetch_weights:
         weights=f"{config['weights_cache']}/{{arch}}.imagenet.notop.h5",
     log:
         "logs/fetch_weights/{arch}.log",
+    conda:
+        ENV
     shell:
         "leukoflow fetch-weights --arch {wildcards.arch} --out {output.weights} > {log} 2>&1"
 
@@ -23,18 +25,20 @@ rule train:
         model="results/{split}/train/{arch}/model.keras",
         history="results/{split}/train/{arch}/history.csv",
         val_predictions="results/{split}/train/{arch}/val_predictions.csv",
-    params:
-        settings=settings,
-        backend=config["backend"],
+    log:
+        "logs/train/{split}/{arch}.log",
+    benchmark:
+        "benchmarks/train/{split}/{arch}.tsv"
+    conda:
+        ENV
     threads: max(1, workflow.cores)
     resources:
         gpu=1,
         mem_mb=attempt_scaled(8000),
         runtime=attempt_scaled(720),
-    log:
-        "logs/train/{split}/{arch}.log",
-    benchmark:
-        "benchmarks/train/{split}/{arch}.tsv"
+    params:
+        settings=settings,
+        backend=config["backend"],
     shell:
         "KERAS_BACKEND={params.backend} leukoflow train --arch {wildcards.arch}"
         " --train {input.train} --val {input.val} --settings '{params.settings}'"

@@ -1,0 +1,439 @@
+"""Offline augmentation of the training store: class-balanced, deterministic, traceable.
+
+The augmented store (`train_aug.npy` + `train_aug.csv`) has the format of the other stores:
+the training images first, unchanged, then augmented copies: `copies_per_image` copies of
+every image, then (with balancing) copies of the smaller classes until every class has as
+many rows as the largest. A copy's parameters depend only on `(seed, source_row, copy)` and
+are recorded in the index (`source_row` and `PARAM_COLUMNS`), so
+`regenerate(images[source_row], index_row)` rebuilds any row byte for byte, whatever the
+number of threads.
+
+Transformations, in this order: flips; rotation by an angle in [0, 360) degrees about the
+centre of the cell's bounding box, bilinear, black fill; on the cell only (pixels whose
+brightest channel exceeds `FOREGROUND_LEVEL`): contrast and brightness jitter, then additive
+Gaussian noise (one draw per cell pixel and channel, in row-major order of the cell
+pixels). Background pixels stay as they are (black).
+"""
+
+import dataclasses
+import logging
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from leukoflow.atomic import atomic_path
+from leukoflow.errors import ConfigError, LeukoflowError
+
+log = logging.getLogger(__name__)
+
+FOREGROUND_LEVEL = 10  # a pixel belongs to the cell when its brightest channel exceeds this
+PARAM_COLUMNS = ("angle", "flip_h", "flip_v", "noise_std", "noise_seed", "brightness", "contrast")
+IDENTITY = {
+    "angle": 0.0,
+    "flip_h": False,
+    "flip_v": False,
+    "noise_std": 0.0,
+    "noise_seed": 0,
+    "brightness": 0.0,
+    "contrast": 1.0,
+}
+DECIMALS = 6  # parameters are stored rounded, so a CSV round trip gives the same doubles
+TRAIN_STEM = "train"  # the shards rule names the training store `train.npy`
+HELD_OUT_STEMS = ("val", "test")  # the stores of held-out subsets, beside the training store
+CHUNK_ROWS = 32
+N_EXAMPLES = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentSpec:
+    """The transformation knobs (config block `augment`).
+
+    rotation: uniform angle in [0, 360) degrees; flip: horizontal and vertical flips, each
+    with probability 1/2; noise_std: std of the additive Gaussian noise on the cell, in
+    grey levels (0-255); brightness: offset drawn from [-b, b] times 255 grey levels;
+    contrast: factor drawn from [1 - c, 1 + c] about the cell's mean colour.
+    """
+
+    rotation: bool = True
+    flip: bool = True
+    noise_std: float = 4.0
+    brightness: float = 0.05
+    contrast: float = 0.05
+
+    def __post_init__(self):
+        if not self.noise_std >= 0:
+            raise ConfigError(f"augment.noise_std: {self.noise_std} must be >= 0")
+        if not 0 <= self.brightness <= 1:
+            raise ConfigError(f"augment.brightness: {self.brightness} must be in [0, 1]")
+        if not 0 <= self.contrast < 1:
+            raise ConfigError(f"augment.contrast: {self.contrast} must be in [0, 1)")
+
+
+def foreground(image):
+    """Cell mask of a uint8 image (H, W, 3): bool (H, W), brightest channel > FOREGROUND_LEVEL."""
+    return np.maximum(np.maximum(image[..., 0], image[..., 1]), image[..., 2]) > FOREGROUND_LEVEL
+
+
+def cell_centre(mask):
+    """Centre (x, y) of the mask's bounding box in PIL's continuous pixel coordinates.
+
+    Pixel column i spans [i, i + 1); an empty mask gives the image centre.
+    """
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return mask.shape[1] / 2, mask.shape[0] / 2
+    return (cols[0] + cols[-1] + 1) / 2, (rows[0] + rows[-1] + 1) / 2
+
+
+def draw_params(seed, source_row, copy, spec):
+    """The parameters of copy `copy` (>= 1) of training row `source_row`: a dict of PARAM_COLUMNS.
+
+    Drawn from `SeedSequence([seed, source_row, copy])` in a fixed order whatever the knobs,
+    so switching one transformation off leaves the others' draws unchanged.
+    """
+    rng = np.random.default_rng([seed, source_row, copy])
+    u = rng.random(5)
+    noise_seed = int(rng.integers(0, 2**32))
+    return {
+        "angle": round(360.0 * u[0], DECIMALS) % 360.0 if spec.rotation else 0.0,
+        "flip_h": bool(u[1] < 0.5) if spec.flip else False,
+        "flip_v": bool(u[2] < 0.5) if spec.flip else False,
+        "noise_std": round(float(spec.noise_std), DECIMALS),
+        "noise_seed": noise_seed if spec.noise_std > 0 else 0,
+        "brightness": round((2.0 * u[3] - 1.0) * spec.brightness, DECIMALS),
+        "contrast": round(1.0 + (2.0 * u[4] - 1.0) * spec.contrast, DECIMALS),
+    }
+
+
+def regenerate(source_image, params):
+    """Apply one row's transformation to its source image.
+
+    source_image: uint8 (H, W, 3); params: a mapping (dict, pandas Series, index row) with
+    the keys of PARAM_COLUMNS. Returns a new uint8 (H, W, 3); identity parameters return an
+    unchanged copy.
+    """
+    angle = round(float(params["angle"]), DECIMALS)
+    noise_std = round(float(params["noise_std"]), DECIMALS)
+    brightness = round(float(params["brightness"]), DECIMALS)
+    contrast = round(float(params["contrast"]), DECIMALS)
+    image = np.asarray(source_image, dtype=np.uint8)
+    if bool(params["flip_h"]):
+        image = image[:, ::-1]
+    if bool(params["flip_v"]):
+        image = image[::-1]
+    image = np.ascontiguousarray(image)
+    if angle != 0.0:
+        rotated = Image.fromarray(image).rotate(
+            angle,
+            resample=Image.Resampling.BILINEAR,
+            center=cell_centre(foreground(image)),
+            fillcolor=(0, 0, 0),
+        )
+        image = np.asarray(rotated)
+    if brightness == 0.0 and contrast == 1.0 and noise_std == 0.0:
+        return image.copy()
+    mask = foreground(image)
+    if not mask.any():
+        return image.copy()
+    cell = image[mask].astype(np.float32)  # (M, 3)
+    if brightness != 0.0 or contrast != 1.0:
+        mean = cell.mean(axis=0)
+        cell = (cell - mean) * np.float32(contrast) + (mean + np.float32(255.0 * brightness))
+    if noise_std != 0.0:
+        noise = np.random.default_rng(int(params["noise_seed"])).standard_normal(
+            cell.shape, dtype=np.float32
+        )
+        cell += noise * np.float32(noise_std)
+    out = image.copy()
+    out[mask] = np.clip(np.rint(cell), 0, 255).astype(np.uint8)
+    return out
+
+
+def plan_rows(labels, copies_per_image, balance, seed):
+    """Which training row and copy number each output row comes from.
+
+    labels: int (N,), the class of every training row. Returns (source_row, copy), int64
+    arrays of the output length: rows 0..N-1 are the originals (copy 0); then copies 1..K
+    of every row; then, with `balance`, each smaller class is topped up to the largest one's
+    count: whole rounds over its rows (each round a new copy number), then a seeded random
+    subset of its rows without replacement.
+    """
+    labels = np.asarray(labels)
+    n = labels.size
+    rows = np.arange(n, dtype=np.int64)
+    sources = [np.tile(rows, copies_per_image + 1)]
+    copies = [np.repeat(np.arange(copies_per_image + 1, dtype=np.int64), n)]
+    if balance:
+        classes, counts = np.unique(labels, return_counts=True)
+        target = counts.max()
+        for label, count in zip(classes, counts, strict=True):
+            members = rows[labels == label]
+            rounds, rest = divmod(int(target - count) * (copies_per_image + 1), int(count))
+            for r in range(rounds):
+                sources.append(members)
+                copies.append(np.full(count, copies_per_image + 1 + r, dtype=np.int64))
+            if rest:
+                rng = np.random.default_rng([seed, 1, int(label)])
+                sources.append(np.sort(rng.choice(members, rest, replace=False)))
+                copies.append(np.full(rest, copies_per_image + 1 + rounds, dtype=np.int64))
+    return np.concatenate(sources), np.concatenate(copies)
+
+
+def read_store(npy_path):
+    """Memory-map a store and read its index: (uint8 (N, H, W, 3), DataFrame)."""
+    npy_path = Path(npy_path)
+    csv_path = npy_path.with_suffix(".csv")
+    for path in (npy_path, csv_path):
+        if not path.is_file():
+            raise LeukoflowError(f"{path}: store file not found")
+    images = np.load(npy_path, mmap_mode="r")
+    index = pd.read_csv(csv_path, float_precision="round_trip")
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise LeukoflowError(
+            f"{npy_path}: expected a uint8 array (N, H, W, 3), got {images.dtype} {images.shape}"
+        )
+    if len(index) != len(images):
+        raise LeukoflowError(
+            f"{csv_path}: {len(index)} index rows for {len(images)} images in {npy_path.name}"
+        )
+    return images, index
+
+
+def check_training_store(npy_path, index):
+    """Raise LeukoflowError unless `npy_path` is a training store that shares nothing with
+    the held-out stores.
+
+    Checks: the file is named `train.npy` (what the shards rule writes for the training
+    subset); the index is not already augmented (no `source_row`); a `subset` column, if
+    any, says `train` on every row; and the `val`/`test` stores beside it, where present,
+    share no image path and no subject with it.
+    """
+    npy_path = Path(npy_path)
+    if npy_path.stem != TRAIN_STEM:
+        raise LeukoflowError(
+            f"{npy_path}: only the training store ({TRAIN_STEM}.npy) may be augmented; "
+            f"{npy_path.name} is not one"
+        )
+    if "source_row" in index.columns:
+        raise LeukoflowError(f"{npy_path}: the index has `source_row`: already augmented")
+    missing = {"path", "subject", "y"} - set(index.columns)
+    if missing:
+        raise LeukoflowError(f"{npy_path.with_suffix('.csv')}: missing columns {sorted(missing)}")
+    if "subset" in index.columns and (index["subset"] != TRAIN_STEM).any():
+        bad = index.loc[index["subset"] != TRAIN_STEM, "subset"].unique()
+        raise LeukoflowError(
+            f"{npy_path.with_suffix('.csv')}: rows of subset(s) {sorted(map(str, bad))} "
+            "in the training store"
+        )
+    for stem in HELD_OUT_STEMS:
+        held_out_csv = npy_path.with_name(f"{stem}.csv")
+        if not held_out_csv.is_file():
+            continue
+        held_out = pd.read_csv(held_out_csv, usecols=["path", "subject"], dtype=str)
+        for column in ("path", "subject"):
+            shared = set(index[column].astype(str)) & set(held_out[column])
+            if shared:
+                raise LeukoflowError(
+                    f"{npy_path}: {len(shared)} {column}(s) also in the {stem} store "
+                    f"{held_out_csv} (e.g. {sorted(shared)[0]!r}); the split leaks"
+                )
+
+
+def augment_index(index, source_row, copy, spec, seed):
+    """The augmented store's index: source rows' columns, new `row`, `source_row`, `copy`,
+    and one column per transformation parameter (identity values for the originals)."""
+    out = index.iloc[source_row].reset_index(drop=True)
+    out["row"] = np.arange(len(out), dtype=np.int64)
+    out["source_row"] = source_row
+    out["copy"] = copy
+    params = [
+        IDENTITY if c == 0 else draw_params(seed, int(s), int(c), spec)
+        for s, c in zip(source_row, copy, strict=True)
+    ]
+    table = pd.DataFrame(params, columns=list(PARAM_COLUMNS))
+    return pd.concat([out, table], axis=1)
+
+
+def _fill(images, out, sources, params, rows):
+    """Write rows `rows` of `out`: `regenerate(images[sources[row]], params[row])`."""
+    for row in rows:
+        out[row] = regenerate(images[sources[row]], params[row])
+    return len(rows)
+
+
+def augment_store(
+    train_npy,
+    out_npy,
+    spec,
+    seed=0,
+    balance=True,
+    copies_per_image=0,
+    threads=1,
+    examples=None,
+):
+    """Write the augmented training store `out_npy` (+ `.csv` index) from `train_npy`.
+
+    Returns the index (DataFrame). Rows are computed in chunks by `threads` threads into a
+    preallocated memory-mapped file, renamed into place at the end; the bytes do not depend
+    on `threads`. `examples`: optional PNG path for a grid of one cell and 8 augmentations.
+    """
+    train_npy, out_npy = Path(train_npy), Path(out_npy)
+    if seed < 0:
+        raise ConfigError(f"augment.seed: {seed} must be >= 0")
+    if copies_per_image < 0:
+        raise ConfigError(f"augment.copies_per_image: {copies_per_image} must be >= 0")
+    if threads < 1:
+        raise ConfigError(f"--threads: {threads} must be >= 1")
+    if out_npy.suffix != ".npy" or out_npy.resolve() == train_npy.resolve():
+        raise LeukoflowError(f"{out_npy}: the output must be a new .npy path")
+    images, index = read_store(train_npy)
+    check_training_store(train_npy, index)
+    if len(images) == 0:
+        raise LeukoflowError(f"{train_npy}: the training store is empty")
+    labels = index["y"].to_numpy()
+    if balance and np.unique(labels).size < 2:
+        log.warning("%s: one class only, nothing to balance", train_npy)
+    source_row, copy = plan_rows(labels, copies_per_image, balance, seed)
+    out_index = augment_index(index, source_row, copy, spec, seed)
+    n = len(images)
+    log.info(
+        "%s: %d training images -> %d rows (%d augmented); class counts %s",
+        train_npy,
+        n,
+        len(out_index),
+        len(out_index) - n,
+        out_index["y"].value_counts().sort_index().to_dict(),
+    )
+    with atomic_path(out_npy) as tmp:
+        out = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(len(out_index), *images.shape[1:])
+        )
+        for start in range(0, n, 1024):
+            stop = min(start + 1024, n)
+            out[start:stop] = images[start:stop]
+        chunks = [
+            np.arange(s, min(s + CHUNK_ROWS, len(out_index)))
+            for s in range(n, len(out_index), CHUNK_ROWS)
+        ]
+        with (
+            ThreadPoolExecutor(max_workers=threads) as pool,
+            tqdm(total=len(out_index) - n, desc="augment", unit="img", mininterval=1) as bar,
+        ):
+            sources = out_index["source_row"].to_numpy()
+            params = out_index[list(PARAM_COLUMNS)].to_dict("records")
+            futures = [pool.submit(_fill, images, out, sources, params, r) for r in chunks]
+            for future in as_completed(futures):
+                bar.update(future.result())
+        out.flush()
+        del out
+        with atomic_path(out_npy.with_suffix(".csv")) as tmp_csv:
+            out_index.to_csv(tmp_csv, index=False)
+    if examples is not None:
+        write_examples(images, index, spec, seed, examples)
+    return out_index
+
+
+def example_source(labels):
+    """The row shown in the examples: the first row of the smallest class (the one topped up)."""
+    classes, counts = np.unique(labels, return_counts=True)
+    return int(np.flatnonzero(labels == classes[np.argmin(counts)])[0])
+
+
+def write_examples(images, index, spec, seed, path):
+    """PNG grid (3 x 3): one training cell and 8 augmentations of it (copies 1..8 of its row)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    row = example_source(index["y"].to_numpy())
+    source = np.asarray(images[row])
+    figure = Figure(figsize=(7, 7.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(3, 3)
+    axes[0, 0].imshow(source)
+    axes[0, 0].set_title(f"source row {row}", fontsize=9)
+    for copy, ax in enumerate(axes.flat[1:], start=1):
+        params = draw_params(seed, row, copy, spec)
+        ax.imshow(regenerate(source, params))
+        flips = "".join(f for f, on in (("H", params["flip_h"]), ("V", params["flip_v"])) if on)
+        ax.set_title(
+            f"{params['angle']:.0f}° {flips or '-'} b{params['brightness']:+.2f}"
+            f" c{params['contrast']:.2f}",
+            fontsize=8,
+        )
+    for ax in axes.flat:
+        ax.set_axis_off()
+    label = index["label"].iloc[row] if "label" in index.columns else index["y"].iloc[row]
+    figure.suptitle(
+        f"Offline augmentation ({label}): rotation={spec.rotation}, flip={spec.flip}, "
+        f"noise std={spec.noise_std:g}",
+        fontsize=10,
+    )
+    with atomic_path(path, suffix=".png") as tmp:
+        figure.savefig(tmp, dpi=100, format="png")
+
+
+def synthetic_cells(n, size, seed=0):
+    """`n` cell-like images uint8 (n, size, size, 3): a textured purple ellipse with a darker
+    nucleus, radii 20-40% of the frame, near the centre, on black."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    cells = np.zeros((n, size, size, 3), dtype=np.uint8)
+    base = np.array([150, 110, 190], dtype=np.float32)
+    for i in range(n):
+        cy, cx = 0.5 + rng.uniform(-0.05, 0.05, 2)
+        ry, rx = rng.uniform(0.2, 0.4, 2)
+        r2 = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
+        texture = rng.normal(0, 8, (size, size, 1)).astype(np.float32)
+        colour = base - 60 * (r2 < 0.35)[..., None] + texture
+        cells[i] = np.where((r2 < 1)[..., None], np.clip(colour, 20, 255), 0).astype(np.uint8)
+    return cells
+
+
+def write_synthetic_store(folder, images, labels, stem=TRAIN_STEM, subjects=None):
+    """Write `images` as a store `folder/{stem}.npy` + `.csv` with the stores' index columns
+    and made-up paths, subjects and hashes (for benchmarks and tests)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(images)
+    np.save(folder / f"{stem}.npy", np.asarray(images, dtype=np.uint8))
+    labels = np.asarray(labels)
+    subjects = subjects if subjects is not None else [f"{stem}{i % 7}" for i in range(n)]
+    index = pd.DataFrame(
+        {
+            "row": np.arange(n),
+            "path": [f"{stem}/{i}.bmp" for i in range(n)],
+            "label": np.where(labels == 1, "all", "hem"),
+            "subject": subjects,
+            "fold": 0,
+            "sha256": [f"{stem}{i:060d}" for i in range(n)],
+            "y": labels,
+        }
+    )
+    index.to_csv(folder / f"{stem}.csv", index=False)
+    return folder / f"{stem}.npy"
+
+
+def benchmark_augment(n=1000, size=224, threads=2, seed=0):
+    """Augmented images per second: `n` synthetic cells at `size` px, one augmented copy
+    each (all transformations on, config defaults), `threads` threads, end to end (store
+    written, index included)."""
+    cells = synthetic_cells(n, size, seed)
+    with tempfile.TemporaryDirectory() as folder:
+        store = write_synthetic_store(folder, cells, np.arange(n) % 2)
+        start = time.perf_counter()
+        augment_store(
+            store,
+            Path(folder) / "train_aug.npy",
+            AugmentSpec(),
+            seed=seed,
+            balance=False,
+            copies_per_image=1,
+            threads=threads,
+        )
+        return n / (time.perf_counter() - start)

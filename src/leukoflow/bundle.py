@@ -1,0 +1,191 @@
+"""The model bundle: what `leukoflow predict` needs to classify new cell images.
+
+A bundle is a folder with two files:
+
+- `model.keras`: the trained Keras model (input float32 `(N, size, size, 3)` in `[0, 255]`,
+  output `(N, 1)`, the probability of `all`);
+- `bundle.json`: `format_version`, `architecture`, `input_size` (pixels), `class_names`
+  (`["hem", "all"]`, index = label), `positive_class` (`"all"`), `stain_reference` (the
+  reference fitted on the training subjects, embedded), `threshold` (the decision threshold
+  chosen on validation: `all` when probability >= threshold), `test_metrics`, `config_hash`,
+  `settings`, `versions` (leukoflow, keras, backend, numpy) and `created` (UTC, ISO 8601).
+
+Bundles are self-contained: copying the folder is enough to use the model elsewhere.
+"""
+
+import datetime
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from leukoflow import CLASS_NAMES, POSITIVE_CLASS, __version__
+from leukoflow.atomic import atomic_path, write_text
+from leukoflow.errors import LeukoflowError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.keras"
+META_FILE = "bundle.json"
+REQUIRED_KEYS = ("architecture", "input_size", "class_names", "threshold", "stain_reference")
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the Keras model and the metadata of `bundle.json`."""
+
+    model: object
+    meta: dict
+    path: Path
+
+    @property
+    def architecture(self):
+        return self.meta["architecture"]
+
+    @property
+    def input_size(self):
+        """Side of the square model input, pixels."""
+        return int(self.meta["input_size"])
+
+    @property
+    def threshold(self):
+        """Decision threshold on the probability of `all` (inclusive)."""
+        return float(self.meta["threshold"])
+
+    @property
+    def reference(self):
+        """The stain reference, in the form `leukoflow.stain.normalize` takes."""
+        return self.meta["stain_reference"]
+
+
+def _package_versions():
+    """Versions of the packages a bundle's numbers depend on."""
+    import keras
+    import numpy
+
+    backend = keras.backend.backend()
+    backend_package = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
+    versions = {"leukoflow": __version__, "keras": keras.__version__, "numpy": numpy.__version__}
+    versions["backend"] = backend
+    if backend_package:
+        for dist in (backend_package, f"{backend_package}-cpu"):
+            try:
+                versions[backend_package] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return versions
+
+
+def _read_json(path, what):
+    """Parse the JSON file `path`; a clear error names it when it is missing or broken."""
+    path = Path(path)
+    if not path.is_file():
+        raise LeukoflowError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise LeukoflowError(f"{what} {path} is not valid JSON ({error})") from None
+
+
+def _link_or_copy(source, target):
+    """Make `target` a hard link to `source` (a copy across file systems), atomically."""
+    with atomic_path(target) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+
+def write_bundle(model_path, metrics_path, reference_path, settings, config_hash, out_dir):
+    """Write a bundle into `out_dir` from a trained model and what evaluate and stain wrote.
+
+    `metrics_path` is evaluate's `metrics.json` (keys `threshold` and `test`); `reference_path`
+    the stain reference JSON; `settings` the architecture's merged settings (a dict with
+    `architecture` and `input_size`). Returns the path of `bundle.json`.
+    """
+    model_path, out_dir = Path(model_path), Path(out_dir)
+    if not model_path.is_file():
+        raise LeukoflowError(f"model file {model_path} does not exist")
+    metrics = _read_json(metrics_path, "metrics file")
+    missing = [key for key in ("threshold", "test") if key not in metrics]
+    if missing:
+        raise LeukoflowError(f"metrics file {metrics_path} has no {', '.join(missing)} key")
+    reference = _read_json(reference_path, "stain reference")
+    for key in ("architecture", "input_size"):
+        if key not in settings:
+            raise LeukoflowError(f"--settings has no {key!r} key")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "architecture": settings["architecture"],
+        "input_size": int(settings["input_size"]),
+        "class_names": list(CLASS_NAMES),
+        "positive_class": POSITIVE_CLASS,
+        "threshold": float(metrics["threshold"]),
+        "test_metrics": metrics["test"],
+        "stain_reference": reference,
+        "config_hash": config_hash,
+        "settings": settings,
+        "versions": _package_versions(),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _link_or_copy(model_path, out_dir / MODEL_FILE)
+    meta_path = out_dir / META_FILE
+    write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    log.info("bundle of %s written to %s", meta["architecture"], out_dir)
+    return meta_path
+
+
+def read_meta(bundle_dir):
+    """The checked metadata of the bundle in `bundle_dir` (does not load the model)."""
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.is_dir():
+        raise LeukoflowError(f"model bundle {bundle_dir} is not a folder")
+    meta_path = bundle_dir / META_FILE
+    meta = _read_json(meta_path, "bundle metadata")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise LeukoflowError(f"{meta_path}: format_version is missing or not an integer")
+    if version > FORMAT_VERSION:
+        raise LeukoflowError(
+            f"{meta_path}: bundle format {version} is newer than this leukoflow supports "
+            f"({FORMAT_VERSION}); upgrade leukoflow"
+        )
+    missing = [key for key in REQUIRED_KEYS if meta.get(key) is None]
+    if "stain_reference" in missing:
+        raise LeukoflowError(
+            f"{meta_path}: the bundle has no stain reference ('stain_reference'); rebuild it "
+            "with `leukoflow bundle --reference reference.json`"
+        )
+    if missing:
+        raise LeukoflowError(f"{meta_path}: missing key(s) {', '.join(missing)}")
+    if list(meta["class_names"]) != list(CLASS_NAMES):
+        raise LeukoflowError(
+            f"{meta_path}: class_names {meta['class_names']} differ from {list(CLASS_NAMES)}"
+        )
+    return meta
+
+
+def load_bundle(bundle_dir):
+    """Load the bundle in `bundle_dir`: its metadata checked, its model in Keras safe mode."""
+    from leukoflow.models import load_model
+
+    bundle_dir = Path(bundle_dir)
+    meta = read_meta(bundle_dir)
+    model_path = bundle_dir / MODEL_FILE
+    if not model_path.is_file():
+        raise LeukoflowError(f"model bundle {bundle_dir} has no model file {model_path}")
+    model = load_model(model_path)
+    size = meta["input_size"]
+    if tuple(model.input_shape[1:]) != (size, size, 3):
+        raise LeukoflowError(
+            f"{model_path}: model input {model.input_shape[1:]} does not match the bundle's "
+            f"input_size {size}"
+        )
+    return Bundle(model=model, meta=meta, path=bundle_dir)

@@ -1,0 +1,101 @@
+"""Subcommands `bundle` and `predict`: package a trained model, classify new cell images."""
+
+import argparse
+import json
+import logging
+
+log = logging.getLogger(__name__)
+
+PREDICT_HELP = """\
+Classify cell images with a model bundle (results/models/ARCH). Each image is stain-normalised
+with the bundle's reference and resized exactly as in training. Folders are searched
+recursively for BMP, PNG, JPEG and TIFF files (any case); files named explicitly are always
+read. The CSV has one row per input file, in order: path, probability_all, label (all or hem:
+all when probability_all >= threshold), threshold, error. A file that cannot be used (not an
+image, truncated, not RGB) gets its reason in `error` and does not stop the run.
+
+Exit status: 0 when at least one image was classified; 1 when none could be (the CSV is still
+written, with the reasons); 2 for a usage error (missing or incompatible bundle, bad option).
+"""
+
+
+def run_bundle(args):
+    """Write results/models/ARCH: the model and bundle.json."""
+    from leukoflow.bundle import write_bundle
+    from leukoflow.errors import LeukoflowError
+
+    try:
+        settings = json.loads(args.settings)
+    except json.JSONDecodeError as error:
+        raise LeukoflowError(f"--settings is not valid JSON ({error})") from None
+    write_bundle(
+        args.model, args.metrics, args.reference, settings, args.config_hash, args.out_dir
+    )
+
+
+def run_predict(args):
+    """Classify images; exit status 1 when not a single image could be classified."""
+    from leukoflow.bundle import load_bundle
+    from leukoflow.predict import configure_model_threads, predict
+
+    configure_model_threads(args.model_threads)
+    bundle = load_bundle(args.model)
+    rows, classified = predict(
+        bundle,
+        args.inputs,
+        args.out,
+        batch_size=args.batch_size,
+        tta=args.tta,
+        workers=args.threads,
+        progress=not args.quiet,
+    )
+    if classified == 0:
+        log.error("none of the %d input files could be classified; see %s", rows, args.out)
+        return 1
+    return 0
+
+
+def register(subparsers):
+    """Add `bundle` and `predict`."""
+    p = subparsers.add_parser("bundle", help="package a trained model for `leukoflow predict`")
+    p.add_argument("--model", required=True, help="trained model.keras")
+    p.add_argument("--metrics", required=True, help="evaluate's metrics.json (threshold, test)")
+    p.add_argument("--reference", required=True, help="stain reference JSON used in training")
+    p.add_argument("--settings", required=True, help="the architecture's merged settings (JSON)")
+    p.add_argument("--config-hash", required=True, help="hash of the config the model came from")
+    p.add_argument("--out-dir", required=True, help="bundle folder to write")
+    p.set_defaults(func=run_bundle)
+
+    p = subparsers.add_parser(
+        "predict",
+        help="classify new cell images with a model bundle",
+        description=PREDICT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders")
+    p.add_argument("--model", required=True, metavar="BUNDLE_DIR", help="model bundle folder")
+    p.add_argument("--out", required=True, metavar="PREDICTIONS.csv", help="CSV to write")
+    p.add_argument(
+        "--tta",
+        type=int,
+        default=1,
+        metavar="K",
+        help="test-time augmentation: mean over K rotations by multiples of 360/K degrees "
+        "(default 1: off)",
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="images per model call (32)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="T",
+        help="processes reading and preparing images (default: the usable cores)",
+    )
+    p.add_argument(
+        "--model-threads",
+        type=int,
+        default=None,
+        metavar="M",
+        help="threads of the model's compute (default: the usable cores)",
+    )
+    p.set_defaults(func=run_predict)

@@ -1,0 +1,400 @@
+"""Test-set evaluation: threshold chosen on validation, metrics, subject bootstrap, TTA.
+
+The positive class is `all` (label 1). Every metric is computed by one vectorised function,
+`weighted_metrics`, on integer sample weights: weights of ones give the plain metrics, and
+the multiplicities of a bootstrap resample give the metrics of the resampled pool without
+copying images. Resampling is over **subjects** (all images of a drawn subject come along),
+stratified by the subject's label, because images of one subject are not independent.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from leukoflow.atomic import atomic_path, write_text
+from leukoflow.errors import LeukoflowError
+
+log = logging.getLogger(__name__)
+
+ECE_BINS = 10
+CI_METRICS = (
+    "precision",
+    "recall",
+    "f1",
+    "weighted_f1",
+    "macro_f1",
+    "balanced_accuracy",
+    "roc_auc",
+    "pr_auc",
+    "brier",
+    "ece",
+    "accuracy",
+)
+PREDICTION_COLUMNS = ["row", "path", "subject", "y", "probability_all", "predicted"]
+
+
+def _safe_div(num, den):
+    """num / den elementwise, 0 where den is 0 (scikit-learn's zero_division=0)."""
+    num, den = np.asarray(num, float), np.asarray(den, float)
+    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
+
+
+def _ranking_metrics(y, p, w):
+    """ROC-AUC and average precision of scores `p` under sample weights `w` (B, N).
+
+    Ties in `p` are grouped as scikit-learn does (one threshold per distinct score).
+    Returns two arrays (B,); NaN where a resample has only one class.
+    """
+    order = np.argsort(-p, kind="mergesort")
+    p_sorted = p[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(p_sorted)) + 1]  # distinct scores, descending
+    pos_w = np.add.reduceat(w[:, order] * y[order], starts, axis=1)
+    neg_w = np.add.reduceat(w[:, order] * (1 - y[order]), starts, axis=1)
+    tps, fps = np.cumsum(pos_w, axis=1), np.cumsum(neg_w, axis=1)
+    n_pos, n_neg = tps[:, -1], fps[:, -1]
+    # AUC: each positive beats the negatives ranked below it; ties count one half.
+    neg_below = n_neg[:, None] - fps
+    auc = _safe_div((pos_w * (neg_below + 0.5 * neg_w)).sum(axis=1), n_pos * n_neg)
+    precision = _safe_div(tps, tps + fps)
+    recall = _safe_div(tps, n_pos[:, None])
+    ap = (np.diff(recall, axis=1, prepend=0.0) * precision).sum(axis=1)
+    one_class = (n_pos == 0) | (n_neg == 0)
+    auc[one_class] = np.nan
+    ap[n_pos == 0] = np.nan
+    return auc, ap
+
+
+def _ece(y, p, w, bins=ECE_BINS):
+    """Expected calibration error of P(all) with `bins` equal-width bins, weights (B, N).
+
+    ECE = sum over bins of (bin weight / total) * |mean label - mean probability| in the bin;
+    the bins are [0, 0.1), [0.1, 0.2), ..., [0.9, 1.0] (1.0 falls in the last one).
+    """
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    onehot = np.eye(bins)[idx]  # (N, bins)
+    count = w @ onehot
+    gap = np.abs(w @ (onehot * y[:, None]) - w @ (onehot * p[:, None]))
+    return _safe_div(gap.sum(axis=1), count.sum(axis=1))
+
+
+def weighted_metrics(y, p, predicted, w):
+    """Every metric of predictions under integer sample weights.
+
+    y, predicted: (N,) 0/1 labels and decisions; p: (N,) probability of `all`;
+    w: (B, N) non-negative weights (one row per resample). Returns {name: (B,) array};
+    `confusion` is (B, 2, 2) as [[tn, fp], [fn, tp]] (rows = truth, scikit-learn order).
+    Conventions follow scikit-learn: zero_division=0, macro/weighted F1 over the labels
+    present in truth or prediction, balanced accuracy over the labels present in truth.
+    """
+    y = np.asarray(y, float)
+    p = np.asarray(p, float)
+    predicted = np.asarray(predicted, float)
+    w = np.atleast_2d(np.asarray(w, float))
+    tp = w @ (y * predicted)
+    fp = w @ ((1 - y) * predicted)
+    fn = w @ (y * (1 - predicted))
+    tn = w @ ((1 - y) * (1 - predicted))
+    n = tp + fp + fn + tn
+    n_pos, n_neg = tp + fn, tn + fp
+    f1_pos = _safe_div(2 * tp, 2 * tp + fp + fn)
+    f1_neg = _safe_div(2 * tn, 2 * tn + fn + fp)
+    has_pos = (n_pos + tp + fp) > 0  # label 1 in truth or prediction
+    has_neg = (n_neg + tn + fn) > 0
+    recall_pos, recall_neg = _safe_div(tp, n_pos), _safe_div(tn, n_neg)
+    auc, ap = _ranking_metrics(y, p, w)
+    return {
+        "precision": _safe_div(tp, tp + fp),
+        "recall": recall_pos,
+        "f1": f1_pos,
+        "weighted_f1": _safe_div(f1_pos * n_pos + f1_neg * n_neg, n),
+        "macro_f1": _safe_div(f1_pos * has_pos + f1_neg * has_neg, has_pos * 1.0 + has_neg),
+        "balanced_accuracy": _safe_div(
+            recall_pos * (n_pos > 0) + recall_neg * (n_neg > 0), (n_pos > 0) * 1.0 + (n_neg > 0)
+        ),
+        "accuracy": _safe_div(tp + tn, n),
+        "roc_auc": auc,
+        "pr_auc": ap,
+        "brier": _safe_div(w @ (p - y) ** 2, n),
+        "ece": _ece(y, p, w),
+        "confusion": np.stack([np.stack([tn, fp], -1), np.stack([fn, tp], -1)], -2),
+    }
+
+
+def binary_metrics(y, p, threshold):
+    """The metrics of probabilities `p` (N,) against labels `y` (N,) at `threshold`.
+
+    A cell is called `all` when p >= threshold. Returns plain floats and a 2x2 int list.
+    """
+    y = np.asarray(y, int)
+    p = np.asarray(p, float)
+    predicted = (p >= threshold).astype(int)
+    values = weighted_metrics(y, p, predicted, np.ones((1, len(y))))
+    out = {k: float(v[0]) for k, v in values.items() if k != "confusion"}
+    out["confusion"] = values["confusion"][0].astype(int).tolist()
+    out["n"] = len(y)
+    out["n_all"] = int(y.sum())
+    return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in out.items()}
+
+
+def choose_threshold(y_val, p_val, rule="max_f1"):
+    """The decision threshold from VALIDATION labels and probabilities only.
+
+    rule "0.5": 0.5. rule "max_f1": the threshold maximising the F1 of `all` on the
+    validation set, placed halfway between the lowest probability called `all` and the next
+    lower distinct probability (the highest such threshold when several tie).
+    """
+    if rule == "0.5":
+        return 0.5
+    if rule != "max_f1":
+        raise LeukoflowError(f"evaluate.threshold: unknown rule {rule!r}; allowed: max_f1, '0.5'")
+    y_val = np.asarray(y_val, float)
+    p_val = np.asarray(p_val, float)
+    if y_val.sum() == 0:
+        raise LeukoflowError("the validation subset has no `all` cells: cannot choose a threshold")
+    order = np.argsort(-p_val, kind="mergesort")
+    p_sorted = p_val[order]
+    last = np.r_[np.flatnonzero(np.diff(p_sorted)), len(p_sorted) - 1]  # end of each tie group
+    tps = np.cumsum(y_val[order])[last]
+    fps = (last + 1) - tps
+    f1 = 2 * tps / (2 * tps + fps + (y_val.sum() - tps))
+    best = int(np.argmax(f1))
+    upper = p_sorted[last[best]]
+    lower = p_sorted[last[best] + 1] if best + 1 < len(last) else 0.0
+    return float((upper + lower) / 2)
+
+
+def subject_resamples(subjects, labels, n_resamples, seed):
+    """Bootstrap weights (B, N): subjects drawn with replacement within each label.
+
+    subjects: (N,) subject id of each image; labels: (N,) 0/1. A subject's label is the
+    majority label of its images. Each resample draws, for each label, as many subjects
+    as there are with that label; an image's weight is how often its subject was drawn.
+    """
+    subjects = np.asarray(subjects).astype(str)
+    labels = np.asarray(labels, int)
+    names, inverse = np.unique(subjects, return_inverse=True)
+    subject_label = np.bincount(inverse, weights=labels) / np.bincount(inverse) >= 0.5
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((n_resamples, len(names)))
+    for label in (False, True):
+        members = np.flatnonzero(subject_label == label)
+        if len(members):
+            draws = rng.integers(0, len(members), size=(n_resamples, len(members)))
+            rows = np.repeat(np.arange(n_resamples), len(members))
+            np.add.at(counts, (rows, members[draws.ravel()]), 1)
+    return counts[:, inverse]
+
+
+def image_resamples(n_images, n_resamples, seed):
+    """Bootstrap weights (B, N) of plain image resampling (the naive CI, for comparison)."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_images, np.full(n_images, 1.0 / n_images), size=n_resamples)
+
+
+def _chunks(total, size=250):
+    for start in range(0, total, size):
+        yield slice(start, min(total, start + size))
+
+
+def bootstrap_ci(y, p, predicted, weights, level=0.95):
+    """Percentile CIs {metric: [lo, hi]} from bootstrap weights (B, N), in chunks of 250."""
+    parts = {m: [] for m in CI_METRICS}
+    for rows in _chunks(len(weights)):
+        values = weighted_metrics(y, p, predicted, weights[rows])
+        for metric in CI_METRICS:
+            parts[metric].append(values[metric])
+    tail = 100 * (1 - level) / 2
+    ci = {}
+    for metric in CI_METRICS:
+        lo, hi = np.nanpercentile(np.concatenate(parts[metric]), [tail, 100 - tail])
+        ci[metric] = [float(lo), float(hi)]
+    return ci
+
+
+def _f1(y, predicted, w):
+    """F1 of `all` (B,) under weights (B, N)."""
+    y, predicted = np.asarray(y, float), np.asarray(predicted, float)
+    tp = w @ (y * predicted)
+    return _safe_div(2 * tp, w @ predicted + w @ y)
+
+
+def paired_bootstrap(y, subjects, predicted_a, predicted_b, n_resamples=2000, seed=0):
+    """Share of subject resamples in which F1 of `a` exceeds F1 of `b` on the same test set.
+
+    Both models are scored on each same resample of subjects (paired), so the share is the
+    bootstrap probability that `a` is really better than `b`. Returns (share, mean F1 gap).
+    """
+    weights = subject_resamples(subjects, y, n_resamples, seed)
+    wins, gaps = [], []
+    for rows in _chunks(n_resamples):
+        f1_a = _f1(y, predicted_a, weights[rows])
+        f1_b = _f1(y, predicted_b, weights[rows])
+        wins.append(f1_a > f1_b)
+        gaps.append(f1_a - f1_b)
+    return float(np.concatenate(wins).mean()), float(np.concatenate(gaps).mean())
+
+
+def per_subject_accuracy(frame):
+    """[{subject, label, n, accuracy}] from a predictions frame (y, predicted, subject)."""
+    grouped = frame.assign(correct=frame["y"] == frame["predicted"]).groupby("subject")
+    table = grouped.agg(y=("y", "mean"), n=("y", "size"), accuracy=("correct", "mean"))
+    return [
+        {
+            "subject": str(subject),
+            "label": "all" if row.y >= 0.5 else "hem",
+            "n": int(row.n),
+            "accuracy": float(row.accuracy),
+        }
+        for subject, row in table.iterrows()
+    ]
+
+
+def evaluate_predictions(val, test, threshold_rule="max_f1", n_bootstrap=2000, seed=0):
+    """Metrics of validation and test predictions; the threshold comes from `val` only.
+
+    val, test: frames with columns row, path, subject, y, probability_all. Returns
+    (metrics dict, val frame, test frame), the frames with a `predicted` column added.
+    """
+    for name, frame in (("val", val), ("test", test)):
+        missing = {"subject", "y", "probability_all"} - set(frame.columns)
+        if missing:
+            raise LeukoflowError(f"{name} predictions lack column(s) {sorted(missing)}")
+        if frame.empty:
+            raise LeukoflowError(f"the {name} subset is empty: nothing to evaluate")
+    threshold = choose_threshold(
+        val["y"].to_numpy(), val["probability_all"].to_numpy(), threshold_rule
+    )
+    val = val.assign(predicted=(val["probability_all"] >= threshold).astype(int))
+    test = test.assign(predicted=(test["probability_all"] >= threshold).astype(int))
+    y, p = test["y"].to_numpy(int), test["probability_all"].to_numpy(float)
+    weights = subject_resamples(test["subject"], y, n_bootstrap, seed)
+    metrics = {
+        "threshold": threshold,
+        "threshold_rule": threshold_rule,
+        "n_test": len(test),
+        "n_val": len(val),
+        "n_test_subjects": int(test["subject"].nunique()),
+        "bootstrap": {
+            "resamples": n_bootstrap,
+            "unit": "subject",
+            "stratified": True,
+            "seed": seed,
+        },
+        "test": binary_metrics(y, p, threshold),
+        "ci": bootstrap_ci(y, p, test["predicted"].to_numpy(int), weights),
+        "val": binary_metrics(val["y"].to_numpy(int), val["probability_all"].to_numpy(), threshold),
+        "per_subject": per_subject_accuracy(test),
+    }
+    return metrics, val, test
+
+
+def rotation_transform(angle_deg, height, width):
+    """The 8-parameter projective transform (keras.ops.image.affine_transform) of a rotation.
+
+    Rotates by `angle_deg` about the image centre; output pixel (x, y) samples the input at
+    R(x - c) + c.
+    """
+    theta = np.deg2rad(angle_deg)
+    cos, sin = np.cos(theta), np.sin(theta)
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    return np.array(
+        [cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, 0, 0],
+        dtype="float32",
+    )
+
+
+def rotate_batch(images, angle_deg):
+    """Rotate a float32 batch (N, H, W, 3) by `angle_deg`; exact for multiples of 90 degrees.
+
+    Other angles use bilinear keras.ops.image.affine_transform with a black fill (the
+    background of the cell images), run by the Keras backend on its device.
+    """
+    quarter = angle_deg / 90
+    if float(quarter).is_integer():
+        return np.ascontiguousarray(np.rot90(images, k=int(quarter) % 4, axes=(1, 2)))
+    import keras
+
+    transform = rotation_transform(angle_deg, images.shape[1], images.shape[2])
+    transform = np.repeat(transform[None], len(images), axis=0)
+    rotated = keras.ops.image.affine_transform(
+        images, transform, interpolation="bilinear", fill_mode="constant", fill_value=0
+    )
+    return keras.ops.convert_to_numpy(rotated)
+
+
+def predict_store(predict_fn, images, batch_size=32, tta=0):
+    """P(all) (N,) for a uint8 store (N, H, W, 3) through a compiled `predict_fn`.
+
+    Batches are converted to float32 in [0, 255]; the last batch is padded to `batch_size`
+    so the compiled function sees one shape. `tta` = k >= 2 averages the k rotations by
+    multiples of 360/k degrees (0 or 1: no test-time augmentation).
+    """
+    from tqdm import tqdm
+
+    angles = [360 * i / tta for i in range(tta)] if tta >= 2 else [0.0]
+    out = np.empty(len(images), dtype="float32")
+    for start in tqdm(range(0, len(images), batch_size), desc="predict", leave=False):
+        batch = np.asarray(images[start : start + batch_size], dtype="float32")
+        n = len(batch)
+        if n < batch_size:
+            batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), "float32")])
+        probs = np.mean([predict_fn(rotate_batch(batch, a)) for a in angles], axis=0)
+        out[start : start + n] = probs[:n]
+    return out
+
+
+def predictions_frame(index, probabilities):
+    """The predictions table: row, path, subject, y (and `predicted` later) from a store index."""
+    frame = index[["row", "path", "subject", "y"]].copy()
+    frame["subject"] = frame["subject"].astype(str)
+    frame["probability_all"] = np.asarray(probabilities, float)
+    return frame
+
+
+def write_evaluation(out_dir, metrics, val, test):
+    """Write metrics.json, val_predictions.csv and test_predictions.csv atomically."""
+    out_dir = Path(out_dir)
+    for name, frame in (("val_predictions.csv", val), ("test_predictions.csv", test)):
+        with atomic_path(out_dir / name) as tmp:
+            frame[PREDICTION_COLUMNS].to_csv(tmp, index=False)
+    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def run_evaluate(model_path, val_store, test_store, settings, evaluate_config, out_dir):
+    """The `evaluate` job: predict val and test, choose the threshold on val, score test."""
+    from leukoflow.models import load_model
+    from leukoflow.shards import open_store
+    from leukoflow.timing import compiled_inference, resolve_jit
+
+    model = load_model(model_path)
+    predict_fn = compiled_inference(model, jit_compile=resolve_jit(settings.get("jit_compile")))
+    batch_size = int(settings.get("batch_size", 32))
+    tta = int(evaluate_config.get("tta", 0))
+    frames = []
+    for store in (val_store, test_store):
+        images, index = open_store(store)
+        log.info("predicting %d images of %s (TTA %d)", len(images), store, tta)
+        frames.append(predictions_frame(index, predict_store(predict_fn, images, batch_size, tta)))
+    metrics, val, test = evaluate_predictions(
+        frames[0],
+        frames[1],
+        threshold_rule=str(evaluate_config.get("threshold", "max_f1")),
+        n_bootstrap=int(evaluate_config.get("bootstrap", 2000)),
+        seed=int(evaluate_config.get("seed", 0)),
+    )
+    metrics.update(
+        architecture=settings.get("architecture", Path(model_path).parent.name),
+        split=Path(out_dir).parent.parent.name,
+        tta=tta,
+        model=str(model_path),
+    )
+    write_evaluation(out_dir, metrics, val, test)
+    log.info(
+        "test F1 %.3f, weighted F1 %.3f at threshold %.3f",
+        metrics["test"]["f1"],
+        metrics["test"]["weighted_f1"],
+        metrics["threshold"],
+    )
+    return metrics

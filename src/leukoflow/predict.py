@@ -1,0 +1,230 @@
+"""Classifying new cell images with a model bundle (`leukoflow predict`).
+
+Every image goes through `leukoflow.shards.prepare_image` (stain normalisation with the
+bundle's reference, then the aspect-keeping centred resize), exactly as the training and
+test stores were built, so a bundle gives the same probabilities as evaluate did.
+
+Speed: a pool of worker processes reads and prepares whole batches ahead of the model
+(at most `workers + 1` batches in flight), while the main thread runs the model's compiled
+predict function on the previous batch, so preparation hides behind the model's compute.
+"""
+
+import csv
+import logging
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from leukoflow import CLASS_NAMES
+from leukoflow.atomic import atomic_path
+from leukoflow.errors import LeukoflowError
+from leukoflow.images import BadImageError, is_image_name, read_rgb
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("path", "probability_all", "label", "threshold", "error")
+
+
+@dataclass
+class Prediction:
+    """One output row: `probability` and `label` are None when the file could not be used."""
+
+    path: str
+    probability: float | None
+    label: str | None
+    error: str | None
+
+
+def collect_inputs(paths):
+    """The files to classify, in the order given.
+
+    A folder contributes every file under it (recursively, sorted) whose extension is one of
+    `leukoflow.images.IMAGE_EXTENSIONS` in any case, and nothing else; any other path is
+    kept as given, whatever its extension (it gets an error row if it cannot be read).
+    """
+    files = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            found = sorted(
+                (p for p in given.rglob("*") if p.is_file() and is_image_name(p)),
+                key=lambda p: p.relative_to(given).parts,
+            )
+            if not found:
+                log.warning("%s: no image files (BMP, PNG, JPEG, TIFF) under this folder", given)
+            files.extend(found)
+        else:
+            files.append(given)
+    return files
+
+
+def prepare_file(path, reference, size):
+    """Read and prepare one file: (uint8 (size, size, 3), None), or (None, why it failed)."""
+    from leukoflow.shards import prepare_image
+
+    try:
+        return prepare_image(read_rgb(path), reference, size), None
+    except BadImageError as error:
+        return None, error.reason
+    except (LeukoflowError, ValueError, OSError) as error:
+        return None, str(error)
+
+
+def prepare_batch(paths, reference, size):
+    """Prepare a batch of files.
+
+    Returns (images, errors): uint8 `(n_ok, size, size, 3)` for the files that could be
+    used, in order, and one entry per path, None for a used file or the reason it was not.
+    """
+    images, errors = [], []
+    for path in paths:
+        image, error = prepare_file(path, reference, size)
+        errors.append(error)
+        if image is not None:
+            images.append(image)
+    if not images:
+        return np.zeros((0, size, size, 3), np.uint8), errors
+    return np.stack(images), errors
+
+
+def rotations(images, k):
+    """The `k` rotations of uint8 images (N, H, W, 3) through multiples of 360/k degrees.
+
+    Multiples of 90 degrees are exact (`np.rot90`); other angles rotate about the centre
+    with bilinear interpolation and black corners, as the cells sit on a black background.
+    """
+    from leukoflow.evaluate import tta_rotations
+
+    return tta_rotations(images, k)
+
+
+def predict_arrays(model, images, tta=1):
+    """Probability of `all`, float32 `(N,)`, for prepared uint8 images `(N, size, size, 3)`.
+
+    Runs the model's compiled predict function on the whole batch; with `tta` > 1 the mean
+    over the `tta` rotations of `rotations`.
+    """
+    if len(images) == 0:
+        return np.zeros(0, np.float32)
+    if tta <= 1:
+        return np.asarray(model.predict_on_batch(images.astype(np.float32)))[:, 0]
+    total = np.zeros(len(images), np.float64)
+    for rotated in rotations(images, tta):
+        total += np.asarray(model.predict_on_batch(rotated.astype(np.float32)))[:, 0]
+    return (total / tta).astype(np.float32)
+
+
+def configure_model_threads(threads):
+    """Set the model's intra-op threads (TensorFlow backend) before the model is loaded.
+
+    None keeps the backend's default (all usable cores). Other backends take their thread
+    settings from the environment (XLA_FLAGS for JAX), so this only logs there.
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise LeukoflowError(f"--model-threads must be at least 1, got {threads}")
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        log.warning("--model-threads applies to the TensorFlow backend only; ignored")
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:
+        log.warning("TensorFlow is already initialised; --model-threads %d ignored", threads)
+
+
+def default_workers():
+    """Preparation workers: the cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def iter_predictions(bundle, files, batch_size=32, tta=1, workers=None, progress=True):
+    """Yield one `Prediction` per file, in order.
+
+    Batches of `batch_size` files are prepared by `workers` processes (spawned, so they do not
+    inherit the model's threads) up to `workers + 1` batches ahead of the model.
+    """
+    if batch_size < 1:
+        raise LeukoflowError(f"--batch-size must be at least 1, got {batch_size}")
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise LeukoflowError(f"--threads must be at least 1, got {workers}")
+    size, reference, threshold = bundle.input_size, bundle.reference, bundle.threshold
+    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    context = multiprocessing.get_context("spawn")
+    with (
+        ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,
+        tqdm(total=len(files), unit="image", disable=not progress) as bar,
+    ):
+        pending = deque()
+        queued = iter(batches)
+
+        def submit():
+            batch = next(queued, None)
+            if batch is not None:
+                pending.append((batch, pool.submit(prepare_batch, batch, reference, size)))
+
+        for _ in range(workers + 1):
+            submit()
+        while pending:
+            batch, future = pending.popleft()
+            submit()
+            images, errors = future.result()
+            probabilities = iter(predict_arrays(bundle.model, images, tta).tolist())
+            for path, error in zip(batch, errors, strict=True):
+                if error is None:
+                    p = next(probabilities)
+                    label = CLASS_NAMES[int(p >= threshold)]
+                    yield Prediction(str(path), p, label, None)
+                else:
+                    yield Prediction(str(path), None, None, error)
+            bar.update(len(batch))
+
+
+def write_predictions(predictions, threshold, out):
+    """Write the predictions CSV (columns `COLUMNS`) atomically; returns the rows written."""
+    rows = 0
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for row in predictions:
+            probability = "" if row.probability is None else repr(row.probability)
+            writer.writerow(
+                [row.path, probability, row.label or "", repr(threshold), row.error or ""]
+            )
+            rows += 1
+    return rows
+
+
+def predict(bundle, inputs, out, batch_size=32, tta=1, workers=None, progress=True):
+    """Classify the images in `inputs` (files and folders) and write the CSV `out`.
+
+    Every file gets exactly one row in input order; a file that cannot be used gets its
+    reason in `error` and empty `probability_all` and `label`. Returns (rows, classified).
+    """
+    files = collect_inputs(inputs)
+    counts = {"classified": 0}
+
+    def counted():
+        for row in iter_predictions(bundle, files, batch_size, tta, workers, progress):
+            counts["classified"] += row.error is None
+            yield row
+
+    rows = write_predictions(counted(), bundle.threshold, out)
+    log.info(
+        "%d of %d files classified, %d with errors; predictions in %s",
+        counts["classified"],
+        rows,
+        rows - counts["classified"],
+        out,
+    )
+    return rows, counts["classified"]

@@ -1,0 +1,299 @@
+"""Stain normalisation of single-cell images on a black background: none, Reinhard, Macenko.
+
+Mask-aware: background pixels (every channel at most `BACKGROUND_MAX`) take no part in the
+statistics and are exactly black in the output. With the mask switched off the methods
+compute what torchstain's numpy normalisers compute (float32 instead of float64, and the
+Macenko stain vectors from a strided sample of at most `fit_pixels` pixels).
+
+A reference is a small JSON-able dict: `method`, `version`, the method's parameters and its
+target (Macenko: stain matrix (3, 2) and 99th-percentile concentrations (2,); Reinhard:
+LAB means and standard deviations (3,)). `fit_reference` aggregates per-image estimates by
+their median, so a few odd training images do not move it.
+
+Degenerate images (fewer than `MIN_STAIN_PIXELS` stained pixels, stain vectors closer than
+`MIN_STAIN_ANGLE_DEG`, or no stain concentration; Reinhard: fewer than `MIN_STAIN_PIXELS`
+foreground pixels) are not normalised: `normalize` returns them unchanged apart from the
+black background (documented fallback, logged at debug level), or raises
+`DegenerateStainError` with `on_degenerate="raise"`. Output pixels are never NaN.
+"""
+
+import functools
+import json
+import logging
+
+import numpy as np
+
+from leukoflow.atomic import write_text
+from leukoflow.errors import LeukoflowError
+
+log = logging.getLogger(__name__)
+
+METHODS = ("none", "reinhard", "macenko")
+REFERENCE_VERSION = 1
+BACKGROUND_MAX = 10  # a pixel whose channels are all <= this is background
+MIN_STAIN_PIXELS = 64
+MIN_STAIN_ANGLE_DEG = 3.0
+MIN_CONCENTRATION = 1e-3
+MACENKO_DEFAULTS = {"io": 240, "alpha": 1.0, "beta": 0.15, "fit_pixels": 50_000}
+
+_RGB2XYZ = np.array(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
+)
+_WHITE = np.array([0.95047, 1.0, 1.08883])
+
+
+class DegenerateStainError(LeukoflowError):
+    """An image whose stain cannot be estimated (nearly blank, or one stain only)."""
+
+
+def foreground_mask(image, background_max=BACKGROUND_MAX):
+    """Bool (H, W): True where some channel of the uint8 RGB image exceeds `background_max`."""
+    flat = np.ascontiguousarray(image).reshape(-1, 3)
+    return (_brightest(flat) > background_max).reshape(image.shape[:-1])
+
+
+def _brightest(flat):
+    """Largest channel value of each uint8 pixel (N, 3): uint8 (N,)."""
+    return np.maximum(np.maximum(flat[:, 0], flat[:, 1]), flat[:, 2])
+
+
+@functools.lru_cache(maxsize=8)
+def _od_lut(io):
+    """Optical density of each 8-bit value, float32 (256,): -log((v + 1) / io)."""
+    return (-np.log((np.arange(256) + 1.0) / io)).astype(np.float32)
+
+
+def _percentiles(values, qs):
+    """Percentiles `qs` (0-100) of a 1-D array, numpy's linear method, via np.partition."""
+    n = values.size
+    pos = np.asarray(qs, dtype=np.float64) / 100.0 * (n - 1)
+    lo = np.floor(pos).astype(np.intp)
+    hi = np.minimum(lo + 1, n - 1)
+    part = np.partition(values, np.unique(np.concatenate([lo, hi])))
+    return part[lo] + (part[hi] - part[lo]) * (pos - lo)
+
+
+def _strided(index, limit):
+    """At most about `limit` entries of `index`, evenly strided (deterministic)."""
+    if limit is None or index.size <= limit:
+        return index
+    return index[:: -(-index.size // int(limit))]
+
+
+def _macenko_estimate(od, brightest, fg, params):
+    """Stain matrix (3, 2) float64 and 99th-percentile concentrations (2,) of one image.
+
+    `od` float32 (N, 3) is the optical density of the pixels, `brightest` uint8 (N,) their
+    largest channel value, `fg` a bool (N,) of the pixels that count (None: all of them).
+    Raises DegenerateStainError when the stain cannot be estimated.
+    """
+    alpha, beta = params["alpha"], params["beta"]
+    # torchstain's "transparent" test (some channel OD < beta) as one threshold on the max
+    opaque_max = int(np.count_nonzero(_od_lut(params["io"]) >= beta)) - 1
+    stained = brightest <= opaque_max
+    if fg is not None:
+        stained &= fg
+    index = np.flatnonzero(stained)
+    if index.size < MIN_STAIN_PIXELS:
+        raise DegenerateStainError(f"only {index.size} stained pixels (< {MIN_STAIN_PIXELS})")
+    od_hat = od[_strided(index, params["fit_pixels"])]
+    mean = od_hat.mean(axis=0, dtype=np.float64)
+    cov = (od_hat.T @ od_hat).astype(np.float64) / len(od_hat) - np.outer(mean, mean)
+    _, eigvecs = np.linalg.eigh(cov)
+    plane = eigvecs[:, 1:3]
+    proj = od_hat @ plane.astype(np.float32)
+    phi = np.arctan2(proj[:, 1], proj[:, 0])
+    min_phi, max_phi = _percentiles(phi, [alpha, 100 - alpha])
+    v_min = plane @ np.array([np.cos(min_phi), np.sin(min_phi)])
+    v_max = plane @ np.array([np.cos(max_phi), np.sin(max_phi)])
+    stains = np.stack([v_min, v_max] if v_min[0] > v_max[0] else [v_max, v_min], axis=1)
+    angle = np.degrees(np.arccos(np.clip(abs(v_min @ v_max), -1.0, 1.0)))
+    if angle < MIN_STAIN_ANGLE_DEG:
+        raise DegenerateStainError(f"stain vectors {angle:.1f} degrees apart: one stain only")
+    counted = od if fg is None else od[fg]
+    conc = counted @ np.linalg.pinv(stains).T.astype(np.float32)
+    max_c = np.array([_percentiles(np.ascontiguousarray(conc[:, k]), [99])[0] for k in (0, 1)])
+    if not np.all(np.isfinite(stains)) or not np.all(max_c > MIN_CONCENTRATION):
+        raise DegenerateStainError(f"no stain concentration (99th percentiles {max_c})")
+    return stains, max_c
+
+
+def _rgb_to_lab(rgb):
+    """RGB uint8 (..., 3) to LAB float32 (..., 3), L in [0, 100], as torchstain computes it."""
+    x = rgb.astype(np.float32) / 255
+    linear = np.where(x > 0.04045, ((x + 0.055) / 1.055) ** 2.4, x / 12.92)
+    xyz = linear @ (_RGB2XYZ.T / _WHITE).astype(np.float32)
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116)
+    return np.stack(
+        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])],
+        axis=-1,
+    )
+
+
+def _lab_to_rgb(lab):
+    """LAB float32 (..., 3) to RGB float32 in [0, 1] (torchstain's inverse of `_rgb_to_lab`)."""
+    y = (lab[..., 0] + 16.0) / 116
+    xyz = np.stack([lab[..., 1] / 500 + y, y, y - lab[..., 2] / 200], axis=-1)
+    xyz = np.where(xyz > 0.2068966, xyz**3, (xyz - 16.0 / 116) / 7.787)
+    rgb = xyz @ (np.linalg.inv(_RGB2XYZ).T * _WHITE[:, None]).astype(np.float32)
+    rgb = np.where(rgb > 0.0031308, 1.055 * np.maximum(rgb, 0) ** (1 / 2.4) - 0.055, rgb * 12.92)
+    return np.clip(rgb, 0, 1)
+
+
+def _reinhard_estimate(lab, fg):
+    """Means and standard deviations (3,) of LAB pixels (N, 3), over `fg` (or all if None)."""
+    values = lab if fg is None else lab[fg]
+    if values.shape[0] < MIN_STAIN_PIXELS:
+        raise DegenerateStainError(
+            f"only {values.shape[0]} foreground pixels (< {MIN_STAIN_PIXELS})"
+        )
+    return values.mean(axis=0, dtype=np.float64), values.std(axis=0, dtype=np.float64)
+
+
+def _estimate(image, method, params):
+    """Per-image estimate of `method` on uint8 (H, W, 3): a dict of the reference's targets."""
+    flat = np.ascontiguousarray(image).reshape(-1, 3)
+    brightest = _brightest(flat)
+    fg = brightest > params["background_max"] if params["mask"] else None
+    if method == "macenko":
+        od = np.take(_od_lut(params["io"]), flat)
+        stains, max_c = _macenko_estimate(od, brightest, fg, params)
+        return {"stain_matrix": stains, "max_concentrations": max_c}
+    means, stds = _reinhard_estimate(_rgb_to_lab(flat), fg)
+    return {"lab_means": means, "lab_stds": stds}
+
+
+def _params(method, mask, **overrides):
+    """The parameters of `method` with the defaults filled in."""
+    params = {"background_max": BACKGROUND_MAX, "mask": bool(mask)}
+    if method == "macenko":
+        params.update(MACENKO_DEFAULTS)
+    unknown = set(overrides) - set(params)
+    if unknown:
+        raise LeukoflowError(f"unknown {method} parameters: {', '.join(sorted(unknown))}")
+    params.update(overrides)
+    return params
+
+
+def fit_reference(images, method, mask=True, **params):
+    """Fit a reference on an iterable of uint8 (H, W, 3) images; the median of per-image fits.
+
+    Degenerate images are skipped (and counted in `skipped`); LeukoflowError if all are.
+    `params` override the method's defaults (Macenko: io, alpha, beta, fit_pixels).
+    """
+    if method not in METHODS:
+        raise LeukoflowError(f"unknown stain method {method!r}; allowed: {', '.join(METHODS)}")
+    params = _params(method, mask, **params)
+    reference = {"method": method, "version": REFERENCE_VERSION, "params": params}
+    if method == "none":
+        reference["images"] = sum(1 for _ in images)
+        reference["skipped"] = 0
+        return reference
+    estimates, skipped = [], 0
+    for image in images:
+        try:
+            estimates.append(_estimate(image, method, params))
+        except DegenerateStainError as error:
+            log.debug("reference: image skipped (%s)", error)
+            skipped += 1
+    if not estimates:
+        raise LeukoflowError(
+            f"cannot fit a {method} reference: all {skipped} images are degenerate "
+            "(nearly blank or one stain only)"
+        )
+    for key in estimates[0]:
+        reference[key] = np.median(np.stack([e[key] for e in estimates]), axis=0)
+    if method == "macenko":
+        stains = reference["stain_matrix"]
+        reference["stain_matrix"] = stains / np.linalg.norm(stains, axis=0, keepdims=True)
+    reference = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in reference.items()}
+    reference["images"] = len(estimates)
+    reference["skipped"] = skipped
+    return reference
+
+
+def _macenko_apply(flat, brightest, fg, reference):
+    """Normalised pixels float32 (N, 3) of uint8 pixels (N, 3) with a Macenko reference."""
+    params = reference["params"]
+    od = np.take(_od_lut(params["io"]), flat)
+    stains, max_c = _macenko_estimate(od, brightest, fg, params)
+    ref_stains = np.asarray(reference["stain_matrix"])
+    scale = np.asarray(reference["max_concentrations"]) / max_c
+    # OD_out = ref_stains @ diag(scale) @ pinv(stains) @ OD: one 3x3 matrix for all pixels
+    transform = (ref_stains * scale) @ np.linalg.pinv(stains)
+    od_out = od @ transform.T.astype(np.float32)
+    np.subtract(np.float32(np.log(params["io"])), od_out, out=od_out)
+    out = np.exp(od_out, out=od_out)
+    return np.minimum(out, 255, out=out)
+
+
+def _reinhard_apply(flat, brightest, fg, reference):
+    """Normalised pixels float32 (N, 3) in [0, 255] of uint8 pixels (N, 3) (Reinhard)."""
+    lab = _rgb_to_lab(flat)
+    means, stds = _reinhard_estimate(lab, fg)
+    # a flat channel (std ~ 0) is shifted to the target mean, not scaled
+    gain = np.where(stds > 1e-3, np.asarray(reference["lab_stds"]) / np.maximum(stds, 1e-3), 1.0)
+    shift = np.asarray(reference["lab_means"]) - means * gain
+    lab = lab * gain.astype(np.float32) + shift.astype(np.float32)
+    return _lab_to_rgb(lab) * 255
+
+
+def normalize_with_status(image, reference):
+    """Normalise uint8 (H, W, 3) with `reference`: (uint8 (H, W, 3), None or fallback reason)."""
+    method = reference["method"]
+    if method == "none":
+        return image.copy(), None
+    params = reference["params"]
+    flat = np.ascontiguousarray(image).reshape(-1, 3)
+    brightest = _brightest(flat)
+    fg = brightest > params["background_max"] if params["mask"] else None
+    try:
+        apply = _macenko_apply if method == "macenko" else _reinhard_apply
+        out = apply(flat, brightest, fg, reference).astype(np.uint8)
+        reason = None
+    except DegenerateStainError as error:
+        out, reason = flat.copy(), str(error)
+    if fg is not None:
+        out[~fg] = 0
+    return out.reshape(image.shape), reason
+
+
+def normalize(image, reference, on_degenerate="identity"):
+    """Normalise a uint8 RGB image (H, W, 3) to `reference`; uint8 (H, W, 3).
+
+    Values are truncated to uint8 as torchstain does. A degenerate image is returned
+    unchanged apart from its background (`on_degenerate="identity"`) or raises
+    DegenerateStainError (`"raise"`).
+    """
+    out, reason = normalize_with_status(image, reference)
+    if reason is not None:
+        if on_degenerate == "raise":
+            raise DegenerateStainError(reason)
+        log.debug("stain normalisation skipped: %s", reason)
+    return out
+
+
+def save_reference(reference, path):
+    """Write a reference dict as JSON, atomically."""
+    write_text(path, json.dumps(reference, indent=2, sort_keys=True) + "\n")
+
+
+def load_reference(path):
+    """Read and check a reference JSON written by `save_reference`."""
+    try:
+        reference = json.loads(open(path).read())
+    except (OSError, ValueError) as error:
+        raise LeukoflowError(f"{path}: cannot read stain reference ({error})") from None
+    method = reference.get("method") if isinstance(reference, dict) else None
+    if method not in METHODS:
+        raise LeukoflowError(f"{path}: not a stain reference (method {method!r})")
+    if reference.get("version") != REFERENCE_VERSION:
+        raise LeukoflowError(
+            f"{path}: stain reference version {reference.get('version')!r}, "
+            f"this leukoflow reads version {REFERENCE_VERSION}; rerun stain-reference"
+        )
+    needed = {"macenko": ("stain_matrix", "max_concentrations"), "reinhard": ("lab_means", "lab_stds")}
+    missing = [k for k in needed.get(method, ()) if k not in reference]
+    if missing or "params" not in reference:
+        raise LeukoflowError(f"{path}: stain reference lacks {', '.join(missing or ['params'])}")
+    return reference
