@@ -2,8 +2,8 @@
 
 Mask-aware: background pixels (every channel at most `BACKGROUND_MAX`) take no part in the
 statistics and are exactly black in the output. With the mask switched off the methods
-compute what torchstain's numpy normalisers compute (float32 instead of float64, and the
-Macenko stain vectors from a strided sample of at most `fit_pixels` pixels).
+compute what torchstain's numpy normalisers compute, in float32 instead of float64 and with
+the pixels held channel-first (3, N) so each step is one vectorised pass.
 
 A reference is a small JSON-able dict: `method`, `version`, the method's parameters and its
 target (Macenko: stain matrix (3, 2) and 99th-percentile concentrations (2,); Reinhard:
@@ -34,7 +34,7 @@ BACKGROUND_MAX = 10  # a pixel whose channels are all <= this is background
 MIN_STAIN_PIXELS = 64
 MIN_STAIN_ANGLE_DEG = 3.0
 MIN_CONCENTRATION = 1e-3
-MACENKO_DEFAULTS = {"io": 240, "alpha": 1.0, "beta": 0.15, "fit_pixels": 50_000}
+MACENKO_DEFAULTS = {"io": 240, "alpha": 1.0, "beta": 0.15}
 
 _RGB2XYZ = np.array(
     [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
@@ -59,50 +59,59 @@ def _brightest(flat):
 
 @functools.lru_cache(maxsize=8)
 def _od_lut(io):
-    """Optical density of each 8-bit value, float32 (256,): -log((v + 1) / io)."""
-    return (-np.log((np.arange(256) + 1.0) / io)).astype(np.float32)
+    """Optical density of each 8-bit value, float64 (256,): -log((v + 1) / io)."""
+    return -np.log((np.arange(256) + 1.0) / io)
+
+
+def _optical_density(flat, io):
+    """Optical density float32 (3, N), channel-first, of uint8 pixels (N, 3)."""
+    od = np.empty((3, flat.shape[0]), dtype=np.float32)
+    np.add(flat.T, np.float32(1), out=od)
+    np.log(od, out=od)
+    return np.subtract(np.float32(np.log(io)), od, out=od)
 
 
 def _percentiles(values, qs):
-    """Percentiles `qs` (0-100) of a 1-D array, numpy's linear method, via np.partition."""
+    """Percentiles `qs` (0-100) of a 1-D array with numpy's linear method, via np.partition."""
     n = values.size
-    pos = np.asarray(qs, dtype=np.float64) / 100.0 * (n - 1)
-    lo = np.floor(pos).astype(np.intp)
-    hi = np.minimum(lo + 1, n - 1)
-    part = np.partition(values, np.unique(np.concatenate([lo, hi])))
-    return part[lo] + (part[hi] - part[lo]) * (pos - lo)
+    result = []
+    for q in qs:
+        pos = q / 100.0 * (n - 1)
+        lo = int(np.floor(pos))
+        part = np.partition(values, lo)
+        hi_value = part[lo + 1 :].min() if lo + 1 < n else part[lo]
+        result.append(float(part[lo]) + (float(hi_value) - float(part[lo])) * (pos - lo))
+    return result
 
 
-def _strided(index, limit):
-    """At most about `limit` entries of `index`, evenly strided (deterministic)."""
-    if limit is None or index.size <= limit:
-        return index
-    return index[:: -(-index.size // int(limit))]
+def _brightest(flat):
+    """Largest channel value of each uint8 pixel (N, 3): uint8 (N,)."""
+    return np.maximum(np.maximum(flat[:, 0], flat[:, 1]), flat[:, 2])
 
 
 def _macenko_estimate(od, brightest, fg, params):
     """Stain matrix (3, 2) float64 and 99th-percentile concentrations (2,) of one image.
 
-    `od` float32 (N, 3) is the optical density of the pixels, `brightest` uint8 (N,) their
+    `od` float32 (3, N) is the optical density of the pixels, `brightest` uint8 (N,) their
     largest channel value, `fg` a bool (N,) of the pixels that count (None: all of them).
     Raises DegenerateStainError when the stain cannot be estimated.
     """
-    alpha, beta = params["alpha"], params["beta"]
+    alpha = params["alpha"]
     # torchstain's "transparent" test (some channel OD < beta) as one threshold on the max
-    opaque_max = int(np.count_nonzero(_od_lut(params["io"]) >= beta)) - 1
+    opaque_max = int(np.count_nonzero(_od_lut(params["io"]) >= params["beta"])) - 1
     stained = brightest <= opaque_max
     if fg is not None:
         stained &= fg
     index = np.flatnonzero(stained)
     if index.size < MIN_STAIN_PIXELS:
         raise DegenerateStainError(f"only {index.size} stained pixels (< {MIN_STAIN_PIXELS})")
-    od_hat = od[_strided(index, params["fit_pixels"])]
-    mean = od_hat.mean(axis=0, dtype=np.float64)
-    cov = (od_hat.T @ od_hat).astype(np.float64) / len(od_hat) - np.outer(mean, mean)
+    od_hat = od.take(index, axis=1)
+    mean = od_hat.sum(axis=1, dtype=np.float64) / index.size
+    cov = (od_hat @ od_hat.T).astype(np.float64) / index.size - np.outer(mean, mean)
     _, eigvecs = np.linalg.eigh(cov)
     plane = eigvecs[:, 1:3]
-    proj = od_hat @ plane.astype(np.float32)
-    phi = np.arctan2(proj[:, 1], proj[:, 0])
+    proj = plane.T.astype(np.float32) @ od_hat
+    phi = np.arctan2(proj[1], proj[0])
     min_phi, max_phi = _percentiles(phi, [alpha, 100 - alpha])
     v_min = plane @ np.array([np.cos(min_phi), np.sin(min_phi)])
     v_max = plane @ np.array([np.cos(max_phi), np.sin(max_phi)])
@@ -110,44 +119,47 @@ def _macenko_estimate(od, brightest, fg, params):
     angle = np.degrees(np.arccos(np.clip(abs(v_min @ v_max), -1.0, 1.0)))
     if angle < MIN_STAIN_ANGLE_DEG:
         raise DegenerateStainError(f"stain vectors {angle:.1f} degrees apart: one stain only")
-    counted = od if fg is None else od[fg]
-    conc = counted @ np.linalg.pinv(stains).T.astype(np.float32)
-    max_c = np.array([_percentiles(np.ascontiguousarray(conc[:, k]), [99])[0] for k in (0, 1)])
+    counted = od if fg is None else od.take(np.flatnonzero(fg), axis=1)
+    conc = np.linalg.pinv(stains).astype(np.float32) @ counted
+    max_c = np.array([_percentiles(conc[k], [99])[0] for k in (0, 1)])
     if not np.all(np.isfinite(stains)) or not np.all(max_c > MIN_CONCENTRATION):
         raise DegenerateStainError(f"no stain concentration (99th percentiles {max_c})")
     return stains, max_c
 
 
-def _rgb_to_lab(rgb):
-    """RGB uint8 (..., 3) to LAB float32 (..., 3), L in [0, 100], as torchstain computes it."""
-    x = rgb.astype(np.float32) / 255
-    linear = np.where(x > 0.04045, ((x + 0.055) / 1.055) ** 2.4, x / 12.92)
-    xyz = linear @ (_RGB2XYZ.T / _WHITE).astype(np.float32)
-    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116)
-    return np.stack(
-        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])],
-        axis=-1,
-    )
+@functools.lru_cache(maxsize=1)
+def _linear_lut():
+    """sRGB 8-bit value to linear light, float32 (256,), computed as torchstain does."""
+    x = np.arange(256, dtype=np.float32) / np.float32(255)
+    return np.where(x > 0.04045, ((x + np.float32(0.055)) / np.float32(1.055)) ** 2.4, x / 12.92)
+
+
+def _rgb_to_lab(flat):
+    """uint8 pixels (N, 3) to LAB float32 (3, N), L in [0, 100], as torchstain computes it."""
+    xyz = (_RGB2XYZ / _WHITE[:, None]).astype(np.float32) @ np.take(_linear_lut(), flat.T)
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + np.float32(16.0 / 116))
+    return np.stack([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
 
 
 def _lab_to_rgb(lab):
-    """LAB float32 (..., 3) to RGB float32 in [0, 1] (torchstain's inverse of `_rgb_to_lab`)."""
-    y = (lab[..., 0] + 16.0) / 116
-    xyz = np.stack([lab[..., 1] / 500 + y, y, y - lab[..., 2] / 200], axis=-1)
-    xyz = np.where(xyz > 0.2068966, xyz**3, (xyz - 16.0 / 116) / 7.787)
-    rgb = xyz @ (np.linalg.inv(_RGB2XYZ).T * _WHITE[:, None]).astype(np.float32)
-    rgb = np.where(rgb > 0.0031308, 1.055 * np.maximum(rgb, 0) ** (1 / 2.4) - 0.055, rgb * 12.92)
-    return np.clip(rgb, 0, 1)
+    """LAB float32 (3, N) to RGB float32 (3, N) in [0, 1] (torchstain's inverse)."""
+    y = (lab[0] + np.float32(16.0)) / 116
+    xyz = np.stack([lab[1] / 500 + y, y, y - lab[2] / 200])
+    xyz = np.where(xyz > 0.2068966, xyz**3, (xyz - np.float32(16.0 / 116)) / np.float32(7.787))
+    rgb = (np.linalg.inv(_RGB2XYZ) * _WHITE).astype(np.float32) @ xyz
+    linear = rgb <= 0.0031308
+    rgb = np.where(linear, rgb * 12.92, 1.055 * np.maximum(rgb, 0) ** (1 / 2.4) - 0.055)
+    return np.clip(rgb, 0, 1, out=rgb)
 
 
 def _reinhard_estimate(lab, fg):
-    """Means and standard deviations (3,) of LAB pixels (N, 3), over `fg` (or all if None)."""
-    values = lab if fg is None else lab[fg]
-    if values.shape[0] < MIN_STAIN_PIXELS:
+    """Means and standard deviations (3,) of LAB pixels (3, N), over `fg` (or all if None)."""
+    values = lab if fg is None else lab.take(np.flatnonzero(fg), axis=1)
+    if values.shape[1] < MIN_STAIN_PIXELS:
         raise DegenerateStainError(
-            f"only {values.shape[0]} foreground pixels (< {MIN_STAIN_PIXELS})"
+            f"only {values.shape[1]} foreground pixels (< {MIN_STAIN_PIXELS})"
         )
-    return values.mean(axis=0, dtype=np.float64), values.std(axis=0, dtype=np.float64)
+    return values.mean(axis=1, dtype=np.float64), values.std(axis=1, dtype=np.float64)
 
 
 def _estimate(image, method, params):
@@ -156,7 +168,7 @@ def _estimate(image, method, params):
     brightest = _brightest(flat)
     fg = brightest > params["background_max"] if params["mask"] else None
     if method == "macenko":
-        od = np.take(_od_lut(params["io"]), flat)
+        od = _optical_density(flat, params["io"])
         stains, max_c = _macenko_estimate(od, brightest, fg, params)
         return {"stain_matrix": stains, "max_concentrations": max_c}
     means, stds = _reinhard_estimate(_rgb_to_lab(flat), fg)
@@ -179,7 +191,7 @@ def fit_reference(images, method, mask=True, **params):
     """Fit a reference on an iterable of uint8 (H, W, 3) images; the median of per-image fits.
 
     Degenerate images are skipped (and counted in `skipped`); LeukoflowError if all are.
-    `params` override the method's defaults (Macenko: io, alpha, beta, fit_pixels).
+    `params` override the method's defaults (Macenko: io, alpha, beta; any: background_max).
     """
     if method not in METHODS:
         raise LeukoflowError(f"unknown stain method {method!r}; allowed: {', '.join(METHODS)}")
@@ -213,29 +225,30 @@ def fit_reference(images, method, mask=True, **params):
 
 
 def _macenko_apply(flat, brightest, fg, reference):
-    """Normalised pixels float32 (N, 3) of uint8 pixels (N, 3) with a Macenko reference."""
+    """Normalised pixels float32 (3, N), channel-first, of uint8 pixels (N, 3) (Macenko)."""
     params = reference["params"]
-    od = np.take(_od_lut(params["io"]), flat)
+    od = _optical_density(flat, params["io"])
     stains, max_c = _macenko_estimate(od, brightest, fg, params)
     ref_stains = np.asarray(reference["stain_matrix"])
     scale = np.asarray(reference["max_concentrations"]) / max_c
     # OD_out = ref_stains @ diag(scale) @ pinv(stains) @ OD: one 3x3 matrix for all pixels
     transform = (ref_stains * scale) @ np.linalg.pinv(stains)
-    od_out = od @ transform.T.astype(np.float32)
-    np.subtract(np.float32(np.log(params["io"])), od_out, out=od_out)
-    out = np.exp(od_out, out=od_out)
+    out = transform.astype(np.float32) @ od
+    np.subtract(np.float32(np.log(params["io"])), out, out=out)
+    np.exp(out, out=out)
     return np.minimum(out, 255, out=out)
 
 
 def _reinhard_apply(flat, brightest, fg, reference):
-    """Normalised pixels float32 (N, 3) in [0, 255] of uint8 pixels (N, 3) (Reinhard)."""
+    """Normalised pixels float32 (3, N) in [0, 255] of uint8 pixels (N, 3) (Reinhard)."""
     lab = _rgb_to_lab(flat)
     means, stds = _reinhard_estimate(lab, fg)
     # a flat channel (std ~ 0) is shifted to the target mean, not scaled
     gain = np.where(stds > 1e-3, np.asarray(reference["lab_stds"]) / np.maximum(stds, 1e-3), 1.0)
     shift = np.asarray(reference["lab_means"]) - means * gain
-    lab = lab * gain.astype(np.float32) + shift.astype(np.float32)
-    return _lab_to_rgb(lab) * 255
+    lab = lab * gain.astype(np.float32)[:, None] + shift.astype(np.float32)[:, None]
+    out = _lab_to_rgb(lab)
+    return np.multiply(out, np.float32(255), out=out)
 
 
 def normalize_with_status(image, reference):
@@ -247,15 +260,19 @@ def normalize_with_status(image, reference):
     flat = np.ascontiguousarray(image).reshape(-1, 3)
     brightest = _brightest(flat)
     fg = brightest > params["background_max"] if params["mask"] else None
+    apply = _macenko_apply if method == "macenko" else _reinhard_apply
     try:
-        apply = _macenko_apply if method == "macenko" else _reinhard_apply
-        out = apply(flat, brightest, fg, reference).astype(np.uint8)
-        reason = None
+        channels = apply(flat, brightest, fg, reference)
     except DegenerateStainError as error:
-        out, reason = flat.copy(), str(error)
+        out = flat.copy()
+        if fg is not None:
+            out[~fg] = 0
+        return out.reshape(image.shape), str(error)
     if fg is not None:
-        out[~fg] = 0
-    return out.reshape(image.shape), reason
+        np.multiply(channels, fg, out=channels)
+    out = np.empty_like(flat)
+    np.copyto(out.T, channels, casting="unsafe")  # truncates, as torchstain's astype does
+    return out.reshape(image.shape), None
 
 
 def normalize(image, reference, on_degenerate="identity"):
@@ -292,7 +309,10 @@ def load_reference(path):
             f"{path}: stain reference version {reference.get('version')!r}, "
             f"this leukoflow reads version {REFERENCE_VERSION}; rerun stain-reference"
         )
-    needed = {"macenko": ("stain_matrix", "max_concentrations"), "reinhard": ("lab_means", "lab_stds")}
+    needed = {
+        "macenko": ("stain_matrix", "max_concentrations"),
+        "reinhard": ("lab_means", "lab_stds"),
+    }
     missing = [k for k in needed.get(method, ()) if k not in reference]
     if missing or "params" not in reference:
         raise LeukoflowError(f"{path}: stain reference lacks {', '.join(missing or ['params'])}")

@@ -58,10 +58,10 @@ MORPHOLOGY = {
     "texture_contrast": (0.16, 0.28, 0.05, 0.03),
     "rim": (0.10, 0.35, 0.10, 0.06),
     "irregularity": (0.05, 0.03, 0.015, 0.01),
-    "cyto_h": (0.26, 0.18, 0.05, 0.03),
+    "cyto_h": (0.12, 0.07, 0.03, 0.02),
 }
-NUCLEUS_E = 0.12  # eosin-like concentration in the nucleus
-CYTOPLASM_E = 0.55  # eosin-like concentration in the cytoplasm
+NUCLEUS_E = 0.05  # eosin-like concentration in the nucleus
+CYTOPLASM_E = 0.8  # eosin-like concentration in the cytoplasm
 NUCLEOLI_P = {"all": (0.15, 0.35, 0.30, 0.20), "hem": (0.80, 0.20, 0.0, 0.0)}
 
 
@@ -83,8 +83,8 @@ def subject_style(rng):
     cells away from its class mean without carrying the class.
     """
     style = {
-        "stain_h": _perturb_vector(rng, STAIN_H, 0.07),
-        "stain_e": _perturb_vector(rng, STAIN_E, 0.07),
+        "stain_h": _perturb_vector(rng, STAIN_H, 0.05),
+        "stain_e": _perturb_vector(rng, STAIN_E, 0.05),
         "scale_h": float(np.exp(rng.normal(0.0, 0.18))),
         "scale_e": float(np.exp(rng.normal(0.0, 0.22))),
         "illumination": np.clip(245.0 + rng.normal(0.0, 5.0, 3), 225.0, 255.0),

@@ -4,7 +4,7 @@ import shutil
 
 import pandas as pd
 import pytest
-from conftest import make_cnmc_tree, write_cell
+from cells import make_cnmc_tree, write_cell
 
 from leukoflow.cli import main
 from leukoflow.ingest import BadDatasetError, ingest, parse_name, write_ingest

@@ -2,7 +2,7 @@
 
 import pytest
 import yaml
-from conftest import snakemake
+from wf import snakemake
 
 pytestmark = pytest.mark.workflow
 

@@ -1,0 +1,133 @@
+"""A finished tiny run: rerun only what a change touches, and one GPU job at a time.
+
+One real run of the tiny config (SimpleNet and VGG16, a few dozen synthetic images, one
+epoch); then dry runs after each kind of change, asserting the exact set of planned jobs.
+"""
+
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from wf import copy_workflow, planned_jobs, snakemake
+
+import leukoflow
+
+pytestmark = [pytest.mark.workflow, pytest.mark.slow]
+
+GPU_RULES = {"train", "evaluate", "timing", "saliency"}
+ONE_ARCH = {"train": 1, "evaluate": 1, "timing": 1, "saliency": 1, "bundle": 1, "report": 1}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The tiny workflow run to the end with 4 cores, one-thread GPU jobs and gpu=1."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("incremental") / "wf")
+    snakemake(
+        workdir,
+        "--cores",
+        "4",
+        "--resources",
+        "gpu=1",
+        "--configfile",
+        "config/tiny.yaml",
+        "--set-threads",
+        *(f"{rule}=1" for rule in sorted(GPU_RULES)),
+    )
+    return workdir
+
+
+def dry_run(workdir, config="config/tiny.yaml"):
+    """The {rule: count} a dry run plans."""
+    return planned_jobs(snakemake(workdir, "-n", "--configfile", config))
+
+
+def changed_config(workdir, change):
+    """config/changed.yaml: the tiny config with `change(config)` applied."""
+    config = yaml.safe_load((workdir / "config" / "tiny.yaml").read_text())
+    change(config)
+    (workdir / "config" / "changed.yaml").write_text(yaml.safe_dump(config))
+    return "config/changed.yaml"
+
+
+def test_a_finished_run_plans_nothing(finished):
+    assert dry_run(finished) == {}
+    for name in ("table1.csv", "table1.md", "report.html", "metrics.json"):
+        assert (finished / "results" / name).stat().st_size > 0
+
+
+def test_changing_one_architecture_reruns_only_its_jobs(finished):
+    config = changed_config(
+        finished, lambda c: c["architectures"]["VGG16"].update({"learning_rate": 3.0e-4})
+    )
+    result = snakemake(finished, "-n", "--configfile", config)
+    assert planned_jobs(result) == ONE_ARCH
+    assert set(re.findall(r"arch=(\w+)", result.stdout)) == {"VGG16"}
+
+
+def test_adding_an_architecture_plans_only_its_jobs(finished):
+    config = changed_config(
+        finished, lambda c: c["architectures"].update({"EfficientNetB5": {"input_size": 32}})
+    )
+    assert planned_jobs(snakemake(finished, "-n", "--configfile", config)) == ONE_ARCH
+
+
+def test_changing_the_stain_method_reruns_stain_and_downstream_only(finished):
+    config = changed_config(finished, lambda c: c["stain"].update({"method": "reinhard"}))
+    jobs = planned_jobs(snakemake(finished, "-n", "--configfile", config))
+    assert not {"synth", "ingest", "split"} & set(jobs)
+    assert jobs == {
+        "stain_reference": 1,
+        "shards": 3,
+        "augment": 1,
+        "train": 2,
+        "evaluate": 2,
+        "timing": 2,
+        "saliency": 2,
+        "bundle": 2,
+        "report": 1,
+    }
+
+
+def test_touching_the_report_code_reruns_only_the_report(finished):
+    code = Path(leukoflow.__file__).parent / "report.py"
+    before = code.stat()
+    try:
+        os.utime(code, (before.st_atime, datetime.now().timestamp() + 5))
+        assert dry_run(finished) == {"report": 1}
+    finally:
+        os.utime(code, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def job_intervals(log_text):
+    """(rule, start, end) of every finished job in a snakemake log."""
+    stamp = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$")
+    started, intervals, now = {}, [], None
+    lines = log_text.splitlines()
+    for i, line in enumerate(lines):
+        match = stamp.match(line.strip())
+        if match:
+            now = datetime.strptime(match[1], "%a %b %d %H:%M:%S %Y")
+            continue
+        rule = re.match(r"^(?:local)?rule (\w+):$", line.strip())
+        if rule:
+            jobid = next(
+                re.search(r"jobid: (\d+)", later)[1] for later in lines[i:] if "jobid:" in later
+            )
+            started[jobid] = (rule[1], now)
+        done = re.search(r"Finished jobid: (\d+)", line)
+        if done and done[1] in started:
+            name, start = started.pop(done[1])
+            intervals.append((name, start, now))
+    return intervals
+
+
+def test_gpu_jobs_never_overlap(finished):
+    logs = sorted((finished / ".snakemake" / "log").glob("*.snakemake.log"))
+    intervals = [i for i in job_intervals(logs[0].read_text()) if i[0] in GPU_RULES]
+    assert len(intervals) == len(GPU_RULES) * 2  # each GPU rule for both architectures
+    intervals.sort(key=lambda i: i[1])
+    for (_, _, end), (_, start, _) in zip(intervals, intervals[1:]):
+        assert start >= end
