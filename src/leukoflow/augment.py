@@ -9,17 +9,18 @@ are recorded in the index (`source_row` and `PARAM_COLUMNS`), so
 number of threads.
 
 Transformations, in this order: flips; rotation by an angle in [0, 360) degrees about the
-centre of the cell's bounding box, bilinear, black fill; on the cell only (pixels whose
-brightest channel exceeds `FOREGROUND_LEVEL`): contrast and brightness jitter, then additive
-Gaussian noise (one draw per cell pixel and channel, in row-major order of the cell
-pixels). Background pixels stay as they are (black).
+centre of the cell's bounding box, bilinear, black fill; on the cell only (the pixels of
+`leukoflow.stain.foreground_mask`, the stores' notion of foreground): contrast and
+brightness jitter, then additive Gaussian noise (one draw per cell pixel and channel, in
+row-major order of the cell pixels). Background pixels stay as they are (black).
 """
 
 import dataclasses
 import logging
+import multiprocessing
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +30,11 @@ from tqdm import tqdm
 
 from leukoflow.atomic import atomic_path
 from leukoflow.errors import ConfigError, LeukoflowError
+from leukoflow.shards import open_store
+from leukoflow.stain import foreground_mask
 
 log = logging.getLogger(__name__)
 
-FOREGROUND_LEVEL = 10  # a pixel belongs to the cell when its brightest channel exceeds this
 PARAM_COLUMNS = ("angle", "flip_h", "flip_v", "noise_std", "noise_seed", "brightness", "contrast")
 IDENTITY = {
     "angle": 0.0,
@@ -47,7 +49,7 @@ DECIMALS = 6  # parameters are stored rounded, so a CSV round trip gives the sam
 TRAIN_STEM = "train"  # the shards rule names the training store `train.npy`
 HELD_OUT_STEMS = ("val", "test")  # the stores of held-out subsets, beside the training store
 CHUNK_ROWS = 32
-N_EXAMPLES = 8
+EXAMPLE_GRID = 3  # the examples figure: 3 x 3 = the source and 8 augmentations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +75,6 @@ class AugmentSpec:
             raise ConfigError(f"augment.brightness: {self.brightness} must be in [0, 1]")
         if not 0 <= self.contrast < 1:
             raise ConfigError(f"augment.contrast: {self.contrast} must be in [0, 1)")
-
-
-def foreground(image):
-    """Cell mask of a uint8 image (H, W, 3): bool (H, W), brightest channel > FOREGROUND_LEVEL."""
-    return np.maximum(np.maximum(image[..., 0], image[..., 1]), image[..., 2]) > FOREGROUND_LEVEL
 
 
 def cell_centre(mask):
@@ -132,13 +129,13 @@ def regenerate(source_image, params):
         rotated = Image.fromarray(image).rotate(
             angle,
             resample=Image.Resampling.BILINEAR,
-            center=cell_centre(foreground(image)),
+            center=cell_centre(foreground_mask(image)),
             fillcolor=(0, 0, 0),
         )
         image = np.asarray(rotated)
     if brightness == 0.0 and contrast == 1.0 and noise_std == 0.0:
         return image.copy()
-    mask = foreground(image)
+    mask = foreground_mask(image)
     if not mask.any():
         return image.copy()
     cell = image[mask].astype(np.float32)  # (M, 3)
@@ -185,26 +182,6 @@ def plan_rows(labels, copies_per_image, balance, seed):
     return np.concatenate(sources), np.concatenate(copies)
 
 
-def read_store(npy_path):
-    """Memory-map a store and read its index: (uint8 (N, H, W, 3), DataFrame)."""
-    npy_path = Path(npy_path)
-    csv_path = npy_path.with_suffix(".csv")
-    for path in (npy_path, csv_path):
-        if not path.is_file():
-            raise LeukoflowError(f"{path}: store file not found")
-    images = np.load(npy_path, mmap_mode="r")
-    index = pd.read_csv(csv_path, float_precision="round_trip")
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise LeukoflowError(
-            f"{npy_path}: expected a uint8 array (N, H, W, 3), got {images.dtype} {images.shape}"
-        )
-    if len(index) != len(images):
-        raise LeukoflowError(
-            f"{csv_path}: {len(index)} index rows for {len(images)} images in {npy_path.name}"
-        )
-    return images, index
-
-
 def check_training_store(npy_path, index):
     """Raise LeukoflowError unless `npy_path` is a training store that shares nothing with
     the held-out stores.
@@ -235,7 +212,9 @@ def check_training_store(npy_path, index):
         held_out_csv = npy_path.with_name(f"{stem}.csv")
         if not held_out_csv.is_file():
             continue
-        held_out = pd.read_csv(held_out_csv, usecols=["path", "subject"], dtype=str)
+        held_out = pd.read_csv(held_out_csv, dtype=str)
+        if not {"path", "subject"} <= set(held_out.columns):
+            raise LeukoflowError(f"{held_out_csv}: store index without path/subject columns")
         for column in ("path", "subject"):
             shared = set(index[column].astype(str)) & set(held_out[column])
             if shared:
@@ -246,12 +225,12 @@ def check_training_store(npy_path, index):
 
 
 def augment_index(index, source_row, copy, spec, seed):
-    """The augmented store's index: source rows' columns, new `row`, `source_row`, `copy`,
+    """The augmented store's index: source rows' columns, new `row`, `source_row`, `copy_index`,
     and one column per transformation parameter (identity values for the originals)."""
     out = index.iloc[source_row].reset_index(drop=True)
     out["row"] = np.arange(len(out), dtype=np.int64)
     out["source_row"] = source_row
-    out["copy"] = copy
+    out["copy_index"] = copy
     params = [
         IDENTITY if c == 0 else draw_params(seed, int(s), int(c), spec)
         for s, c in zip(source_row, copy, strict=True)
@@ -260,11 +239,49 @@ def augment_index(index, source_row, copy, spec, seed):
     return pd.concat([out, table], axis=1)
 
 
-def _fill(images, out, sources, params, rows):
-    """Write rows `rows` of `out`: `regenerate(images[sources[row]], params[row])`."""
-    for row in rows:
-        out[row] = regenerate(images[sources[row]], params[row])
+def _fill(train_npy, out_npy, rows, sources, params):
+    """Write `out[row] = regenerate(train[source], params)` for each row; returns the count.
+
+    Both files are memory-mapped for this call only, so no process keeps the pages of
+    the whole store resident.
+    """
+    images = np.load(train_npy, mmap_mode="r")
+    out = np.load(out_npy, mmap_mode="r+")
+    for row, source, row_params in zip(rows, sources, params, strict=True):
+        out[row] = regenerate(images[source], row_params)
+    out.flush()
     return len(rows)
+
+
+def _fill_rows(train_npy, out_npy, index, start, threads):
+    """Compute rows `start:` of the store `out_npy` from `index`, with a progress bar.
+
+    threads == 1: in this process; more: that many worker processes (spawned, so safe
+    beside TensorFlow's threads), each writing disjoint chunks of rows into the file.
+    """
+    sources = index["source_row"].to_numpy()
+    params = index[list(PARAM_COLUMNS)].to_dict("records")
+    bounds = [(a, min(a + CHUNK_ROWS, len(index))) for a in range(start, len(index), CHUNK_ROWS)]
+    chunks = [(train_npy, out_npy, range(a, b), sources[a:b], params[a:b]) for a, b in bounds]
+    with tqdm(total=len(index) - start, desc="augment", unit="img", mininterval=1) as bar:
+        if threads == 1:
+            for chunk in chunks:
+                bar.update(_fill(*chunk))
+            return
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(threads, mp_context=context) as pool:
+            for future in as_completed([pool.submit(_fill, *chunk) for chunk in chunks]):
+                bar.update(future.result())
+
+
+def _copy_rows(images, out_npy, block=512):
+    """Copy `images` into the first rows of the store `out_npy`, one mapping per block."""
+    for start in range(0, len(images), block):
+        stop = min(start + block, len(images))
+        out = np.load(out_npy, mmap_mode="r+")
+        out[start:stop] = images[start:stop]
+        out.flush()
+        del out
 
 
 def augment_store(
@@ -279,7 +296,7 @@ def augment_store(
 ):
     """Write the augmented training store `out_npy` (+ `.csv` index) from `train_npy`.
 
-    Returns the index (DataFrame). Rows are computed in chunks by `threads` threads into a
+    Returns the index (DataFrame). Rows are computed in chunks by `threads` processes into a
     preallocated memory-mapped file, renamed into place at the end; the bytes do not depend
     on `threads`. `examples`: optional PNG path for a grid of one cell and 8 augmentations.
     """
@@ -292,7 +309,9 @@ def augment_store(
         raise ConfigError(f"--threads: {threads} must be >= 1")
     if out_npy.suffix != ".npy" or out_npy.resolve() == train_npy.resolve():
         raise LeukoflowError(f"{out_npy}: the output must be a new .npy path")
-    images, index = read_store(train_npy)
+    images, index = open_store(train_npy)
+    if images.shape[-1] != 3:
+        raise LeukoflowError(f"{train_npy}: expected RGB images (N, H, W, 3), got {images.shape}")
     check_training_store(train_npy, index)
     if len(images) == 0:
         raise LeukoflowError(f"{train_npy}: the training store is empty")
@@ -311,27 +330,11 @@ def augment_store(
         out_index["y"].value_counts().sort_index().to_dict(),
     )
     with atomic_path(out_npy) as tmp:
-        out = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.uint8, shape=(len(out_index), *images.shape[1:])
-        )
-        for start in range(0, n, 1024):
-            stop = min(start + 1024, n)
-            out[start:stop] = images[start:stop]
-        chunks = [
-            np.arange(s, min(s + CHUNK_ROWS, len(out_index)))
-            for s in range(n, len(out_index), CHUNK_ROWS)
-        ]
-        with (
-            ThreadPoolExecutor(max_workers=threads) as pool,
-            tqdm(total=len(out_index) - n, desc="augment", unit="img", mininterval=1) as bar,
-        ):
-            sources = out_index["source_row"].to_numpy()
-            params = out_index[list(PARAM_COLUMNS)].to_dict("records")
-            futures = [pool.submit(_fill, images, out, sources, params, r) for r in chunks]
-            for future in as_completed(futures):
-                bar.update(future.result())
-        out.flush()
-        del out
+        shape = (len(out_index), *images.shape[1:])
+        # header and size now; the rows are written through short-lived mappings
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
+        _copy_rows(images, tmp)
+        _fill_rows(train_npy, tmp, out_index, n, threads)
         with atomic_path(out_npy.with_suffix(".csv")) as tmp_csv:
             out_index.to_csv(tmp_csv, index=False)
     if examples is not None:
@@ -346,7 +349,8 @@ def example_source(labels):
 
 
 def write_examples(images, index, spec, seed, path):
-    """PNG grid (3 x 3): one training cell and 8 augmentations of it (copies 1..8 of its row)."""
+    """PNG grid (3 x 3): one training cell and 8 augmentations of it (copies 1..8 of its row,
+    as the store draws them)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -354,7 +358,7 @@ def write_examples(images, index, spec, seed, path):
     source = np.asarray(images[row])
     figure = Figure(figsize=(7, 7.6), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(3, 3)
+    axes = figure.subplots(EXAMPLE_GRID, EXAMPLE_GRID)
     axes[0, 0].imshow(source)
     axes[0, 0].set_title(f"source row {row}", fontsize=9)
     for copy, ax in enumerate(axes.flat[1:], start=1):
@@ -379,8 +383,8 @@ def write_examples(images, index, spec, seed, path):
 
 
 def synthetic_cells(n, size, seed=0):
-    """`n` cell-like images uint8 (n, size, size, 3): a textured purple ellipse with a darker
-    nucleus, radii 20-40% of the frame, near the centre, on black."""
+    """`n` cell-like images uint8 (n, size, size, 3) on black: a textured purple ellipse (radii
+    20-40% of the frame, near the centre) with a darker, eccentric nucleus."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     cells = np.zeros((n, size, size, 3), dtype=np.uint8)
@@ -388,10 +392,12 @@ def synthetic_cells(n, size, seed=0):
     for i in range(n):
         cy, cx = 0.5 + rng.uniform(-0.05, 0.05, 2)
         ry, rx = rng.uniform(0.2, 0.4, 2)
-        r2 = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
+        ny, nx = rng.uniform(-0.3, 0.3, 2)
+        cell = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+        nucleus = ((yy - cy - ny * ry) / ry) ** 2 + ((xx - cx - nx * rx) / rx) ** 2 < 0.35
         texture = rng.normal(0, 8, (size, size, 1)).astype(np.float32)
-        colour = base - 60 * (r2 < 0.35)[..., None] + texture
-        cells[i] = np.where((r2 < 1)[..., None], np.clip(colour, 20, 255), 0).astype(np.uint8)
+        colour = np.clip(base - 60 * nucleus[..., None] + texture, 20, 255)
+        cells[i] = np.where(cell[..., None], colour, 0).astype(np.uint8)
     return cells
 
 
@@ -421,8 +427,8 @@ def write_synthetic_store(folder, images, labels, stem=TRAIN_STEM, subjects=None
 
 def benchmark_augment(n=1000, size=224, threads=2, seed=0):
     """Augmented images per second: `n` synthetic cells at `size` px, one augmented copy
-    each (all transformations on, config defaults), `threads` threads, end to end (store
-    written, index included)."""
+    each (all transformations on, config defaults), `threads` processes, end to end (store
+    written, index included, worker start-up included)."""
     cells = synthetic_cells(n, size, seed)
     with tempfile.TemporaryDirectory() as folder:
         store = write_synthetic_store(folder, cells, np.arange(n) % 2)

@@ -25,6 +25,7 @@ from pathlib import Path
 from leukoflow import CLASS_NAMES, POSITIVE_CLASS, __version__
 from leukoflow.atomic import atomic_path, write_text
 from leukoflow.errors import LeukoflowError
+from leukoflow.stain import METHODS, load_reference
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def write_bundle(model_path, metrics_path, reference_path, settings, config_hash
     missing = [key for key in ("threshold", "test") if key not in metrics]
     if missing:
         raise LeukoflowError(f"metrics file {metrics_path} has no {', '.join(missing)} key")
-    reference = _read_json(reference_path, "stain reference")
+    reference = load_reference(reference_path)
     for key in ("architecture", "input_size"):
         if key not in settings:
             raise LeukoflowError(f"--settings has no {key!r} key")
@@ -165,6 +166,9 @@ def read_meta(bundle_dir):
         )
     if missing:
         raise LeukoflowError(f"{meta_path}: missing key(s) {', '.join(missing)}")
+    method = meta["stain_reference"].get("method") if isinstance(meta["stain_reference"], dict) else None
+    if method not in METHODS:
+        raise LeukoflowError(f"{meta_path}: stain_reference is not a stain reference (method {method!r})")
     if list(meta["class_names"]) != list(CLASS_NAMES):
         raise LeukoflowError(
             f"{meta_path}: class_names {meta['class_names']} differ from {list(CLASS_NAMES)}"

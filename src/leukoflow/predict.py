@@ -92,31 +92,34 @@ def prepare_batch(paths, reference, size):
     return np.stack(images), errors
 
 
-def rotations(images, k):
-    """The `k` rotations of uint8 images (N, H, W, 3) through multiples of 360/k degrees.
+def make_predict_fn(bundle):
+    """The compiled inference function of the bundle's model, as evaluate builds it.
 
-    Multiples of 90 degrees are exact (`np.rot90`); other angles rotate about the centre
-    with bilinear interpolation and black corners, as the cells sit on a black background.
+    float32 batch (N, size, size, 3) in [0, 255] -> P(all) float32 (N,); XLA as the bundle's
+    settings say (`jit_compile`, auto = on with a GPU).
     """
-    from leukoflow.evaluate import tta_rotations
+    from leukoflow.timing import compiled_inference, resolve_jit
 
-    return tta_rotations(images, k)
+    jit = resolve_jit(bundle.meta.get("settings", {}).get("jit_compile", "auto"))
+    return compiled_inference(bundle.model, jit_compile=jit)
 
 
-def predict_arrays(model, images, tta=1):
-    """Probability of `all`, float32 `(N,)`, for prepared uint8 images `(N, size, size, 3)`.
+def predict_arrays(predict_fn, images, batch_size, tta=0):
+    """P(all) float32 `(n,)` for prepared uint8 images `(n, size, size, 3)`, n <= batch_size.
 
-    Runs the model's compiled predict function on the whole batch; with `tta` > 1 the mean
-    over the `tta` rotations of `rotations`.
+    As evaluate's `predict_store` does: the batch is padded with black images to
+    `batch_size` (one compiled shape), and `tta` = k >= 2 averages the k rotations by
+    multiples of 360/k degrees (`leukoflow.evaluate.rotate_batch`; 0 or 1: off).
     """
-    if len(images) == 0:
+    from leukoflow.evaluate import rotate_batch
+
+    n = len(images)
+    if n == 0:
         return np.zeros(0, np.float32)
-    if tta <= 1:
-        return np.asarray(model.predict_on_batch(images.astype(np.float32)))[:, 0]
-    total = np.zeros(len(images), np.float64)
-    for rotated in rotations(images, tta):
-        total += np.asarray(model.predict_on_batch(rotated.astype(np.float32)))[:, 0]
-    return (total / tta).astype(np.float32)
+    batch = np.zeros((batch_size, *images.shape[1:]), np.float32)
+    batch[:n] = images
+    angles = [360 * i / tta for i in range(tta)] if tta >= 2 else [0.0]
+    return np.mean([predict_fn(rotate_batch(batch, a)) for a in angles], axis=0)[:n]
 
 
 def configure_model_threads(threads):
@@ -147,22 +150,36 @@ def default_workers():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def iter_predictions(bundle, files, batch_size=32, tta=1, workers=None, progress=True):
+def iter_predictions(
+    bundle, files, batch_size=32, tta=0, workers=None, progress=True, predict_fn=None,
+    executor="thread",
+):
     """Yield one `Prediction` per file, in order.
 
-    Batches of `batch_size` files are prepared by `workers` processes (spawned, so they do not
-    inherit the model's threads) up to `workers + 1` batches ahead of the model.
+    Batches of `batch_size` files are read and prepared by `workers` workers, at most
+    `workers + 1` batches ahead of the model; the main thread runs `predict_fn` (default:
+    `make_predict_fn(bundle)`) on each batch as soon as it is ready.
     """
     if batch_size < 1:
         raise LeukoflowError(f"--batch-size must be at least 1, got {batch_size}")
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise LeukoflowError(f"--threads must be at least 1, got {workers}")
+    predict_fn = predict_fn or make_predict_fn(bundle)
     size, reference, threshold = bundle.input_size, bundle.reference, bundle.threshold
+    shape = min(batch_size, max(len(files), 1))  # the one batch shape the model sees
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
-    context = multiprocessing.get_context("spawn")
+    if executor == "thread":
+        from concurrent.futures import ThreadPoolExecutor
+        from threadpoolctl import threadpool_limits
+        pool = ThreadPoolExecutor(max_workers=workers)
+        limits = threadpool_limits(1)
+    else:
+        import contextlib
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        limits = contextlib.nullcontext()
     with (
-        ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool,
+        pool, limits,
         tqdm(total=len(files), unit="image", disable=not progress) as bar,
     ):
         pending = deque()
@@ -179,12 +196,11 @@ def iter_predictions(bundle, files, batch_size=32, tta=1, workers=None, progress
             batch, future = pending.popleft()
             submit()
             images, errors = future.result()
-            probabilities = iter(predict_arrays(bundle.model, images, tta).tolist())
+            probabilities = iter(predict_arrays(predict_fn, images, shape, tta).tolist())
             for path, error in zip(batch, errors, strict=True):
                 if error is None:
                     p = next(probabilities)
-                    label = CLASS_NAMES[int(p >= threshold)]
-                    yield Prediction(str(path), p, label, None)
+                    yield Prediction(str(path), p, CLASS_NAMES[int(p >= threshold)], None)
                 else:
                     yield Prediction(str(path), None, None, error)
             bar.update(len(batch))

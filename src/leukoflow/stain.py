@@ -1,7 +1,8 @@
 """Stain normalisation of single-cell images on a black background: none, Reinhard, Macenko.
 
 Mask-aware: background pixels (every channel at most `BACKGROUND_MAX`) take no part in the
-statistics and are exactly black in the output. With the mask switched off the methods
+statistics and are exactly black in the output; neither does the cell's `EDGE_PX` rim, where
+anti-aliasing mixes the stain with black. With the mask switched off the methods
 compute what torchstain's numpy normalisers compute, in float32 instead of float64 and with
 the pixels held channel-first (3, N) so each step is one vectorised pass.
 
@@ -20,8 +21,10 @@ black background (documented fallback, logged at debug level), or raises
 import functools
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from leukoflow.atomic import write_text
 from leukoflow.errors import LeukoflowError
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 METHODS = ("none", "reinhard", "macenko")
 REFERENCE_VERSION = 1
 BACKGROUND_MAX = 10  # a pixel whose channels are all <= this is background
+EDGE_PX = 2  # rim of the foreground (px) left out of the statistics
 MIN_STAIN_PIXELS = 64
 MIN_STAIN_ANGLE_DEG = 3.0
 MIN_CONCENTRATION = 1e-3
@@ -57,6 +61,31 @@ def _brightest(flat):
     return np.maximum(np.maximum(flat[:, 0], flat[:, 1]), flat[:, 2])
 
 
+def _interior(fg, shape, radius):
+    """Bool (N,): `fg` (N,) eroded by a (2 radius + 1) square in the image of `shape` (H, W).
+
+    The anti-aliased rim of a segmented cell mixes its stain with black (a grey OD
+    direction); the statistics leave it out.
+    """
+    inner = fg.reshape(shape).copy()
+    for _ in range(radius):
+        inner[1:] &= inner[:-1].copy()
+        inner[:-1] &= inner[1:].copy()
+        inner[:, 1:] &= inner[:, :-1].copy()
+        inner[:, :-1] &= inner[:, 1:].copy()
+        inner[[0, -1]] = False
+        inner[:, [0, -1]] = False
+    return inner.reshape(-1)
+
+
+def _statistics_mask(image, brightest, params):
+    """(fg, counted): the foreground (N,) and the pixels the statistics use, or (None, None)."""
+    if not params["mask"]:
+        return None, None
+    fg = brightest > params["background_max"]
+    return fg, _interior(fg, image.shape[:2], params["edge"])
+
+
 @functools.lru_cache(maxsize=8)
 def _od_lut(io):
     """Optical density of each 8-bit value, float64 (256,): -log((v + 1) / io)."""
@@ -72,36 +101,35 @@ def _optical_density(flat, io):
 
 
 def _percentiles(values, qs):
-    """Percentiles `qs` (0-100) of a 1-D array with numpy's linear method, via np.partition."""
-    n = values.size
+    """Percentiles `qs` (0-100) of a 1-D array with numpy's linear method.
+
+    Sorts (vectorised sort): np.partition slows down badly on the many equal values that
+    8-bit images give (one black background colour, say), sorting does not.
+    """
+    ordered = np.sort(values)
+    n = ordered.size
     result = []
     for q in qs:
         pos = q / 100.0 * (n - 1)
         lo = int(np.floor(pos))
-        part = np.partition(values, lo)
-        hi_value = part[lo + 1 :].min() if lo + 1 < n else part[lo]
-        result.append(float(part[lo]) + (float(hi_value) - float(part[lo])) * (pos - lo))
+        hi = min(lo + 1, n - 1)
+        result.append(float(ordered[lo]) + (float(ordered[hi]) - float(ordered[lo])) * (pos - lo))
     return result
 
 
-def _brightest(flat):
-    """Largest channel value of each uint8 pixel (N, 3): uint8 (N,)."""
-    return np.maximum(np.maximum(flat[:, 0], flat[:, 1]), flat[:, 2])
-
-
-def _macenko_estimate(od, brightest, fg, params):
+def _macenko_estimate(od, brightest, counted, params):
     """Stain matrix (3, 2) float64 and 99th-percentile concentrations (2,) of one image.
 
     `od` float32 (3, N) is the optical density of the pixels, `brightest` uint8 (N,) their
-    largest channel value, `fg` a bool (N,) of the pixels that count (None: all of them).
+    largest channel value, `counted` a bool (N,) of the pixels that count (None: all).
     Raises DegenerateStainError when the stain cannot be estimated.
     """
     alpha = params["alpha"]
     # torchstain's "transparent" test (some channel OD < beta) as one threshold on the max
     opaque_max = int(np.count_nonzero(_od_lut(params["io"]) >= params["beta"])) - 1
     stained = brightest <= opaque_max
-    if fg is not None:
-        stained &= fg
+    if counted is not None:
+        stained &= counted
     index = np.flatnonzero(stained)
     if index.size < MIN_STAIN_PIXELS:
         raise DegenerateStainError(f"only {index.size} stained pixels (< {MIN_STAIN_PIXELS})")
@@ -119,8 +147,8 @@ def _macenko_estimate(od, brightest, fg, params):
     angle = np.degrees(np.arccos(np.clip(abs(v_min @ v_max), -1.0, 1.0)))
     if angle < MIN_STAIN_ANGLE_DEG:
         raise DegenerateStainError(f"stain vectors {angle:.1f} degrees apart: one stain only")
-    counted = od if fg is None else od.take(np.flatnonzero(fg), axis=1)
-    conc = np.linalg.pinv(stains).astype(np.float32) @ counted
+    od_counted = od if counted is None else od.take(np.flatnonzero(counted), axis=1)
+    conc = np.linalg.pinv(stains).astype(np.float32) @ od_counted
     max_c = np.array([_percentiles(conc[k], [99])[0] for k in (0, 1)])
     if not np.all(np.isfinite(stains)) or not np.all(max_c > MIN_CONCENTRATION):
         raise DegenerateStainError(f"no stain concentration (99th percentiles {max_c})")
@@ -152,9 +180,9 @@ def _lab_to_rgb(lab):
     return np.clip(rgb, 0, 1, out=rgb)
 
 
-def _reinhard_estimate(lab, fg):
-    """Means and standard deviations (3,) of LAB pixels (3, N), over `fg` (or all if None)."""
-    values = lab if fg is None else lab.take(np.flatnonzero(fg), axis=1)
+def _reinhard_estimate(lab, counted):
+    """Means and standard deviations (3,) of LAB pixels (3, N) where `counted` (None: all)."""
+    values = lab if counted is None else lab.take(np.flatnonzero(counted), axis=1)
     if values.shape[1] < MIN_STAIN_PIXELS:
         raise DegenerateStainError(
             f"only {values.shape[1]} foreground pixels (< {MIN_STAIN_PIXELS})"
@@ -166,18 +194,18 @@ def _estimate(image, method, params):
     """Per-image estimate of `method` on uint8 (H, W, 3): a dict of the reference's targets."""
     flat = np.ascontiguousarray(image).reshape(-1, 3)
     brightest = _brightest(flat)
-    fg = brightest > params["background_max"] if params["mask"] else None
+    _, counted = _statistics_mask(image, brightest, params)
     if method == "macenko":
         od = _optical_density(flat, params["io"])
-        stains, max_c = _macenko_estimate(od, brightest, fg, params)
+        stains, max_c = _macenko_estimate(od, brightest, counted, params)
         return {"stain_matrix": stains, "max_concentrations": max_c}
-    means, stds = _reinhard_estimate(_rgb_to_lab(flat), fg)
+    means, stds = _reinhard_estimate(_rgb_to_lab(flat), counted)
     return {"lab_means": means, "lab_stds": stds}
 
 
 def _params(method, mask, **overrides):
     """The parameters of `method` with the defaults filled in."""
-    params = {"background_max": BACKGROUND_MAX, "mask": bool(mask)}
+    params = {"background_max": BACKGROUND_MAX, "edge": EDGE_PX, "mask": bool(mask)}
     if method == "macenko":
         params.update(MACENKO_DEFAULTS)
     unknown = set(overrides) - set(params)
@@ -224,11 +252,11 @@ def fit_reference(images, method, mask=True, **params):
     return reference
 
 
-def _macenko_apply(flat, brightest, fg, reference):
+def _macenko_apply(flat, brightest, counted, reference):
     """Normalised pixels float32 (3, N), channel-first, of uint8 pixels (N, 3) (Macenko)."""
     params = reference["params"]
     od = _optical_density(flat, params["io"])
-    stains, max_c = _macenko_estimate(od, brightest, fg, params)
+    stains, max_c = _macenko_estimate(od, brightest, counted, params)
     ref_stains = np.asarray(reference["stain_matrix"])
     scale = np.asarray(reference["max_concentrations"]) / max_c
     # OD_out = ref_stains @ diag(scale) @ pinv(stains) @ OD: one 3x3 matrix for all pixels
@@ -239,10 +267,10 @@ def _macenko_apply(flat, brightest, fg, reference):
     return np.minimum(out, 255, out=out)
 
 
-def _reinhard_apply(flat, brightest, fg, reference):
+def _reinhard_apply(flat, brightest, counted, reference):
     """Normalised pixels float32 (3, N) in [0, 255] of uint8 pixels (N, 3) (Reinhard)."""
     lab = _rgb_to_lab(flat)
-    means, stds = _reinhard_estimate(lab, fg)
+    means, stds = _reinhard_estimate(lab, counted)
     # a flat channel (std ~ 0) is shifted to the target mean, not scaled
     gain = np.where(stds > 1e-3, np.asarray(reference["lab_stds"]) / np.maximum(stds, 1e-3), 1.0)
     shift = np.asarray(reference["lab_means"]) - means * gain
@@ -259,10 +287,10 @@ def normalize_with_status(image, reference):
     params = reference["params"]
     flat = np.ascontiguousarray(image).reshape(-1, 3)
     brightest = _brightest(flat)
-    fg = brightest > params["background_max"] if params["mask"] else None
+    fg, counted = _statistics_mask(image, brightest, params)
     apply = _macenko_apply if method == "macenko" else _reinhard_apply
     try:
-        channels = apply(flat, brightest, fg, reference)
+        channels = apply(flat, brightest, counted, reference)
     except DegenerateStainError as error:
         out = flat.copy()
         if fg is not None:
@@ -317,3 +345,141 @@ def load_reference(path):
     if missing or "params" not in reference:
         raise LeukoflowError(f"{path}: stain reference lacks {', '.join(missing or ['params'])}")
     return reference
+
+
+def mean_foreground_od(image, mask):
+    """Mean optical density (3,) float64 of the pixels of uint8 `image` where `mask` (H*W,)."""
+    flat = np.ascontiguousarray(image).reshape(-1, 3)
+    od = _optical_density(flat, 256).take(np.flatnonzero(mask.reshape(-1)), axis=1)
+    return od.mean(axis=1, dtype=np.float64) if od.shape[1] else np.full(3, np.nan)
+
+
+def sample_rows(rows, n, seed):
+    """At most `n` of `rows`, drawn with `seed`, in their original order."""
+    return rows.sample(n=min(n, len(rows)), random_state=seed).sort_index()
+
+
+def _read_rows(rows, dataset):
+    """The images of split rows, uint8 (H, W, 3) each; a bad file raises BadImageError."""
+    from leukoflow.images import read_rgb
+
+    return [read_rgb(Path(dataset) / rel) for rel in rows["path"]]
+
+
+def stain_spread(subjects, images, reference):
+    """Between-subject spread of mean foreground OD, before and after normalisation.
+
+    The foreground leaves out the cell's rim, as the statistics of the methods do.
+    subjects: (n,) subject of each uint8 image. Returns per-channel standard deviations
+    across subjects of the per-subject mean OD, their mean, and `reduction` = 1 - after /
+    before (0.5 = the spread halved).
+    """
+    rows = []
+    for subject, image in zip(subjects, images, strict=True):
+        params = reference["params"]
+        fg = foreground_mask(image, params["background_max"])
+        mask = _interior(fg.reshape(-1), fg.shape, params["edge"])
+        before = mean_foreground_od(image, mask)
+        after = mean_foreground_od(normalize(image, reference), mask)
+        rows.append([subject, *before, *after])
+    columns = ["subject", "b0", "b1", "b2", "a0", "a1", "a2"]
+    per_subject = pd.DataFrame(rows, columns=columns).groupby("subject").mean()
+    if len(per_subject) < 2:
+        raise LeukoflowError("the stain spread needs images of at least two subjects")
+    std = per_subject.std(ddof=1)
+    before, after = std[["b0", "b1", "b2"]].to_numpy(), std[["a0", "a1", "a2"]].to_numpy()
+    return {
+        "subjects": len(per_subject),
+        "images": len(rows),
+        "od_std_before": before.round(5).tolist(),
+        "od_std_after": after.round(5).tolist(),
+        "spread_before": round(float(before.mean()), 5),
+        "spread_after": round(float(after.mean()), 5),
+        "reduction": round(float(1 - after.mean() / before.mean()), 4),
+    }
+
+
+def example_figure(subjects, images, reference, path, cells=4):
+    """Save a before/after PNG of up to `cells` images of different subjects."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from leukoflow.atomic import atomic_path
+
+    chosen, seen = [], set()
+    for subject, image in zip(subjects, images, strict=True):
+        if subject not in seen:
+            seen.add(subject)
+            chosen.append((subject, image))
+        if len(chosen) == cells:
+            break
+    fig, axes = plt.subplots(2, len(chosen), figsize=(2.2 * len(chosen), 4.6), squeeze=False)
+    for column, (subject, image) in enumerate(chosen):
+        for row, (shown, label) in enumerate(
+            [(image, "before"), (normalize(image, reference), reference["method"])]
+        ):
+            axes[row, column].imshow(shown)
+            axes[row, column].set_title(f"{subject}: {label}", fontsize=8)
+            axes[row, column].axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def build_reference(
+    split,
+    dataset,
+    split_id,
+    method,
+    images=200,
+    image=None,
+    seed=0,
+    out=None,
+    spread_path=None,
+    examples_path=None,
+):
+    """Fit a reference on the training subset of `split_id` and write its three outputs.
+
+    Fits on a sample of `images` training images (or on the one dataset image `image`),
+    then measures the stain spread on that sample plus a sample of the other subsets
+    (applied only). Returns (reference, spread).
+    """
+    from leukoflow.split import subset_rows
+
+    train = subset_rows(split, split_id, "train")
+    if train.empty:
+        raise LeukoflowError(f"split {split_id}: the training subset is empty")
+    train_sample = sample_rows(train, images, seed)
+    train_images = _read_rows(train_sample, dataset)
+    if image:
+        fit_images = _read_rows(pd.DataFrame({"path": [image]}), dataset)
+    else:
+        fit_images = train_images
+    reference = fit_reference(fit_images, method)
+    reference["fitted_on"] = {"split": split_id, "image": image or None, "seed": seed}
+    log.info(
+        "%s reference fitted on %d training images (%d degenerate skipped)",
+        method,
+        reference["images"],
+        reference["skipped"],
+    )
+    others = split.drop(index=train.index)
+    other_sample = sample_rows(others, images, seed + 1)
+    subjects = list(train_sample["subject"]) + list(other_sample["subject"])
+    spread = stain_spread(subjects, train_images + _read_rows(other_sample, dataset), reference)
+    log.info(
+        "between-subject spread of mean foreground OD: %.4f before, %.4f after (%.0f%% less)",
+        spread["spread_before"],
+        spread["spread_after"],
+        100 * spread["reduction"],
+    )
+    if out:
+        save_reference(reference, out)
+    if spread_path:
+        write_text(spread_path, json.dumps(spread, indent=2) + "\n")
+    if examples_path:
+        example_figure(list(train_sample["subject"]), train_images, reference, examples_path)
+    return reference, spread

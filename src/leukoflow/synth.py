@@ -51,18 +51,18 @@ STAIN_E = np.array([0.2159, 0.8012, 0.5581])
 # relative concentrations), the per-image spread, and the per-subject spread of the offset.
 MORPHOLOGY = {
     #                  all    hem   image sd  subject sd
-    "cell_radius": (0.56, 0.49, 0.06, 0.04),
-    "nc_ratio": (0.80, 0.72, 0.05, 0.03),
-    "chromatin": (0.95, 1.20, 0.14, 0.08),
-    "texture_grid": (26.0, 14.0, 5.0, 3.0),
-    "texture_contrast": (0.16, 0.28, 0.05, 0.03),
-    "rim": (0.10, 0.35, 0.10, 0.06),
-    "irregularity": (0.05, 0.03, 0.015, 0.01),
-    "cyto_h": (0.12, 0.07, 0.03, 0.02),
+    "cell_radius": (0.56, 0.49, 0.065, 0.04),
+    "nc_ratio": (0.80, 0.74, 0.05, 0.03),
+    "chromatin": (0.98, 1.16, 0.15, 0.08),
+    "texture_grid": (24.0, 16.0, 6.0, 3.0),
+    "texture_contrast": (0.17, 0.26, 0.07, 0.03),
+    "rim": (0.12, 0.28, 0.12, 0.06),
+    "irregularity": (0.05, 0.033, 0.015, 0.01),
+    "cyto_h": (0.13, 0.08, 0.04, 0.02),
 }
 NUCLEUS_E = 0.05  # eosin-like concentration in the nucleus
 CYTOPLASM_E = 0.8  # eosin-like concentration in the cytoplasm
-NUCLEOLI_P = {"all": (0.15, 0.35, 0.30, 0.20), "hem": (0.80, 0.20, 0.0, 0.0)}
+NUCLEOLI_P = {"all": (0.25, 0.35, 0.25, 0.15), "hem": (0.60, 0.30, 0.10, 0.0)}
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def subject_style(rng):
         "stain_e": _perturb_vector(rng, STAIN_E, 0.05),
         "scale_h": float(np.exp(rng.normal(0.0, 0.18))),
         "scale_e": float(np.exp(rng.normal(0.0, 0.22))),
-        "illumination": np.clip(245.0 + rng.normal(0.0, 5.0, 3), 225.0, 255.0),
+        "illumination": np.clip(245.0 + rng.normal(0.0, 3.0, 3), 235.0, 255.0),
         "aspect": float(rng.uniform(0.80, 0.97)),
     }
     for key, (_, _, _, subject_sd) in MORPHOLOGY.items():
@@ -213,7 +213,7 @@ def render_cell(rng, label, subject_style, size):
     od += conc_e[..., None] * subject_style["stain_e"].astype(np.float32)
     light = subject_style["illumination"].astype(np.float32) * np.exp(-od)
     light += rng.standard_normal(light.shape, dtype=np.float32) * 2.0
-    light *= cell[..., None]
+    light *= (cell >= 0.5)[..., None]  # segmented: a hard edge onto black, as in C-NMC
 
     image = np.zeros((size, size, 3), np.uint8)
     image[lo : lo + n, lo : lo + n] = np.clip(np.rint(light), 0, 255).astype(np.uint8)
@@ -289,7 +289,7 @@ def _subject_name(label, number):
 
 
 def cell_file_name(subject, image_index):
-    """C-NMC name of a subject's image_index-th cell (0-based): `UID_{s}_{image}_{cell}_{label}.bmp`.
+    """C-NMC file name of a subject's cell number `image_index` (0-based).
 
     Two cells per microscope image: image numbers 1, 1, 2, 2, ..., cell numbers 1, 2, 1, 2, ...
     """
@@ -324,7 +324,9 @@ def _tasks(plan, seed, size, full_scale):
 def _render_to_file(root, seed, size, styles, task):
     """Render one task's image and write it as a 24-bit BMP under `root`."""
     path, label, subject_index, image_index, canvas = task
-    image = render_cell(_rng(seed, subject_index, image_index, 0), label, styles[subject_index], size)
+    image = render_cell(
+        _rng(seed, subject_index, image_index, 0), label, styles[subject_index], size
+    )
     if canvas != size:
         image = _pad(image, canvas)
     Image.fromarray(image).save(Path(root) / path, format="BMP")
@@ -387,10 +389,11 @@ def generate_dataset(
     with atomic_dir(out_dir) as tmp:
         for folder in {str(Path(t[0]).parent) for t in tasks}:
             (tmp / folder).mkdir(parents=True, exist_ok=True)
-        with open(tmp / PRELIM_LABELS, "w", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["Patient_ID", "new_names", "labels"])
-            writer.writerows(prelim_rows)
+        if prelim_rows:
+            with open(tmp / PRELIM_LABELS, "w", newline="") as handle:
+                writer = csv.writer(handle, lineterminator="\n")
+                writer.writerow(["Patient_ID", "new_names", "labels"])
+                writer.writerows(prelim_rows)
         render = functools.partial(_render_to_file, str(tmp), seed, size, styles)
         _run_parallel(render, tasks, threads)
     seconds = time.perf_counter() - start

@@ -139,7 +139,9 @@ def compiled_inference(model, jit_compile=False):
             return np.asarray(out, dtype="float32").reshape(-1)
 
         return predict
-    raise LeukoflowError(f"backend {backend!r} is not supported for inference; use tensorflow or jax")
+    raise LeukoflowError(
+        f"backend {backend!r} is not supported for inference; use tensorflow or jax"
+    )
 
 
 def _times_ms(fn, x, calls):

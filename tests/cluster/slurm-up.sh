@@ -10,7 +10,8 @@
 # Exit status of `up`: 0 ready, 3 this machine cannot run it (not root, not Debian, no apt,
 # a foreign /etc/slurm/slurm.conf), 1 a daemon did not come up (its log is printed).
 # The node is the machine itself as `slurmd -C` sees it, with one fake GPU: a GRES whose
-# File= is a character device (Slurm 22.05 drops a GPU without one and drains the node).
+# File= is a character device (Slurm 22.05 drops a GPU without one and drains the node),
+# of model "fake".
 # Settings: LEUKOFLOW_SLURM_STATE (state, logs, PIDs; default /var/tmp/leukoflow-slurm),
 # LEUKOFLOW_SLURM_PARTITION (default main), LEUKOFLOW_SLURM_ACCOUNT (default leukoflow).
 set -euo pipefail
@@ -18,6 +19,8 @@ set -euo pipefail
 STATE=${LEUKOFLOW_SLURM_STATE:-/var/tmp/leukoflow-slurm}
 PARTITION=${LEUKOFLOW_SLURM_PARTITION:-main}
 ACCOUNT=${LEUKOFLOW_SLURM_ACCOUNT:-leukoflow}
+# The fake GPU's model, what a job's `gpu_model` resource (--gpus=fake:1) asks for.
+GPU_TYPE=fake
 CLUSTER=leukoflow
 CONF_DIR=/etc/slurm
 MARKER="# written by leukoflow tests/cluster/slurm-up.sh"
@@ -108,12 +111,12 @@ install_packages() {
 }
 
 write_configs() {
-    local node cpus_line mem host
+    local node cpus mem host
     host=$(hostname -s)
     # `slurmd -C` prints the node as Slurm sees it: NodeName=... CPUs=... RealMemory=...
     node=$(slurmd -C | head -n 1)
     mem=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$node")
-    cpus_line=$(sed -n 's/.*CPUs=\([0-9]*\).*/\1/p' <<<"$node")
+    cpus=$(sed -n 's/.*CPUs=\([0-9]*\).*/\1/p' <<<"$node")
     mkdir -p "$CONF_DIR" "$STATE/ctld" "$STATE/slurmd" "$STATE/dev"
     # One fake GPU: a character device with /dev/null's numbers (mknod c 1 3).
     [[ -c $STATE/dev/gpu0 ]] || mknod "$STATE/dev/gpu0" c 1 3
@@ -138,11 +141,11 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 # Without a default, a job that gives no --mem takes the whole node.
-DefMemPerCPU=$((mem / cpus_line / 2))
+DefMemPerCPU=$((mem / cpus / 2))
 GresTypes=gpu
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
-AccountingStorageTRES=gres/gpu
+AccountingStorageTRES=gres/gpu,gres/gpu:$GPU_TYPE
 AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=10
@@ -152,12 +155,12 @@ KillWait=5
 OverTimeLimit=0
 MinJobAge=600
 SchedulerParameters=sched_interval=2
-$node Gres=gpu:1 NodeAddr=127.0.0.1 State=UNKNOWN
+$node Gres=gpu:$GPU_TYPE:1 NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
     cat >"$CONF_DIR/gres.conf.new" <<EOF
 $MARKER
-NodeName=$host Name=gpu File=$STATE/dev/gpu0
+NodeName=$host Name=gpu Type=$GPU_TYPE File=$STATE/dev/gpu0
 EOF
     cat >"$CONF_DIR/slurmdbd.conf.new" <<EOF
 $MARKER
@@ -174,10 +177,17 @@ StoragePass=$DB_PASSWORD
 StorageLoc=slurm_acct_db
 EOF
     chmod 600 "$CONF_DIR/slurmdbd.conf.new"
-    local f
+    # A changed configuration restarts the Slurm daemons this script runs.
+    local f changed=0
     for f in slurm.conf gres.conf slurmdbd.conf; do
+        cmp -s "$CONF_DIR/$f.new" "$CONF_DIR/$f" || changed=1
         mv "$CONF_DIR/$f.new" "$CONF_DIR/$f"
     done
+    if ((changed)); then
+        stop slurmd
+        stop slurmctld
+        stop slurmdbd
+    fi
 }
 
 start_munge() {
@@ -248,21 +258,28 @@ up() {
     log "ready: partition $PARTITION, account $ACCOUNT, $(sinfo -h -N -o '%N %c CPUs %m MB %G')"
 }
 
-down() {
-    local i name pid
-    for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
-        name=${DAEMONS[i]}
-        pid=$(running_pid "$name")
-        if [[ -n $pid ]]; then
-            kill -TERM "$pid"
-            for _ in $(seq 100); do
-                [[ -d /proc/$pid ]] || break
-                sleep 0.1
-            done
-            [[ -d /proc/$pid ]] && kill -KILL "$pid"
-            log "stopped $name (pid $pid)"
+# Stop one daemon this script started: TERM, then KILL after 10 s.
+stop() {
+    local name=$1 pid
+    pid=$(running_pid "$name")
+    if [[ -n $pid ]]; then
+        kill -TERM "$pid"
+        for _ in $(seq 100); do
+            [[ -d /proc/$pid ]] || break
+            sleep 0.1
+        done
+        if [[ -d /proc/$pid ]]; then
+            kill -KILL "$pid"
         fi
-        rm -f "$STATE/pids/$name"
+        log "stopped $name (pid $pid)"
+    fi
+    rm -f "$STATE/pids/$name"
+}
+
+down() {
+    local i
+    for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
+        stop "${DAEMONS[i]}"
     done
 }
 

@@ -48,7 +48,7 @@ def snakemake(workdir, *args, check=True, timeout=1200):
 
 
 def planned_jobs(result):
-    """{rule: count} from the job-stats table of a dry run's output."""
+    """{rule: count} planned by a dry run (from its job-stats table; the target `all` left out)."""
     text = result.stdout + result.stderr
     jobs = {}
     if "Job stats:" not in text:
@@ -58,7 +58,8 @@ def planned_jobs(result):
         parts = line.split()
         if len(parts) != 2 or parts[0] == "total":
             break
-        jobs[parts[0]] = int(parts[1])
+        if parts[0] != "all":
+            jobs[parts[0]] = int(parts[1])
     return jobs
 
 

@@ -1,0 +1,61 @@
+"""Subcommand `augment`: the class-balanced, deterministic augmented training store."""
+
+import argparse
+
+
+def run_augment(args):
+    """Write the augmented store (and its index) from the training store; examples PNG."""
+    from leukoflow.augment import AugmentSpec, augment_store
+
+    spec = AugmentSpec(
+        rotation=args.rotation,
+        flip=args.flip,
+        noise_std=args.noise_std,
+        brightness=args.brightness,
+        contrast=args.contrast,
+    )
+    augment_store(
+        args.store,
+        args.out,
+        spec,
+        seed=args.seed,
+        balance=args.balance,
+        copies_per_image=args.copies_per_image,
+        threads=args.threads,
+        examples=args.examples,
+    )
+
+
+def register(subparsers):
+    """Add `augment`."""
+    on_off = argparse.BooleanOptionalAction
+    p = subparsers.add_parser(
+        "augment",
+        help="class-balanced, deterministic offline augmentation of the training store",
+        description="Write the training images, then augmented copies (rotation about the cell "
+        "centre, flips, noise and brightness/contrast jitter on the cell), topping up the "
+        "smaller classes; the index records each row's source row and parameters.",
+    )
+    p.add_argument("store", help="training store train.npy (index beside it: train.csv)")
+    p.add_argument("--out", required=True, help="augmented store .npy to write (+ .csv index)")
+    p.add_argument("--examples", help="PNG: one training cell and eight augmentations of it")
+    p.add_argument("--seed", type=int, default=0, help="seed of every draw (>= 0)")
+    p.add_argument(
+        "--balance", action=on_off, default=True, help="top up smaller classes to the largest"
+    )
+    p.add_argument(
+        "--copies-per-image", type=int, default=0, help="extra augmented copies of every image"
+    )
+    p.add_argument("--rotation", action=on_off, default=True, help="rotate by any angle")
+    p.add_argument("--flip", action=on_off, default=True, help="random horizontal/vertical flips")
+    p.add_argument(
+        "--noise-std", type=float, default=4.0, help="Gaussian noise on the cell, grey levels"
+    )
+    p.add_argument(
+        "--brightness", type=float, default=0.05, help="offset up to +-B x 255 on the cell"
+    )
+    p.add_argument(
+        "--contrast", type=float, default=0.05, help="contrast factor in [1-C, 1+C] on the cell"
+    )
+    p.add_argument("--threads", type=int, default=1, help="worker processes")
+    p.set_defaults(func=run_augment)

@@ -1,0 +1,110 @@
+"""Subcommands `evaluate`, `timing`, `saliency` and `report`: what the user reads."""
+
+import json
+
+from leukoflow.errors import ConfigError
+
+
+def _json_arg(text, name):
+    """A JSON object given on the command line; ConfigError naming the option otherwise."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{name}: not valid JSON ({error})") from error
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def run_evaluate(args):
+    """Predict val and test, threshold on val, write metrics and predictions."""
+    from leukoflow.evaluate import run_evaluate as evaluate
+
+    evaluate(
+        args.model,
+        args.val,
+        args.test,
+        _json_arg(args.settings, "--settings"),
+        _json_arg(args.evaluate, "--evaluate"),
+        args.out_dir,
+    )
+
+
+def run_timing(args):
+    """Time batch-1 latency and batch throughput of the compiled model."""
+    from leukoflow.timing import run_timing as timing
+
+    timing(
+        args.model,
+        _json_arg(args.settings, "--settings"),
+        args.warmup,
+        args.calls,
+        args.batch_size,
+        args.out,
+    )
+
+
+def run_saliency(args):
+    """Saliency maps of test cells, their measures and the figure."""
+    from leukoflow.saliency import run_saliency as saliency
+
+    saliency(
+        args.model,
+        args.test,
+        _json_arg(args.settings, "--settings"),
+        _json_arg(args.saliency, "--saliency"),
+        args.out_dir,
+    )
+
+
+def run_report(args):
+    """Table I, plots, metrics.json and the HTML report."""
+    from leukoflow.report import build_report
+
+    build_report(args.results, args.archs, args.folds, args.out_dir)
+
+
+def register(subparsers):
+    """Add `evaluate`, `timing`, `saliency` and `report`."""
+    p = subparsers.add_parser("evaluate", help="score a trained model on the test subset")
+    p.add_argument("--model", required=True, help="model.keras written by `leukoflow train`")
+    p.add_argument("--val", required=True, help="validation store (.npy); sets the threshold")
+    p.add_argument("--test", required=True, help="test store (.npy)")
+    p.add_argument("--settings", default="{}", help="merged settings of the architecture (JSON)")
+    p.add_argument(
+        "--evaluate",
+        default="{}",
+        help='the config `evaluate` block (JSON): {"threshold": "max_f1"|"0.5", '
+        '"bootstrap": 2000, "tta": 0, "seed": 0}',
+    )
+    p.add_argument("--out-dir", required=True, help="folder for metrics.json and predictions")
+    p.set_defaults(func=run_evaluate)
+
+    p = subparsers.add_parser("timing", help="inference latency (batch 1) and throughput")
+    p.add_argument("--model", required=True, help="model.keras")
+    p.add_argument("--settings", default="{}", help="merged settings of the architecture (JSON)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed calls first")
+    p.add_argument("--calls", type=int, default=100, help="timed batch-1 calls (at least 50)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size of the throughput")
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.set_defaults(func=run_timing)
+
+    p = subparsers.add_parser("saliency", help="saliency maps, their measures and figure")
+    p.add_argument("--model", required=True, help="model.keras")
+    p.add_argument("--test", required=True, help="test store (.npy)")
+    p.add_argument("--settings", default="{}", help="merged settings of the architecture (JSON)")
+    p.add_argument(
+        "--saliency",
+        default="{}",
+        help='the config `saliency` block (JSON): {"methods": [...], "cells": 8, '
+        '"smoothgrad_samples": 16, "ig_steps": 32, "seed": 0}',
+    )
+    p.add_argument("--out-dir", required=True, help="folder for saliency.json and saliency.png")
+    p.set_defaults(func=run_saliency)
+
+    p = subparsers.add_parser("report", help="Table I, plots and the HTML report")
+    p.add_argument("--results", required=True, help="the results folder of the workflow")
+    p.add_argument("--archs", nargs="+", required=True, help="architectures, in table order")
+    p.add_argument("--folds", type=int, default=0, help="cross-validation folds (0 = none)")
+    p.add_argument("--out-dir", required=True, help="where table1.*, report.html, plots/ go")
+    p.set_defaults(func=run_report)

@@ -1,0 +1,72 @@
+"""Subcommands `stain-reference` and `shards`: the stain reference, then the image stores."""
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def run_stain_reference(args):
+    """Fit the stain reference on a split's training subjects; write reference, spread, figure."""
+    from leukoflow.split import read_manifest
+    from leukoflow.stain import build_reference
+
+    build_reference(
+        read_manifest(args.split),
+        args.dataset,
+        args.split_id,
+        args.method,
+        images=args.images,
+        image=args.image or None,
+        seed=args.seed,
+        out=args.out,
+        spread_path=args.spread,
+        examples_path=args.examples,
+    )
+
+
+def run_shards(args):
+    """Write the stain-normalised store of one subset of one split at one size."""
+    from leukoflow.shards import build_store
+    from leukoflow.split import read_manifest, subset_rows
+    from leukoflow.stain import load_reference
+
+    rows = subset_rows(read_manifest(args.split), args.split_id, args.subset)
+    build_store(
+        rows,
+        args.dataset,
+        load_reference(args.reference),
+        args.size,
+        args.out,
+        threads=args.threads,
+    )
+
+
+def register(subparsers):
+    """Add `stain-reference` and `shards`."""
+    p = subparsers.add_parser(
+        "stain-reference", help="fit the stain reference on a split's training subjects"
+    )
+    p.add_argument("split", help="split CSV written by `leukoflow split`")
+    p.add_argument("--dataset", required=True, help="dataset root the split's paths start from")
+    p.add_argument("--split-id", default="main", help="main or foldK (default main)")
+    p.add_argument("--method", choices=["none", "reinhard", "macenko"], default="macenko")
+    p.add_argument("--images", type=int, default=200, help="training images sampled to fit")
+    p.add_argument(
+        "--image", default="", help="fit on this one image instead (path in the dataset)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the image samples")
+    p.add_argument("--out", required=True, help="reference JSON to write")
+    p.add_argument("--spread", help="JSON of the between-subject stain spread before/after")
+    p.add_argument("--examples", help="PNG of cells before and after normalisation")
+    p.set_defaults(func=run_stain_reference)
+
+    p = subparsers.add_parser("shards", help="write a stain-normalised image store (.npy + .csv)")
+    p.add_argument("split", help="split CSV written by `leukoflow split`")
+    p.add_argument("--dataset", required=True, help="dataset root the split's paths start from")
+    p.add_argument("--reference", required=True, help="reference JSON from stain-reference")
+    p.add_argument("--split-id", default="main", help="main or foldK (default main)")
+    p.add_argument("--subset", choices=["train", "val", "test"], required=True)
+    p.add_argument("--size", type=int, required=True, help="side of the stored images, px")
+    p.add_argument("--out", required=True, help="store .npy to write (index: same stem .csv)")
+    p.add_argument("--threads", type=int, default=1, help="worker processes")
+    p.set_defaults(func=run_shards)

@@ -1,0 +1,161 @@
+"""Batches for training and prediction from the memory-mapped image stores (no TensorFlow).
+
+Training batches are uint8 `(batch_size, size, size, 3)` images, float32 `(batch_size,)`
+labels and float32 `(batch_size,)` sample weights, always full (a partial batch would
+make the compiled step trace a second time). The order is a function of (seed, epoch)
+only, so a resumed job sees exactly the batches an uninterrupted one would. A background
+thread reads ahead while the model computes.
+"""
+
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from leukoflow.errors import LeukoflowError
+
+
+def open_store(npy_path):
+    """`(images, index)`: the uint8 `(N, s, s, 3)` store memory-mapped, and its index table.
+
+    Uses `leukoflow.shards.open_store` when it exists; otherwise reads `STEM.npy` with
+    `mmap_mode="r"` and `STEM.csv`. Raises LeukoflowError naming the file when it is missing
+    or has no `y` column.
+    """
+    import pandas as pd
+
+    npy_path = Path(npy_path)
+    try:
+        from leukoflow.shards import open_store as shards_open_store
+    except ImportError:
+        shards_open_store = None
+    if shards_open_store is not None:
+        images, index = shards_open_store(npy_path)
+    else:
+        csv_path = npy_path.with_suffix(".csv")
+        for path in (npy_path, csv_path):
+            if not path.is_file():
+                raise LeukoflowError(f"image store file {path} does not exist")
+        images = np.load(npy_path, mmap_mode="r")
+        index = pd.read_csv(csv_path)
+    if "y" not in index.columns or len(index) != len(images):
+        raise LeukoflowError(
+            f"image store {npy_path}: its index needs a `y` column and one row per image "
+            f"({len(index)} rows for {len(images)} images)"
+        )
+    return images, index
+
+
+def balanced_class_weights(labels):
+    """`{0: w0, 1: w1}` with w_c = N / (2 N_c) (scikit-learn's "balanced"); all 1.0 if a class is absent."""
+    labels = np.asarray(labels).astype(int)
+    counts = np.bincount(labels, minlength=2)
+    if not counts.all():
+        return {0: 1.0, 1: 1.0}
+    return {c: float(len(labels) / (2 * counts[c])) for c in (0, 1)}
+
+
+class TrainBatches:
+    """Shuffled, prefetched, always-full training batches from a store.
+
+    images: uint8 array `(N, s, s, 3)` (a memmap is fine); labels: `(N,)` 0/1;
+    class_weights: None (all weights 1) or `{0: w0, 1: w1}`; steps: batches per epoch,
+    None = `max(1, N // batch_size)`. Each epoch draws `steps * batch_size` rows from
+    consecutive permutations of a generator seeded with (seed, epoch).
+    """
+
+    def __init__(
+        self, images, labels, batch_size, seed, class_weights=None, steps=None, prefetch=4
+    ):
+        if len(images) == 0:
+            raise LeukoflowError("the training store holds no images")
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.float32)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.steps = int(steps) if steps else max(1, len(images) // self.batch_size)
+        self.prefetch = int(prefetch)
+        weights = class_weights or {0: 1.0, 1: 1.0}
+        self.sample_weights = np.where(self.labels > 0.5, weights[1], weights[0]).astype(np.float32)
+
+    def __len__(self):
+        return self.steps
+
+    def order(self, epoch):
+        """Row indices of epoch `epoch`, shape `(steps, batch_size)`, each batch sorted."""
+        rng = np.random.default_rng([self.seed, int(epoch)])
+        needed = self.steps * self.batch_size
+        rounds = -(-needed // len(self.images))
+        rows = np.concatenate([rng.permutation(len(self.images)) for _ in range(rounds)])
+        return np.sort(rows[:needed].reshape(self.steps, self.batch_size), axis=1)
+
+    def batch(self, rows):
+        """`(images uint8, labels float32, sample weights float32)` of the given rows."""
+        return np.asarray(self.images[rows]), self.labels[rows], self.sample_weights[rows]
+
+    def epoch(self, epoch):
+        """Iterate over the batches of epoch `epoch`, read ahead by a background thread."""
+        return _prefetched((self.batch(rows) for rows in self.order(epoch)), self.prefetch)
+
+
+def _prefetched(items, depth):
+    """Yield from the iterator `items`, computed `depth` items ahead in a daemon thread."""
+    buffer = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(done)
+        except BaseException as error:  # handed to the consumer, raised there
+            buffer.put(error)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def ordered_batches(images, batch_size):
+    """Yield `(start, uint8 batch)` in store order, each batch padded to `batch_size` rows.
+
+    The padding repeats the last row; callers keep the first `len(images) - start` outputs
+    of the final batch. One batch shape means one compiled predict step.
+    """
+    n = len(images)
+    for start in range(0, n, batch_size):
+        batch = np.asarray(images[start : start + batch_size])
+        if len(batch) < batch_size:
+            pad = np.repeat(batch[-1:], batch_size - len(batch), axis=0)
+            batch = np.concatenate([batch, pad])
+        yield start, batch
+
+
+def measure_throughput(batches, epoch=0, max_batches=None):
+    """Images per second the loader delivers for one epoch (or `max_batches` batches)."""
+    count = 0
+    start = time.perf_counter()
+    for i, (images, _, _) in enumerate(batches.epoch(epoch)):
+        count += len(images)
+        if max_batches is not None and i + 1 >= max_batches:
+            break
+    return count / (time.perf_counter() - start)

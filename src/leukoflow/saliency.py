@@ -1,0 +1,376 @@
+"""Saliency maps and their measures: vanilla gradient, SmoothGrad, Integrated Gradients, Grad-CAM.
+
+Input gradients go through one backend dispatch, `gradient_function` (TensorFlow
+GradientTape / `jax.grad` of `model.stateless_call`). The class score is the logit of the
+model's probability, signed by the class of interest (+ for `all`, - for `hem`), so the
+maps explain the cell's own class and do not vanish where the sigmoid saturates.
+
+Maps are (N, H, W) non-negative float32. Measures (per method, mean over the cells):
+- `mass_in_cell`: share of saliency mass on cell pixels (non-black), against
+  `cell_area` (what a uniform map would get);
+- `deletion_auc`: mean probability of the true class while the most salient pixels are
+  blacked out in 16 steps (lower = the map found what the model uses), against the same
+  with a random pixel order;
+- model-randomisation sanity check (Adebayo et al. 2018): Spearman rank correlation, on
+  cell pixels, between the maps of the trained model and of a copy with re-initialised
+  weights; it must be below 0.5 for the map to depend on what the model learned.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from leukoflow.atomic import atomic_path, write_text
+from leukoflow.errors import LeukoflowError
+
+log = logging.getLogger(__name__)
+
+METHODS = ("vanilla", "smoothgrad", "integrated_gradients", "gradcam")
+SANITY_LIMIT = 0.5
+DELETION_STEPS = 16
+MASK_LEVEL = 10  # a pixel whose brightest channel exceeds this (0-255) belongs to the cell
+SMOOTHGRAD_NOISE = 0.15  # noise std as a share of the 0-255 input range
+EPS = 1e-7
+
+
+def _class_score(probability, sign):
+    """sum over the batch of sign * logit(probability); keras.ops, so any backend."""
+    import keras
+
+    p = keras.ops.reshape(probability, (-1,))
+    logit = keras.ops.log(p + EPS) - keras.ops.log(1.0 - p + EPS)
+    return keras.ops.sum(keras.ops.convert_to_tensor(sign, dtype=p.dtype) * logit)
+
+
+def gradient_function(model):
+    """fn(x, sign) -> d(sum sign * logit(model(x))) / dx as numpy, for float32 batch x.
+
+    The one backend dispatch of saliency. `model` may be any Keras model with a single
+    input and a probability output (the classifier, or its head above a feature map).
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(reduce_retracing=True)
+        def grad(x, sign):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                score = _class_score(model(x, training=False), sign)
+            return tape.gradient(score, x)
+
+        return lambda x, sign: grad(
+            tf.constant(x, tf.float32), tf.constant(sign, tf.float32)
+        ).numpy()
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        def score(x, sign):
+            out, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+            return _class_score(out, sign)
+
+        grad = jax.jit(jax.grad(score))
+        return lambda x, sign: np.asarray(
+            grad(np.asarray(x, "float32"), np.asarray(sign, "float32"))
+        )
+    raise LeukoflowError(f"saliency supports the tensorflow and jax backends, not {backend!r}")
+
+
+def _signs(labels):
+    return np.where(np.asarray(labels) == 1, 1.0, -1.0).astype("float32")
+
+
+def _channel_abs(grads):
+    return np.abs(grads).sum(axis=-1).astype("float32")
+
+
+def vanilla(grad_fn, images, labels):
+    """|d score / d x| summed over channels: (N, H, W)."""
+    return _channel_abs(grad_fn(images, _signs(labels)))
+
+
+def smoothgrad(grad_fn, images, labels, samples=16, seed=0):
+    """Mean over `samples` noisy copies (std 15% of 255) of the vanilla map: (N, H, W)."""
+    rng = np.random.default_rng(seed)
+    total = np.zeros(images.shape[:3], "float32")
+    for _ in range(samples):
+        noisy = images + rng.normal(0, SMOOTHGRAD_NOISE * 255, images.shape).astype("float32")
+        total += _channel_abs(grad_fn(noisy, _signs(labels)))
+    return total / samples
+
+
+def integrated_gradients(grad_fn, images, labels, steps=32):
+    """|x * mean gradient along the path from the black image to x| (midpoint rule): (N, H, W).
+
+    The black baseline is the background of the cell images.
+    """
+    total = np.zeros(images.shape, "float32")
+    for alpha in (np.arange(steps) + 0.5) / steps:
+        total += grad_fn(alpha * images, _signs(labels))
+    return _channel_abs(images * total / steps)
+
+
+def gradcam(model, images, labels, layer_name):
+    """Grad-CAM on layer `layer_name`, bilinearly resized to the input: (N, H, W).
+
+    ReLU of the feature maps weighted by the spatial mean of the class score's gradient.
+    """
+    import keras
+
+    layer_output = model.get_layer(layer_name).output
+    features = keras.Model(model.input, layer_output)
+    head = keras.Model(layer_output, model.output)
+    acts = keras.ops.convert_to_numpy(features(images, training=False)).astype("float32")
+    grads = gradient_function(head)(acts, _signs(labels))
+    cam = np.maximum((acts * grads.mean(axis=(1, 2), keepdims=True)).sum(axis=-1), 0)
+    resized = keras.ops.image.resize(cam[..., None], images.shape[1:3], interpolation="bilinear")
+    return np.maximum(keras.ops.convert_to_numpy(resized)[..., 0], 0).astype("float32")
+
+
+def saliency_maps(
+    model, images, labels, methods=METHODS, layer_name=None, samples=16, steps=32, seed=0
+):
+    """{method: (N, H, W) map} for float32 images (N, H, W, 3) in [0, 255] and 0/1 labels."""
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise LeukoflowError(f"saliency.methods: unknown {sorted(unknown)}; allowed: {METHODS}")
+    images = np.asarray(images, "float32")
+    grad_fn = gradient_function(model)
+    maps = {}
+    for method in methods:
+        if method == "vanilla":
+            maps[method] = vanilla(grad_fn, images, labels)
+        elif method == "smoothgrad":
+            maps[method] = smoothgrad(grad_fn, images, labels, samples, seed)
+        elif method == "integrated_gradients":
+            maps[method] = integrated_gradients(grad_fn, images, labels, steps)
+        else:
+            if layer_name is None:
+                from leukoflow.models import last_conv_layer_name
+
+                layer_name = last_conv_layer_name(model)
+            maps[method] = gradcam(model, images, labels, layer_name)
+    return maps
+
+
+def cell_masks(images):
+    """Cell pixels (N, H, W) bool: brightest channel above MASK_LEVEL (the background is black)."""
+    return np.asarray(images).max(axis=-1) > MASK_LEVEL
+
+
+def mass_in_cell(maps, masks):
+    """Share (N,) of each map's total mass on its cell's pixels."""
+    total = maps.sum(axis=(1, 2))
+    inside = (maps * masks).sum(axis=(1, 2))
+    return np.divide(inside, total, out=np.zeros_like(total), where=total > 0)
+
+
+def deletion_images(image, order, steps=DELETION_STEPS):
+    """(steps + 1, H, W, 3): `image` with the first k/steps of pixels in `order` set to black."""
+    h, w = image.shape[:2]
+    position = np.empty(h * w, int)
+    position[order] = np.arange(h * w)
+    cut = np.round(np.linspace(0, h * w, steps + 1)).astype(int)
+    keep = position[None, :] >= cut[:, None]  # (steps + 1, H*W)
+    return image[None] * keep.reshape(steps + 1, h, w, 1)
+
+
+def deletion_auc(predict_fn, images, labels, maps, steps=DELETION_STEPS, seed=None):
+    """Area (N,) under the true-class probability as the most salient pixels are deleted.
+
+    The x axis is the deleted share of pixels (0 to 1, trapezoid rule). With `seed` set,
+    pixels are deleted in a random order instead (the baseline a map should beat).
+    """
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(images))
+    for i, (image, label, saliency) in enumerate(zip(images, labels, maps, strict=True)):
+        order = (
+            rng.permutation(saliency.size) if seed is not None else np.argsort(-saliency.ravel())
+        )
+        probability = predict_fn(deletion_images(image, order, steps).astype("float32"))
+        curve = probability if label == 1 else 1 - probability
+        out[i] = np.trapezoid(curve, dx=1 / steps)
+    return out
+
+
+def rank_correlation(maps_a, maps_b, masks):
+    """Spearman correlation (N,) between two sets of maps, on the cell pixels of each image."""
+    from scipy.stats import spearmanr
+
+    out = np.empty(len(maps_a))
+    for i, (a, b, mask) in enumerate(zip(maps_a, maps_b, masks, strict=True)):
+        rho = spearmanr(a[mask], b[mask]).statistic
+        out[i] = 0.0 if np.isnan(rho) else rho
+    return out
+
+
+def randomised_copy(model, seed=0):
+    """A copy of `model` with the same architecture and freshly initialised weights."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return keras.models.clone_model(model)
+
+
+def select_cells(index, n_cells, seed=0):
+    """Rows of `n_cells` test cells, half of each class where possible, in a seeded order."""
+    rng = np.random.default_rng(seed)
+    y = index["y"].to_numpy()
+    if len(np.unique(y)) < 2:
+        raise LeukoflowError("the test subset has only one class: saliency needs both")
+    per_class = {0: n_cells // 2, 1: n_cells - n_cells // 2}
+    chosen = []
+    for label, n in per_class.items():
+        rows = np.flatnonzero(y == label)
+        chosen.append(rng.choice(rows, size=min(n, len(rows)), replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def measure(model, images, labels, methods=METHODS, samples=16, steps=32, seed=0, layer_name=None):
+    """Maps of the trained and the re-initialised model, and every measure; (maps, measures)."""
+    from leukoflow.timing import compiled_inference
+
+    images = np.asarray(images, "float32")
+    labels = np.asarray(labels, int)
+    kwargs = dict(methods=methods, layer_name=layer_name, samples=samples, steps=steps, seed=seed)
+    maps = saliency_maps(model, images, labels, **kwargs)
+    random_maps = saliency_maps(randomised_copy(model, seed), images, labels, **kwargs)
+    return maps, measures_of(maps, random_maps, images, labels, compiled_inference(model), seed)
+
+
+def measures_of(maps, random_maps, images, labels, predict_fn, seed=0):
+    """The measures of maps {method: (N, H, W)} against the re-initialised model's maps.
+
+    predict_fn: float32 batch (M, H, W, 3) -> P(all) (M,). Returns the `saliency.json` dict
+    (without the run's identification).
+    """
+    masks = cell_masks(images)
+    random_order = deletion_auc(predict_fn, images, labels, next(iter(maps.values())), seed=seed)
+    results = {}
+    for method, method_maps in maps.items():
+        inside = mass_in_cell(method_maps, masks)
+        deletion = deletion_auc(predict_fn, images, labels, method_maps)
+        rho = rank_correlation(method_maps, random_maps[method], masks)
+        results[method] = {
+            "mass_in_cell": float(inside.mean()),
+            "deletion_auc": float(deletion.mean()),
+            "sanity_spearman": float(rho.mean()),
+            "sanity_pass": bool(rho.mean() < SANITY_LIMIT),
+            "per_cell": {
+                "mass_in_cell": inside.tolist(),
+                "deletion_auc": deletion.tolist(),
+                "sanity_spearman": rho.tolist(),
+            },
+        }
+    return {
+        "methods": results,
+        "cell_area": float(masks.mean()),
+        "random_deletion_auc": float(random_order.mean()),
+        "sanity_limit": SANITY_LIMIT,
+        "sanity_pass": all(r["sanity_pass"] for r in results.values()),
+        "probability_all": np.asarray(predict_fn(images)).tolist(),
+    }
+
+
+def saliency_figure(images, labels, probabilities, maps, out, title=""):
+    """Fig. 1 of the paper, extended: per cell, image and maps on one row, overlays below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(maps)
+    n_cols = 1 + len(methods)
+    fig, axes = plt.subplots(
+        2 * len(images), n_cols, figsize=(2.1 * n_cols, 4.4 * len(images)), squeeze=False
+    )
+    for i, (image, label, prob) in enumerate(zip(images, labels, probabilities, strict=True)):
+        shown = np.clip(image, 0, 255).astype(np.uint8)
+        top, bottom = axes[2 * i], axes[2 * i + 1]
+        name = "ALL" if label == 1 else "normal (hem)"
+        top[0].imshow(shown)
+        top[0].set_title(f"{name}\nP(all) = {prob:.2f}", fontsize=9)
+        bottom[0].imshow(shown)
+        bottom[0].set_title("image", fontsize=9)
+        for j, method in enumerate(methods, start=1):
+            m = maps[method][i]
+            m = m / m.max() if m.max() > 0 else m
+            top[j].imshow(m, cmap="inferno", vmin=0, vmax=1)
+            top[j].set_title(method.replace("_", " "), fontsize=9)
+            bottom[j].imshow(shown)
+            bottom[j].imshow(m, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            bottom[j].set_title("overlay", fontsize=9)
+        for ax in (*top, *bottom):
+            ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def run_saliency(model_path, test_store, settings, saliency_config, out_dir):
+    """The `saliency` job: choose test cells, measure every method, write JSON and figure."""
+    from leukoflow.models import load_model
+    from leukoflow.shards import open_store
+    from leukoflow.timing import backend_name
+
+    model = load_model(model_path)
+    images, index = open_store(test_store)
+    seed = int(saliency_config.get("seed", 0))
+    methods = tuple(saliency_config.get("methods", METHODS))
+    rows = select_cells(index, int(saliency_config.get("cells", 8)), seed)
+    cells = np.asarray(images[rows], "float32")
+    labels = index["y"].to_numpy(int)[rows]
+    maps, measures = measure(
+        model,
+        cells,
+        labels,
+        methods=methods,
+        samples=int(saliency_config.get("smoothgrad_samples", 16)),
+        steps=int(saliency_config.get("ig_steps", 32)),
+        seed=seed,
+    )
+    arch = settings.get("architecture", Path(model_path).parent.name)
+    measures.update(
+        architecture=arch,
+        backend=backend_name(),
+        cells=[
+            {"row": int(r), "path": str(index["path"].iloc[r]), "label": int(labels[i])}
+            for i, r in enumerate(rows)
+        ],
+        settings={k: saliency_config.get(k) for k in ("smoothgrad_samples", "ig_steps", "seed")},
+    )
+    out_dir = Path(out_dir)
+    write_text(out_dir / "saliency.json", json.dumps(measures, indent=2, sort_keys=True) + "\n")
+    shown = [int(np.flatnonzero(labels == 0)[0]), int(np.flatnonzero(labels == 1)[0])]
+    saliency_figure(
+        cells[shown],
+        labels[shown],
+        np.asarray(measures["probability_all"])[shown],
+        {m: maps[m][shown] for m in methods},
+        out_dir / "saliency.png",
+        title=arch,
+    )
+    for method, result in measures["methods"].items():
+        log.info(
+            "%s %s: mass in cell %.2f (area %.2f), deletion AUC %.3f (random %.3f), "
+            "sanity rho %.2f %s",
+            arch,
+            method,
+            result["mass_in_cell"],
+            measures["cell_area"],
+            result["deletion_auc"],
+            measures["random_deletion_auc"],
+            result["sanity_spearman"],
+            "pass" if result["sanity_pass"] else "FAIL",
+        )
+    return measures

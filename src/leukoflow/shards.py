@@ -1,0 +1,174 @@
+"""Image stores: one uint8 array (N, size, size, 3) per split subset and input size, plus index.
+
+`prepare_image` turns a raw cell image into what a model sees (stain normalisation, then a
+square crop around the cell, resized with antialiasing); the stores and `leukoflow predict`
+both call it. A store is an `np.lib.format` `.npy` file streamed into through a memory map
+(never the whole set in memory), built over worker processes, written under a temporary
+name and renamed; its index `<stem>.csv` maps rows to dataset images.
+"""
+
+import logging
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from leukoflow.atomic import atomic_path
+from leukoflow.errors import LeukoflowError
+from leukoflow.images import read_rgb
+from leukoflow.stain import foreground_mask, normalize_with_status
+
+log = logging.getLogger(__name__)
+
+INDEX_COLUMNS = ["row", "path", "label", "subject", "fold", "sha256", "y"]
+MARGIN = 0.05  # of the cell's larger side, on each side of the crop
+FLUSH_ROWS = 512  # rows written between re-mappings of the store (bounds resident memory)
+
+
+def square_crop(image, margin=MARGIN):
+    """The square around the foreground's bounding box, `margin` of its side added each side.
+
+    uint8 (H, W, 3) -> uint8 (S, S, 3), the cell centred, black where the square leaves the
+    image. An image without foreground is returned whole, padded to a square.
+    """
+    mask = foreground_mask(image)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size:
+        top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    else:
+        top, bottom, left, right = 0, image.shape[0], 0, image.shape[1]
+    extent = max(bottom - top, right - left)
+    side = int(round(extent * (1 + 2 * margin))) if rows.size else extent
+    y0 = (top + bottom - side) // 2
+    x0 = (left + right - side) // 2
+    out = np.zeros((side, side, 3), dtype=np.uint8)
+    sy0, sx0 = max(y0, 0), max(x0, 0)
+    sy1, sx1 = min(y0 + side, image.shape[0]), min(x0 + side, image.shape[1])
+    out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
+    return out
+
+
+def resize_square(image, size):
+    """Resize a square uint8 image (S, S, 3) to (size, size, 3), Lanczos (antialiased)."""
+    if image.shape[0] == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
+
+
+def _prepare(image, reference, size):
+    """`prepare_image` that also returns the stain fallback reason (None if none)."""
+    normalised, reason = normalize_with_status(image, reference)
+    return resize_square(square_crop(normalised), size), reason
+
+
+def prepare_image(image, reference, size):
+    """Raw RGB uint8 (H, W, 3) -> model input uint8 (size, size, 3).
+
+    Stain-normalised with `reference` (a dict from `leukoflow.stain`), cropped to a square
+    around the cell (aspect ratio kept, cell centred, black padding), resized with Lanczos.
+    """
+    return _prepare(image, reference, size)[0]
+
+
+_WORKER = {}
+
+
+def _init_worker(dataset, reference, size):
+    """Pool initializer: keep the job's constants in the worker; one BLAS thread each."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    _WORKER.update(dataset=Path(dataset), reference=reference, size=size)
+
+
+def _work(task):
+    """(row, relative path) -> (row, uint8 (size, size, 3) or None, fallback reason or error)."""
+    row, rel = task
+    try:
+        image = read_rgb(_WORKER["dataset"] / rel)
+    except LeukoflowError as error:  # re-raised by the parent; exceptions with args pickle badly
+        return row, None, str(error)
+    array, reason = _prepare(image, _WORKER["reference"], _WORKER["size"])
+    return row, array, reason
+
+
+def _results(tasks, dataset, reference, size, threads):
+    """Yield `_work` results in task order, in this process or over `threads` processes."""
+    if threads <= 1 or len(tasks) < 2:
+        _init_worker(dataset, reference, size)
+        yield from map(_work, tasks)
+        return
+    context = multiprocessing.get_context("spawn")
+    chunk = max(1, min(16, len(tasks) // (threads * 4)))
+    with context.Pool(threads, _init_worker, (str(dataset), reference, size)) as pool:
+        yield from pool.imap(_work, tasks, chunksize=chunk)
+
+
+def store_index_path(npy_path):
+    """The index CSV of a store: same folder and stem, `.csv`."""
+    return Path(npy_path).with_suffix(".csv")
+
+
+def make_index(rows):
+    """The index DataFrame of a store built from split rows (in that order)."""
+    index = rows[["path", "label", "subject", "fold", "sha256"]].reset_index(drop=True)
+    index.insert(0, "row", np.arange(len(index)))
+    index["y"] = (index["label"] == "all").astype(int)
+    return index[INDEX_COLUMNS]
+
+
+def build_store(rows, dataset, reference, size, npy_path, threads=1, progress=True):
+    """Write the store of `rows` (split rows) at `size` px: `npy_path` and its index CSV.
+
+    Returns the number of images whose stain normalisation fell back (see
+    `leukoflow.stain`). A failure leaves neither file (nor a stale temporary one).
+    """
+    if size < 8:
+        raise LeukoflowError(f"store size {size} px is too small (at least 8)")
+    index = make_index(rows)
+    tasks = list(enumerate(index["path"]))
+    shape = (len(tasks), size, size, 3)
+    fallbacks = 0
+    with atomic_path(npy_path) as tmp_npy, atomic_path(store_index_path(npy_path)) as tmp_csv:
+        store = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=shape)
+        bar = tqdm(total=len(tasks), desc=f"shards {size}px", unit="img", disable=not progress)
+        with bar:
+            for row, array, reason in _results(tasks, dataset, reference, size, threads):
+                if array is None:
+                    raise LeukoflowError(f"shards: {reason}")
+                store[row] = array
+                fallbacks += reason is not None
+                bar.update()
+                if (row + 1) % FLUSH_ROWS == 0:  # drop the written pages from this process
+                    store.flush()
+                    del store
+                    store = np.lib.format.open_memmap(tmp_npy, mode="r+")
+        store.flush()
+        del store
+        index.to_csv(tmp_csv, index=False)
+    if fallbacks:
+        log.warning("%d of %d images kept their own stain (degenerate)", fallbacks, len(tasks))
+    log.info("wrote %s: %d images at %d px", npy_path, len(tasks), size)
+    return fallbacks
+
+
+def open_store(npy_path):
+    """(images, index): the store memory-mapped read-only, uint8 (N, S, S, 3), and its index."""
+    npy_path = Path(npy_path)
+    try:
+        images = np.load(npy_path, mmap_mode="r")
+        index = pd.read_csv(
+            store_index_path(npy_path),
+            dtype={"path": str, "label": str, "subject": str, "fold": str},
+        )
+    except (OSError, ValueError) as error:
+        raise LeukoflowError(f"{npy_path}: cannot open store ({error})") from None
+    if images.ndim != 4 or images.dtype != np.uint8 or len(images) != len(index):
+        raise LeukoflowError(
+            f"{npy_path}: store {images.dtype} {images.shape} does not match its index "
+            f"({len(index)} rows)"
+        )
+    return images, index

@@ -1,0 +1,287 @@
+"""The workflow on a real one-node Slurm cluster (tests/cluster/slurm-up.sh) through
+profiles/slurm: jobs go through sbatch, GPU jobs get a GPU, results match a local run, and a
+training job killed at its time limit resumes from its checkpoint."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+PROFILE = REPO / "profiles" / "slurm"
+TINY = REPO / "tests" / "workflow" / "tiny.yaml"
+WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "envs"]
+# The node has 2 CPUs: no job may ask for more; the first status check comes after 5 s.
+CLUSTER_ARGS = ["--max-threads", "2", "--slurm-init-seconds-before-status-checks", "5"]
+# Rules that run on the login node (`localrules`), never through sbatch.
+LOCAL_RULES = {"all", "fetch_weights", "report", "bundle"}
+GPU_RULES = {"train", "evaluate", "timing", "saliency"}
+# Epochs of the preemption test: SimpleNet at 32 px, 16 steps of 2 images, about 0.2 s an
+# epoch here, so the first attempt (1 minute) is killed half-way.
+PREEMPTION_EPOCHS = 400
+SACCT_FIELDS = ["JobID", "Comment", "State", "AllocTRES", "Account", "Partition"]
+
+
+def snakemake(workdir, env, *args, timeout=600):
+    """Run this Python's snakemake in `workdir`; return the CompletedProcess (output merged)."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "snakemake"), *args],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def check(result):
+    """Fail with the tail of snakemake's output unless it succeeded."""
+    tail = result.stdout[-8000:]
+    assert result.returncode == 0, f"snakemake failed ({result.returncode}):\n{tail}"
+
+
+def sacct_jobs(result):
+    """Slurm's accounting rows (allocations, not steps) of one snakemake run's jobs: the
+    plugin names every job of a run after its run ID (sbatch --job-name)."""
+    match = re.search(r"SLURM run ID: (\S+)", result.stdout)
+    assert match, f"no SLURM run ID in snakemake's output:\n{result.stdout[-4000:]}"
+    fields = ",".join(SACCT_FIELDS)
+    out = subprocess.run(
+        ["sacct", "-X", "-P", "-n", "-S", "now-1days", "--name", match.group(1), "-o", fields],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [dict(zip(SACCT_FIELDS, line.split("|"), strict=True)) for line in out.splitlines()]
+
+
+def rule_of(job):
+    """The rule in the plugin's job comment `rule_<name>[_wildcards_<values>]`."""
+    return job["Comment"].removeprefix("rule_").split("_wildcards_")[0]
+
+
+def planned_jobs(result):
+    """{rule: count} from the job-stats table a dry run prints."""
+    table = result.stdout.split("Job stats:", 1)[1].splitlines()[3:]
+    jobs = {}
+    for line in table:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def copy_workflow(dest, config):
+    """The workflow's files (no results) in `dest`, with `config` as config/test.yaml."""
+    dest.mkdir(parents=True)
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name)
+        else:
+            shutil.copy2(source, dest / name)
+    (dest / "config" / "test.yaml").write_text(yaml.safe_dump(config))
+    return dest
+
+
+SMOKE_SNAKEFILE = """
+rule all:
+    input:
+        "gpu.txt",
+        "cpu.txt",
+
+
+rule gpu:
+    output:
+        "gpu.txt",
+    threads: max(1, workflow.cores)
+    resources:
+        gpu=1,
+    shell:
+        "echo $SLURM_JOB_ID $CUDA_VISIBLE_DEVICES {threads} > {output}"
+
+
+rule cpu:
+    output:
+        "cpu.txt",
+    shell:
+        "echo $SLURM_JOB_ID ${{CUDA_VISIBLE_DEVICES:-none}} > {output}"
+"""
+
+
+def test_gpu_rule_goes_through_sbatch_with_a_gpu(tmp_path, slurm_cluster, slurm_env):
+    (tmp_path / "Snakefile").write_text(SMOKE_SNAKEFILE)
+    result = snakemake(tmp_path, slurm_env, "--profile", str(PROFILE), *CLUSTER_ARGS)
+    check(result)
+    jobs = {rule_of(job): job for job in sacct_jobs(result)}
+    assert sorted(jobs) == ["cpu", "gpu"]
+    for job in jobs.values():
+        assert job["State"] == "COMPLETED"
+        # The account and partition come from $SLURM_ACCOUNT and $SLURM_PARTITION.
+        assert job["Account"] == slurm_cluster["account"]
+        assert job["Partition"] == slurm_cluster["partition"]
+    # resources: gpu=1 became --gpus=1: Slurm allocated the GPU and exported its index.
+    gpu_job, cuda_devices, threads = (tmp_path / "gpu.txt").read_text().split()
+    assert gpu_job == jobs["gpu"]["JobID"]
+    assert cuda_devices == "0"
+    assert "gres/gpu=1" in jobs["gpu"]["AllocTRES"]
+    # threads: all cores, capped by --max-threads, and as many CPUs allocated.
+    assert threads == "2"
+    assert "cpu=2" in jobs["gpu"]["AllocTRES"]
+    cpu_job, cuda_devices = (tmp_path / "cpu.txt").read_text().split()
+    assert cpu_job == jobs["cpu"]["JobID"]
+    assert cuda_devices == "none"
+    assert "gres/gpu" not in jobs["cpu"]["AllocTRES"]
+
+
+def tiny_config(**training):
+    """The tiny test config with SimpleNet only (the GPU jobs queue on one fake GPU)."""
+    config = yaml.safe_load(TINY.read_text())
+    config["architectures"] = {"SimpleNet": {}}
+    config["training"].update(training)
+    return config
+
+
+def comparable(table):
+    """Table I without what depends on the machine and the moment: timing and device."""
+    return table.drop(columns=[c for c in table if re.search("time|throughput|device", c)])
+
+
+@pytest.fixture(scope="module")
+def cluster_run(tmp_path_factory, slurm_cluster):
+    """The tiny workflow run through profiles/slurm and, at the same time, locally."""
+    root = tmp_path_factory.mktemp("e2e")
+    env = slurm_env_for(slurm_cluster)
+    config = tiny_config()
+    cluster = copy_workflow(root / "cluster", config)
+    local = copy_workflow(root / "local", config)
+    plan = snakemake(cluster, env, "-n", "--configfile", "config/test.yaml")
+    check(plan)
+    with open(root / "local.log", "w") as local_log:
+        local_run = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "snakemake"),
+                "--cores",
+                "2",
+                "--resources",
+                "gpu=1",
+                "--configfile",
+                "config/test.yaml",
+            ],
+            cwd=local,
+            env=env,
+            stdout=local_log,
+            stderr=subprocess.STDOUT,
+        )
+        result = snakemake(
+            cluster,
+            env,
+            "--profile",
+            "profiles/slurm",
+            "--configfile",
+            "config/test.yaml",
+            "--config",
+            f"gpu_model={slurm_cluster['gpu_type']}",
+            *CLUSTER_ARGS,
+            timeout=1200,
+        )
+        local_code = local_run.wait(timeout=1200)
+    check(result)
+    assert local_code == 0, (root / "local.log").read_text()[-8000:]
+    return {
+        "cluster": cluster,
+        "local": local,
+        "planned": planned_jobs(plan),
+        "jobs": sacct_jobs(result),
+    }
+
+
+def slurm_env_for(cluster):
+    """The environment of a cluster user (as the slurm_env fixture, for module fixtures)."""
+    env = dict(os.environ)
+    env["SLURM_ACCOUNT"] = cluster["account"]
+    env["SLURM_PARTITION"] = cluster["partition"]
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def test_every_job_but_the_local_rules_went_through_sbatch(cluster_run):
+    jobs = cluster_run["jobs"]
+    assert [job for job in jobs if job["State"] != "COMPLETED"] == []
+    submitted = Counter(rule_of(job) for job in jobs)
+    expected = {rule: n for rule, n in cluster_run["planned"].items() if rule not in LOCAL_RULES}
+    assert dict(submitted) == expected
+    assert GPU_RULES <= set(submitted)
+
+
+def test_gpu_jobs_carried_a_gpu_of_the_configured_model(cluster_run, slurm_cluster):
+    # gpu_model in the workflow config: --gpus=<model>:1, accounted as gres/gpu:<model>=1.
+    typed = f"gres/gpu:{slurm_cluster['gpu_type']}=1"
+    for job in cluster_run["jobs"]:
+        if rule_of(job) in GPU_RULES:
+            assert typed in job["AllocTRES"], job
+        else:
+            assert "gres/gpu" not in job["AllocTRES"], job
+
+
+def test_cluster_results_equal_a_local_run(cluster_run):
+    cluster = pd.read_csv(cluster_run["cluster"] / "results" / "table1.csv")
+    local = pd.read_csv(cluster_run["local"] / "results" / "table1.csv")
+    pd.testing.assert_frame_equal(comparable(cluster), comparable(local))
+
+
+def test_training_killed_at_its_time_limit_resumes_from_its_checkpoint(
+    cluster_run, slurm_env, tmp_path
+):
+    # The finished cluster run's folder, with training made long enough to outlast a
+    # 1-minute limit: only train reruns (its settings changed); its first attempt gets
+    # 1 minute, the retry 10.
+    workdir = tmp_path / "wf"
+    shutil.copytree(cluster_run["cluster"], workdir, ignore=shutil.ignore_patterns("slurm_logs"))
+    epochs = PREEMPTION_EPOCHS
+    (workdir / "config" / "test.yaml").write_text(
+        yaml.safe_dump(tiny_config(epochs=epochs, patience=epochs, batch_size=2))
+    )
+    model = "results/main/train/SimpleNet/model.keras"
+    result = snakemake(
+        workdir,
+        slurm_env,
+        model,
+        "--profile",
+        "profiles/slurm",
+        "--configfile",
+        "config/test.yaml",
+        *CLUSTER_ARGS,
+        "--set-resources",
+        "train:runtime=1+9*(attempt-1)",
+        "--retries",
+        "1",
+        timeout=1200,
+    )
+    check(result)
+    jobs = sacct_jobs(result)
+    assert [(rule_of(job), job["State"]) for job in jobs] == [
+        ("train", "TIMEOUT"),
+        ("train", "COMPLETED"),
+    ]
+    log = (workdir / "logs" / "train" / "main" / "SimpleNet.log").read_text()
+    resumed = re.search(r"resuming SimpleNet after epoch (\d+)", log)
+    assert resumed, log[-4000:]
+    done = int(resumed.group(1))
+    assert 0 < done < epochs
+    # The retry trained only the epochs left, and the history holds every epoch once.
+    first = re.search(r"SimpleNet epoch (\d+)/", log)
+    assert int(first.group(1)) == done + 1
+    history = pd.read_csv(workdir / "results" / "main" / "train" / "SimpleNet" / "history.csv")
+    assert history["epoch"].tolist() == list(range(epochs))

@@ -1,0 +1,137 @@
+"""dvc.yaml on a real DVC repository with a local remote, running the tiny workflow config.
+
+One `dvc repro` in a fresh repository and `dvc push`; a `git clone` of it (no DVC cache, no
+results, no .snakemake/) restored with `dvc pull` and `snakemake --touch --forceall`; there, one
+changed architecture reproduced with `dvc repro`, then one `dvc exp run -S`. Each later step
+reruns only the changed architecture's jobs.
+"""
+
+import json
+import re
+
+import pytest
+from conftest import dvc, file_hashes, git_commit, run, snakemake
+
+pytestmark = [pytest.mark.dvc, pytest.mark.slow]
+
+ARCHS = ("SimpleNet", "VGG16")
+
+
+def set_learning_rate(config, arch, value):
+    """Rewrite `arch`'s learning_rate in the tiny config's flow-style architectures block."""
+    text = config.read_text()
+    pattern = rf"(\n  {arch}: \{{[^}}\n]*learning_rate: )[^,}}]+"
+    new, count = re.subn(pattern, rf"\g<1>{value}", text)
+    assert count == 1, f"no learning_rate for {arch} in {config}"
+    config.write_text(new)
+
+
+def model_hashes(project):
+    """{path: sha256} of the trained models, bundles and training outputs."""
+    hashes = {}
+    for folder in ("results/models", "results/main/train"):
+        hashes.update(
+            {f"{folder}/{k}": v for k, v in file_hashes(project / folder).items()}
+        )
+    return hashes
+
+
+def changed_files(before, after):
+    """The paths whose content differs between two `model_hashes` results."""
+    return {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)}
+
+
+def archs_of(paths):
+    """The architectures whose folders hold `paths`."""
+    return {arch for arch in ARCHS for path in paths if f"/{arch}/" in path}
+
+
+@pytest.fixture(scope="module")
+def pushed(dvc_project):
+    """The project after `dvc repro`, committed (dvc.lock, metrics, plots) and pushed."""
+    project, remote = dvc_project
+    dvc(project, "repro")
+    git_commit(project, "dvc repro")
+    dvc(project, "push")
+    return project, remote
+
+
+@pytest.fixture(scope="module")
+def clone(pushed, tmp_path_factory):
+    """A git clone of the pushed project, restored with `dvc pull` and snakemake --touch."""
+    project, _ = pushed
+    target = tmp_path_factory.mktemp("clone") / "project"
+    run(project.parent, "git", "clone", "--quiet", project, target)
+    assert not (target / ".dvc" / "cache").exists()
+    assert not (target / "results" / "models").exists()
+    dvc(target, "pull")
+    snakemake(target, "--touch", "--forceall", "--cores", "1")
+    return target
+
+
+@pytest.fixture(scope="module")
+def changed(clone):
+    """The clone after VGG16's learning rate changed and `dvc repro`: (before, after) hashes."""
+    before = model_hashes(clone)
+    set_learning_rate(clone / "config" / "demo.yaml", "VGG16", "3.0e-4")
+    dvc(clone, "repro")
+    return before, model_hashes(clone)
+
+
+def test_repro_versions_data_models_and_metrics(pushed):
+    project, remote = pushed
+    lock = (project / "dvc.lock").read_text()
+    for path in ("results/data/synthetic", "results/models", "results/main", "results/plots"):
+        assert f"path: {path}\n" in lock
+    assert "Data and pipelines are up to date" in dvc(project, "status").stdout
+    metrics = json.loads(dvc(project, "metrics", "show", "--json").stdout)
+    text = json.dumps(metrics)
+    assert all(arch in text for arch in ARCHS)
+    assert "results/metrics.json" in run(project, "git", "ls-files", "results").stdout
+    assert sum(1 for p in remote.rglob("*") if p.is_file()) > 50
+
+
+def test_pull_restores_models_byte_identical(pushed, clone):
+    project, _ = pushed
+    assert model_hashes(clone) == model_hashes(project)
+    assert file_hashes(clone / "results/data/synthetic") == file_hashes(
+        project / "results/data/synthetic"
+    )
+    assert "Data and pipelines are up to date" in dvc(clone, "status").stdout
+
+
+def test_snakemake_plans_nothing_after_pull(clone):
+    dry = snakemake(clone, "--dry-run", "--cores", "1")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_repro_after_one_arch_change_retrains_only_it(changed):
+    before, after = changed
+    assert archs_of(changed_files(before, after)) == {"VGG16"}
+
+
+def test_metrics_diff_shows_only_the_changed_arch(clone, changed):
+    diff = json.loads(dvc(clone, "metrics", "diff", "--json").stdout)
+    keys = [key for entries in diff.values() for key in entries]
+    assert any("VGG16" in key for key in keys), diff
+    own = [key for key in keys if "SimpleNet" in key and "delta" not in key]
+    assert own == [], f"SimpleNet's own metrics changed: {own}"
+    params = json.loads(dvc(clone, "params", "diff", "--json").stdout)
+    assert list(params["config/demo.yaml"]) == ["architectures.VGG16.learning_rate"]
+
+
+def test_plots_diff_renders_both_revisions(clone, changed):
+    shown = json.loads(dvc(clone, "plots", "diff", "HEAD", "--json").stdout)
+    assert not shown.get("errors"), shown["errors"]
+    revisions = {rev for plots in shown["data"].values() for p in plots for rev in p["revisions"]}
+    assert revisions == {"HEAD", "workspace"}
+
+
+def test_exp_run_sets_one_arch_learning_rate(clone, changed):
+    git_commit(clone, "VGG16 learning rate 3e-4")
+    before = model_hashes(clone)
+    dvc(clone, "exp", "run", "-S", "config/demo.yaml:architectures.VGG16.learning_rate=0.002")
+    assert archs_of(changed_files(before, model_hashes(clone))) == {"VGG16"}
+    shown = json.loads(dvc(clone, "exp", "show", "--json").stdout)
+    text = json.dumps(shown)
+    assert '"learning_rate": 0.002' in text

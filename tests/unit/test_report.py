@@ -1,0 +1,318 @@
+"""The report, rendered from a small results tree written by leukoflow's own functions.
+
+The tree holds real files: evaluation outputs from synthetic predictions (evaluate's
+writer), timing records measured on a tiny model, saliency measures and figures from the
+saliency functions, training histories, stain and augmentation figures. The page is then
+opened in headless Chromium.
+"""
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from leukoflow import evaluate, report, saliency
+from leukoflow.errors import LeukoflowError
+
+ARCHS = ["SimpleNet", "VGG16", "Xception"]
+SKILL = {"SimpleNet": 0.6, "VGG16": 1.5, "Xception": 2.5}
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def predictions(n_subjects, per_subject, skill, seed):
+    """Test or validation predictions of one model on fixed subjects (seeded scores)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_subjects):
+        label = s % 2
+        subject = f"H{s}" if label == 0 else str(s)
+        logits = skill * (2 * label - 1) + rng.normal(0, 0.5) + rng.normal(0, 1, per_subject)
+        for i, logit in enumerate(logits):
+            rows.append(
+                (f"{label}/UID_{subject}_{i}_1.bmp", subject, label, 1 / (1 + np.exp(-logit)))
+            )
+    frame = pd.DataFrame(rows, columns=["path", "subject", "y", "probability_all"])
+    frame.insert(0, "row", np.arange(len(frame)))
+    return frame
+
+
+def cell_images(n=2, size=32):
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2
+    rng = np.random.default_rng(0)
+    return (rng.uniform(60, 220, (n, size, size, 3)) * disc[None, ..., None]).astype("float32")
+
+
+def write_saliency(out_dir, seed):
+    """saliency.json and saliency.png from the saliency functions on synthetic maps."""
+    images = cell_images()
+    labels = np.array([0, 1])
+    rng = np.random.default_rng(seed)
+    maps = {
+        m: rng.random(images.shape[:3]).astype("float32") * images[..., 0] for m in saliency.METHODS
+    }
+    random_maps = {m: rng.random(images.shape[:3]).astype("float32") for m in saliency.METHODS}
+
+    def brightness(batch):
+        return batch.mean(axis=(1, 2, 3)) / 255
+
+    measures = saliency.measures_of(maps, random_maps, images, labels, brightness)
+    (out_dir / "saliency.json").write_text(json.dumps(measures))
+    saliency.saliency_figure(images, labels, [0.2, 0.9], maps, out_dir / "saliency.png", "test")
+
+
+def write_png(path, color, size=(120, 80)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+
+
+def make_tree(root, timing_record, folds=0, spread=True):
+    """A results tree for ARCHS (and `folds` cross-validation folds)."""
+    for k, split in enumerate(["main"] + [f"fold{i}" for i in range(folds)]):
+        for arch in ARCHS:
+            val = predictions(6, 10, SKILL[arch], seed=100 + k)
+            test = predictions(8, 12, SKILL[arch], seed=200 + k + len(arch))
+            test["row"] = np.arange(len(test))
+            metrics, val, test = evaluate.evaluate_predictions(val, test, n_bootstrap=200)
+            metrics.update(architecture=arch, split=split, tta=0)
+            evaluate.write_evaluation(root / split / "evaluate" / arch, metrics, val, test)
+    for arch in ARCHS:
+        timing_dir = root / "main" / "timing"
+        timing_dir.mkdir(parents=True, exist_ok=True)
+        (timing_dir / f"{arch}.json").write_text(
+            json.dumps({**timing_record, "architecture": arch})
+        )
+        train_dir = root / "main" / "train" / arch
+        train_dir.mkdir(parents=True)
+        epochs = np.arange(6)
+        history = {
+            "epoch": epochs,
+            "phase": ["warmup"] * 2 + ["finetune"] * 4,
+            "loss": 0.7 * np.exp(-epochs / 3),
+            "val_loss": 0.75 * np.exp(-epochs / 4),
+            "accuracy": 0.6 + 0.05 * epochs,
+            "val_accuracy": 0.55 + 0.05 * epochs,
+            "val_weighted_f1": 0.5 + 0.06 * epochs,
+            "learning_rate": 1e-3,
+            "seconds": 1.0,
+        }
+        pd.DataFrame(history).to_csv(train_dir / "history.csv", index=False)
+        sal_dir = root / "main" / "saliency" / arch
+        if arch == ARCHS[0]:
+            sal_dir.mkdir(parents=True)
+            write_saliency(sal_dir, seed=0)
+        else:
+            shutil.copytree(root / "main" / "saliency" / ARCHS[0], sal_dir)
+    write_png(root / "main" / "stores" / "32px" / "train_aug_examples.png", (200, 120, 160))
+    write_png(root / "main" / "stain" / "examples.png", (120, 80, 200))
+    if spread:
+        spread_numbers = {
+            "before": {"od_spread": 0.21},
+            "after": {"od_spread": 0.05},
+            "reduction": 0.76,
+        }
+        (root / "main" / "stain" / "spread.json").write_text(json.dumps(spread_numbers))
+
+
+@pytest.fixture(scope="module")
+def timing_record():
+    """A real timing record of a tiny model (the report reads device and latency from it)."""
+    from leukoflow.models import build_model
+    from leukoflow.timing import time_model
+
+    return time_model(
+        build_model("SimpleNet", 32), warmup=1, calls=5, batch_size=4, jit_compile="off"
+    )
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory, timing_record):
+    root = tmp_path_factory.mktemp("results")
+    make_tree(root, timing_record, folds=2)
+    table = report.build_report(root, ARCHS, folds=2, out_dir=root)
+    return root, table
+
+
+def test_table1_contract(rendered):
+    root, table = rendered
+    csv = pd.read_csv(root / "table1.csv")
+    for column in (
+        "architecture",
+        "time_ms",
+        "precision",
+        "recall",
+        "f1",
+        "delta_f1_pct",
+        "weighted_f1",
+        "macro_f1",
+        "roc_auc",
+        "f1_lo",
+        "f1_hi",
+        "p_best_better",
+        "paper_f1",
+        "paper_time_ms",
+        "f1_cv_mean",
+        "f1_cv_sd",
+    ):
+        assert column in csv.columns, column
+    assert list(csv["architecture"]) == ARCHS
+    mean_f1 = csv["f1"].mean()
+    assert np.allclose(csv["delta_f1_pct"], (csv["f1"] - mean_f1) / mean_f1 * 100)
+    assert csv.loc[csv["architecture"] == "VGG16", "paper_f1"].item() == 0.80
+    best = csv.loc[csv["f1"].idxmax(), "architecture"]
+    assert best == "Xception" and csv["is_best"].sum() == 1
+    assert (csv.loc[~csv["is_best"], "p_best_better"] > 0.5).all()  # better model by design
+    for arch in ARCHS:
+        metrics = json.loads((root / "main" / "evaluate" / arch / "metrics.json").read_text())
+        row = csv[csv["architecture"] == arch].iloc[0]
+        assert row["f1"] == pytest.approx(metrics["test"]["f1"])
+        folds = [
+            json.loads((root / f"fold{k}/evaluate/{arch}/metrics.json").read_text()) for k in (0, 1)
+        ]
+        assert row["f1_cv_mean"] == pytest.approx(np.mean([f["test"]["f1"] for f in folds]))
+    md = (root / "table1.md").read_text()
+    assert all(f"| {a} " in md or f"| **{a}** " in md for a in ARCHS)
+    assert "CPU" in md  # says what the time was measured on
+
+
+def test_dvc_metrics_and_plot_data(rendered):
+    root, _ = rendered
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert set(metrics) == set(ARCHS)
+    for values in metrics.values():
+        assert {"precision", "recall", "f1", "weighted_f1", "macro_f1", "roc_auc"} <= set(values)
+        assert all(not isinstance(v, dict | list) for v in values.values())
+    for arch in ARCHS:
+        roc = pd.read_csv(root / "plots" / "roc" / f"{arch}.csv")
+        assert roc["fpr"].is_monotonic_increasing and roc["tpr"].iloc[-1] == 1
+        assert list(pd.read_csv(root / "plots" / "confusion" / f"{arch}.csv").columns) == [
+            "actual",
+            "predicted",
+        ]
+    for name in (
+        "roc",
+        "pr",
+        "confusion",
+        "calibration",
+        "per_subject",
+        "training_curves",
+        "cv_f1",
+        "saliency",
+        "augmentation",
+        "stain",
+        "paper_comparison",
+    ):
+        with Image.open(root / "plots" / f"{name}.png") as image:
+            assert image.width > 100 and image.height > 50, name
+
+
+def chromium(args, tmp_path):
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_report_opens_in_chromium(rendered, tmp_path):
+    root, _ = rendered
+    page = root / "report.html"
+    dom = chromium(["--dump-dom", page.as_uri()], tmp_path).stdout
+    sources = re.findall(r'<img[^>]*src="([^"]*)"', dom)
+    assert len(sources) == 11
+    for src in sources:
+        assert src.startswith("data:image/png;base64,")
+        data = base64.b64decode(src.split(",", 1)[1])
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 100
+    table = dom[dom.index('id="table1"') :]
+    for arch in ARCHS:
+        assert re.search(rf"<tr[^>]*><td>{arch}</td>", table), arch
+    assert "paper 0.8" in table and "Saliency" in dom and "od_spread" in dom
+    assert "http" not in re.sub(r'xmlns="http[^"]*"', "", dom)  # nothing fetched from outside
+    chromium(
+        ["--screenshot=" + str(tmp_path / "page.png"), "--window-size=1280,2400", page.as_uri()],
+        tmp_path,
+    )
+    with Image.open(tmp_path / "page.png") as shot:
+        pixels = np.asarray(shot.convert("L"))
+    assert pixels.std() > 10  # something was drawn, not a blank page
+
+
+def test_missing_optional_inputs_leave_notes(tmp_path, timing_record):
+    make_tree(tmp_path, timing_record, spread=False)
+    (tmp_path / "main" / "timing" / "VGG16.json").unlink()
+    shutil.rmtree(tmp_path / "main" / "saliency" / "Xception")
+    table = report.build_report(tmp_path, ARCHS, out_dir=tmp_path / "out")
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "stain spread numbers not found" in page and "timing of VGG16 not found" in page
+    assert "saliency of Xception not found" in page
+    assert pd.isna(table.loc[table["architecture"] == "VGG16", "time_ms"]).all()
+    assert "f1_cv_mean" not in table.columns
+
+
+def test_missing_evaluation_is_an_error(tmp_path, timing_record):
+    make_tree(tmp_path, timing_record)
+    with pytest.raises(LeukoflowError, match="ResNet152V2.*leukoflow evaluate"):
+        report.build_report(tmp_path, ARCHS + ["ResNet152V2"], out_dir=tmp_path)
+
+
+def test_paired_comparison_needs_same_test_images(tmp_path):
+    a = predictions(4, 5, 1.0, 0).assign(predicted=1)
+    b = a.assign(path=a["path"] + "x")
+    with pytest.raises(LeukoflowError, match="same test subset"):
+        report.aligned_predictions({"A": a, "B": b})
+
+
+def test_delta_f1_matches_the_paper():
+    paper_f1 = [report.PAPER_TABLE[a][3] for a in report.PAPER_TABLE]
+    paper_delta = [report.PAPER_TABLE[a][4] for a in report.PAPER_TABLE]
+    # the paper's ΔF1 comes from unrounded F1s: ours from its rounded F1s is within 2 points
+    assert np.allclose(report.delta_f1_pct(paper_f1), paper_delta, atol=2.0)
+
+
+def test_page_is_written_by_cli(rendered, tmp_path):
+    from leukoflow.cli import main
+
+    root, _ = rendered
+    out = tmp_path / "cli"
+    assert (
+        main(["report", "--results", str(root), "--archs", *ARCHS[:2], "--out-dir", str(out)]) == 0
+    )
+    assert (out / "report.html").is_file() and (out / "plots" / "roc.png").is_file()
+    assert (
+        main(
+            [
+                "report",
+                "--results",
+                str(tmp_path / "nothing"),
+                "--archs",
+                "VGG16",
+                "--out-dir",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    md_rows = [line for line in (out / "table1.md").read_text().splitlines() if line[:2] == "| "]
+    assert len(md_rows) == 3  # header and two architectures
