@@ -7,12 +7,20 @@ import tempfile
 from pathlib import Path
 
 
+def _umask():
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix=None):
     """Yield a temporary path beside `path`; rename it to `path` if the block succeeds.
 
     The temporary file keeps the target's suffix (or `suffix`) so libraries that look at
-    the extension (numpy, Keras) behave as for the final name. On error it is removed.
+    the extension (numpy, Keras) behave as for the final name, and gets the permissions of
+    a normally created file (mkstemp makes it private). On error it is removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,6 +33,8 @@ def atomic_path(path, suffix=None):
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -39,6 +49,7 @@ def atomic_dir(path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

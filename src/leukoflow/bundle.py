@@ -166,9 +166,10 @@ def read_meta(bundle_dir):
         )
     if missing:
         raise LeukoflowError(f"{meta_path}: missing key(s) {', '.join(missing)}")
-    method = meta["stain_reference"].get("method") if isinstance(meta["stain_reference"], dict) else None
+    reference = meta["stain_reference"]
+    method = reference.get("method") if isinstance(reference, dict) else None
     if method not in METHODS:
-        raise LeukoflowError(f"{meta_path}: stain_reference is not a stain reference (method {method!r})")
+        raise LeukoflowError(f"{meta_path}: stain_reference is not a stain reference ({method!r})")
     if list(meta["class_names"]) != list(CLASS_NAMES):
         raise LeukoflowError(
             f"{meta_path}: class_names {meta['class_names']} differ from {list(CLASS_NAMES)}"

@@ -208,8 +208,12 @@ def bootstrap_ci(y, p, predicted, weights, level=0.95):
     tail = 100 * (1 - level) / 2
     ci = {}
     for metric in CI_METRICS:
-        lo, hi = np.nanpercentile(np.concatenate(parts[metric]), [tail, 100 - tail])
-        ci[metric] = [float(lo), float(hi)]
+        values = np.concatenate(parts[metric])
+        values = values[np.isfinite(values)]  # e.g. ROC-AUC of a resample with one class
+        if len(values):
+            ci[metric] = np.percentile(values, [tail, 100 - tail]).tolist()
+        else:
+            ci[metric] = [None, None]
     return ci
 
 

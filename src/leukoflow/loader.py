@@ -49,7 +49,7 @@ def open_store(npy_path):
 
 
 def balanced_class_weights(labels):
-    """`{0: w0, 1: w1}` with w_c = N / (2 N_c) (scikit-learn's "balanced"); all 1.0 if a class is absent."""
+    """`{0: w0, 1: w1}`, w_c = N / (2 N_c) (sklearn "balanced"); all 1.0 if a class is absent."""
     labels = np.asarray(labels).astype(int)
     counts = np.bincount(labels, minlength=2)
     if not counts.all():

@@ -440,6 +440,7 @@ def plot_training(data, plots):
         ax.set_axis_off()
     for ax, arch in zip(axes.flat, archs, strict=False):
         history = data["history"][arch]
+        _write_csv(history, plots / "history" / f"{arch}.csv")  # for `dvc plots diff`
         epoch = history["epoch"] + (1 if history["epoch"].min() == 0 else 0)
         for column, style in (("loss", "-"), ("val_loss", "--")):
             if column in history:
@@ -715,13 +716,23 @@ def html_more_metrics(table, data):
         "Balanced accuracy: mean recall of the two classes. PR-AUC: average precision. Brier: "
         "mean squared error of P(all). ECE: expected calibration error (10 bins). Threshold: "
         "chosen on the validation subset, whose F1 is shown beside. Throughput: batch of the "
-        "timing job through the compiled model. CV: test metrics of the models of the "
-        f"{data['folds']} cross-validation folds (mean ± sd), when configured."
+        "timing job through the compiled model."
     )
+    if data["cv"]:
+        caption += (
+            f" CV: test metrics of the models of the {data['folds']} cross-validation folds "
+            "(mean ± sd)."
+        )
     return (
         f'<div class="table-wrap">{_html_table(header, rows)}</div>'
         f'<p class="caption">{html.escape(caption)}</p>'
     )
+
+
+def _method_order(method):
+    from leukoflow.saliency import METHODS
+
+    return METHODS.index(method) if method in METHODS else len(METHODS)
 
 
 def html_saliency_measures(data):
@@ -731,7 +742,9 @@ def html_saliency_measures(data):
         measures = data["saliency"].get(arch)
         if not measures:
             continue
-        for method, m in measures["methods"].items():
+        methods = sorted(measures["methods"], key=_method_order)
+        for method in methods:
+            m = measures["methods"][method]
             verdict = "pass" if m["sanity_pass"] else "<b>fail</b>"
             rows.append(
                 [

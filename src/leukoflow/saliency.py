@@ -201,13 +201,17 @@ def deletion_auc(predict_fn, images, labels, maps, steps=DELETION_STEPS, seed=No
 
 
 def rank_correlation(maps_a, maps_b, masks):
-    """Spearman correlation (N,) between two sets of maps, on the cell pixels of each image."""
+    """Spearman correlation (N,) between two sets of maps, on the cell pixels of each image.
+
+    A constant map (no ranking) counts as uncorrelated (0).
+    """
     from scipy.stats import spearmanr
 
     out = np.empty(len(maps_a))
     for i, (a, b, mask) in enumerate(zip(maps_a, maps_b, masks, strict=True)):
-        rho = spearmanr(a[mask], b[mask]).statistic
-        out[i] = 0.0 if np.isnan(rho) else rho
+        a, b = a[mask], b[mask]
+        constant = a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0  # e.g. an all-zero Grad-CAM
+        out[i] = 0.0 if constant else spearmanr(a, b).statistic
     return out
 
 

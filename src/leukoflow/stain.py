@@ -15,7 +15,9 @@ Degenerate images (fewer than `MIN_STAIN_PIXELS` stained pixels, stain vectors c
 `MIN_STAIN_ANGLE_DEG`, or no stain concentration; Reinhard: fewer than `MIN_STAIN_PIXELS`
 foreground pixels) are not normalised: `normalize` returns them unchanged apart from the
 black background (documented fallback, logged at debug level), or raises
-`DegenerateStainError` with `on_degenerate="raise"`. Output pixels are never NaN.
+`DegenerateStainError` with `on_degenerate="raise"`. A Reinhard channel with no spread
+(standard deviation below 1e-3) is shifted to the target mean, not scaled. Output pixels
+are never NaN.
 """
 
 import functools
@@ -280,7 +282,10 @@ def _reinhard_apply(flat, brightest, counted, reference):
 
 
 def normalize_with_status(image, reference):
-    """Normalise uint8 (H, W, 3) with `reference`: (uint8 (H, W, 3), None or fallback reason)."""
+    """Normalise uint8 (H, W, 3) with `reference`: (uint8 (H, W, 3), None or fallback reason).
+
+    Method `none` returns a copy of the image as it is.
+    """
     method = reference["method"]
     if method == "none":
         return image.copy(), None
@@ -326,7 +331,7 @@ def save_reference(reference, path):
 def load_reference(path):
     """Read and check a reference JSON written by `save_reference`."""
     try:
-        reference = json.loads(open(path).read())
+        reference = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise LeukoflowError(f"{path}: cannot read stain reference ({error})") from None
     method = reference.get("method") if isinstance(reference, dict) else None
@@ -461,8 +466,9 @@ def build_reference(
     reference = fit_reference(fit_images, method)
     reference["fitted_on"] = {"split": split_id, "image": image or None, "seed": seed}
     log.info(
-        "%s reference fitted on %d training images (%d degenerate skipped)",
+        "%s reference fitted on %s: %d images (%d degenerate skipped)",
         method,
+        image or f"a sample of the {len(train)} training images",
         reference["images"],
         reference["skipped"],
     )

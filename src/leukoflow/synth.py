@@ -10,7 +10,7 @@ The generator carries the properties that make the real problem hard:
   chromatin density and texture, contour irregularity), so a split that leaks subjects
   scores better than a subject-disjoint one;
 - overlapping class morphology: blasts (``all``) are larger on average, with a larger
-  nucleus-to-cytoplasm ratio, finer and paler chromatin, 1-3 nucleoli and more irregular
+  nucleus-to-cytoplasm ratio, finer and paler chromatin, mostly 1-3 nucleoli and more irregular
   nuclei; normal cells (``hem``) are smaller with condensed, darker, coarser chromatin.
 
 Every image is drawn from its own random generator, seeded from (seed, subject, image), so
@@ -22,6 +22,7 @@ import csv
 import functools
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def _morphology(rng, label, style):
     """Per-image morphology: class mean + subject offset + image noise, for each MORPHOLOGY key."""
     column = 0 if label == "all" else 1
     return {
-        key: values[column] + style[key] + rng.normal(0.0, values[2])
+        key: float(values[column] + style[key] + rng.normal(0.0, values[2]))
         for key, values in MORPHOLOGY.items()
     }
 
@@ -116,16 +117,19 @@ def _axis(size):
     return ((np.arange(size, dtype=np.float32) + 0.5) - size / 2) / (size / 2)
 
 
-def smooth_noise(rng, grid, size):
-    """Smooth noise (size, size) float32 with about zero mean and unit sd.
+def smooth_noise(rng, grid, size, crop=0):
+    """Smooth noise (n, n) float32, n = size - 2 * crop, with about zero mean and unit sd.
 
-    A (grid, grid) field of standard normals upsampled bicubically: `grid` sets the
-    feature size (about size / grid pixels).
+    A (grid, grid) field of standard normals upsampled bicubically to (size, size): `grid`
+    sets the feature size (about size / grid pixels); only the centre square without a
+    `crop`-pixel margin is computed.
     """
     grid = int(np.clip(round(grid), 2, size))
     coarse = rng.standard_normal((grid, grid), dtype=np.float32)
+    n, lo, hi = size - 2 * crop, crop * grid / size, (size - crop) * grid / size
     field = np.array(
-        Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32
+        Image.fromarray(coarse).resize((n, n), Image.Resampling.BICUBIC, box=(lo, lo, hi, hi)),
+        dtype=np.float32,
     )
     field -= field.mean()
     return field / (field.std() + 1e-6)
@@ -137,6 +141,7 @@ def _shape_alpha(x, y, semi_a, semi_b, harmonics, pixel):
     x, y: coordinates already centred and rotated into the ellipse frame (broadcastable);
     harmonics: (k, 2) amplitudes of cos/sin terms of order 2, 3, ...; pixel: pixel width.
     """
+    semi_a, semi_b = float(semi_a), float(semi_b)
     xs, ys = x / semi_a, y / semi_b
     rho = np.sqrt(xs * xs + ys * ys) + 1e-6
     cos1, sin1 = xs / rho, ys / rho
@@ -150,15 +155,15 @@ def _shape_alpha(x, y, semi_a, semi_b, harmonics, pixel):
 
 def _frame(u, v, centre, angle):
     """Coordinates (u, v) moved to `centre` and rotated by `angle` (radians)."""
-    du, dv = u - centre[0], v - centre[1]
-    c, s = np.cos(angle), np.sin(angle)
+    du, dv = u - float(centre[0]), v - float(centre[1])
+    c, s = float(np.cos(angle)), float(np.sin(angle))
     return du * c + dv * s, dv * c - du * s
 
 
 def _harmonics(rng, amplitude, orders=4):
     """(orders, 2) contour harmonics of orders 2.. with amplitude falling as 1/order."""
     scale = amplitude / np.arange(2, orders + 2)[:, None]
-    return rng.normal(0.0, 1.0, (orders, 2)) * scale
+    return (rng.normal(0.0, 1.0, (orders, 2)) * scale).tolist()
 
 
 def render_cell(rng, label, subject_style, size):
@@ -169,12 +174,14 @@ def render_cell(rng, label, subject_style, size):
     """
     m = _morphology(rng, label, subject_style)
     pixel = 2.0 / size
-    radius = float(np.clip(m["cell_radius"], 0.30, 0.80))
     aspect = float(np.clip(subject_style["aspect"] + rng.normal(0.0, 0.05), 0.70, 1.0))
     irregular = max(m["irregularity"], 0.005)
     centre = rng.normal(0.0, 0.04, 2)
     cell_harm = _harmonics(rng, 0.03)
-    extent = radius * (1 + np.abs(cell_harm).sum()) + np.abs(centre).max() + 2 * pixel
+    wobble = 1 + float(np.abs(cell_harm).sum())
+    fits = (1 - np.abs(centre).max() - 3 * pixel) / wobble  # the cell never touches the border
+    radius = float(np.clip(m["cell_radius"], 0.30, min(0.80, fits)))
+    extent = radius * wobble + np.abs(centre).max() + 2 * pixel
     lo = int(np.clip(np.floor((1 - extent) * size / 2), 0, size // 2))
     axis = _axis(size)[lo : size - lo]
     u, v = axis[None, :], axis[:, None]
@@ -192,8 +199,8 @@ def render_cell(rng, label, subject_style, size):
     nucleus *= cell
 
     n = axis.size
-    fine = smooth_noise(rng, m["texture_grid"], size)[lo : lo + n, lo : lo + n]
-    coarse = smooth_noise(rng, 6, size)[lo : lo + n, lo : lo + n]
+    fine = smooth_noise(rng, m["texture_grid"], size, lo)
+    coarse = smooth_noise(rng, 6, size, lo)
     contrast = max(m["texture_contrast"], 0.04)
     rim = max(m["rim"], 0.0)
     texture = np.maximum(1 + contrast * fine, 0.3)
@@ -201,23 +208,34 @@ def render_cell(rng, label, subject_style, size):
     for _ in range(rng.choice(4, p=NUCLEOLI_P[label])):
         spot = rng.uniform(0.0, 0.55) * np.array(_unit(rng.uniform(0, 2 * np.pi))) * nuc_a
         r_spot = nuc_a * rng.uniform(0.09, 0.15)
-        sx, sy = _frame(u, v, centre + offset + spot, 0.0)
+        where = centre + offset + spot
+        rows, cols = (_window(c, r_spot, size, lo, n) for c in where[::-1])
+        sx, sy = _frame(u[:, cols], v[rows], where, 0.0)
         disk, _ = _shape_alpha(sx, sy, r_spot, r_spot * rng.uniform(0.75, 1), (), pixel)
-        chromatin = chromatin * (1 - 0.5 * disk)
+        chromatin[rows, cols] *= 1 - 0.5 * disk
 
     cyto_h = max(m["cyto_h"], 0.05) * (1 + 0.15 * coarse)
     cyto_e = CYTOPLASM_E * (1 + 0.15 * coarse)
     conc_h = subject_style["scale_h"] * (nucleus * chromatin + (1 - nucleus) * cyto_h)
     conc_e = subject_style["scale_e"] * (nucleus * NUCLEUS_E + (1 - nucleus) * cyto_e)
-    od = conc_h[..., None] * subject_style["stain_h"].astype(np.float32)
-    od += conc_e[..., None] * subject_style["stain_e"].astype(np.float32)
-    light = subject_style["illumination"].astype(np.float32) * np.exp(-od)
-    light += rng.standard_normal(light.shape, dtype=np.float32) * 2.0
-    light *= (cell >= 0.5)[..., None]  # segmented: a hard edge onto black, as in C-NMC
-
+    inside = (cell >= 0.5).astype(np.float32)  # segmented: a hard edge onto black, as in C-NMC
+    sensor = rng.standard_normal(inside.shape, dtype=np.float32) * 2.0
     image = np.zeros((size, size, 3), np.uint8)
-    image[lo : lo + n, lo : lo + n] = np.clip(np.rint(light), 0, 255).astype(np.uint8)
+    for c in range(3):  # Beer-Lambert, one channel at a time
+        od = conc_h * float(subject_style["stain_h"][c]) + conc_e * float(
+            subject_style["stain_e"][c]
+        )
+        light = float(subject_style["illumination"][c]) * np.exp(-od) + sensor
+        light *= inside
+        image[lo : lo + n, lo : lo + n, c] = np.clip(light + 0.5, 0, 255)  # rounds
     return image
+
+
+def _window(coordinate, radius, size, lo, n):
+    """Slice of crop pixels (crop starts at pixel `lo`, n long) within `radius` of `coordinate`."""
+    centre = coordinate * size / 2 + size / 2 - 0.5 - lo
+    reach = radius * size / 2 + 2
+    return slice(int(max(0, np.floor(centre - reach))), int(min(n, np.ceil(centre + reach) + 1)))
 
 
 def _unit(angle):
@@ -289,15 +307,21 @@ def _subject_name(label, number):
 
 
 def cell_file_name(subject, image_index):
-    """C-NMC file name of a subject's cell number `image_index` (0-based).
+    """C-NMC file name `UID_{subject}_{image}_{cell}_{label}.bmp` of a subject's cell.
 
-    Two cells per microscope image: image numbers 1, 1, 2, 2, ..., cell numbers 1, 2, 1, 2, ...
+    `image_index` counts the subject's cells from 0; two cells per microscope image, so
+    image numbers run 1, 1, 2, 2, ... and cell numbers 1, 2, 1, 2, ...
     """
     return f"UID_{subject.name}_{image_index // 2 + 1}_{image_index % 2 + 1}_{subject.label}.bmp"
 
 
-def _tasks(plan, seed, size, full_scale):
-    """One render task per image: (relative path, label, subject index, image index, size)."""
+def plan_tasks(plan, seed, size, full_scale):
+    """Render tasks and preliminary-test label rows for a plan from `plan_subjects`.
+
+    Tasks: one tuple per image, (path relative to the dataset root, label, subject index,
+    image index, canvas size in px), training images first. Rows: (Patient_ID, new_names,
+    labels) of the preliminary test set, in `N.bmp` order (shuffled by the seed).
+    """
     tasks, prelim = [], []
     for subject in plan:
         for i in range(subject.images):
@@ -385,7 +409,7 @@ def generate_dataset(
     start = time.perf_counter()
     plan = plan_subjects(subjects, images_per_subject, seed, prelim_subjects, full_scale)
     styles = {s.index: subject_style(_rng(seed, s.index, 0, 2)) for s in plan}
-    tasks, prelim_rows = _tasks(plan, seed, size, full_scale)
+    tasks, prelim_rows = plan_tasks(plan, seed, size, full_scale)
     with atomic_dir(out_dir) as tmp:
         for folder in {str(Path(t[0]).parent) for t in tasks}:
             (tmp / folder).mkdir(parents=True, exist_ok=True)
@@ -397,14 +421,14 @@ def generate_dataset(
         render = functools.partial(_render_to_file, str(tmp), seed, size, styles)
         _run_parallel(render, tasks, threads)
     seconds = time.perf_counter() - start
-    summary = summarise(plan, size, seed, seconds)
+    summary = summarise(plan, tasks, size, seed, seconds)
     log.info("%s", format_summary(summary, out_dir))
     return summary
 
 
 def _run_parallel(function, tasks, threads):
     """Call `function(task)` for every task, over `threads` processes, with a progress bar."""
-    bar = tqdm(total=len(tasks), desc="synth", unit="img", disable=None)
+    bar = tqdm(total=len(tasks), desc="synth", unit="img", mininterval=1)
     with bar:
         if threads == 1:
             for task in tasks:
@@ -417,8 +441,8 @@ def _run_parallel(function, tasks, threads):
                 bar.update()
 
 
-def summarise(plan, size, seed, seconds):
-    """Counts of subjects and images per fold and class, plus timing, as a plain dict."""
+def summarise(plan, tasks, size, seed, seconds):
+    """Counts of subjects and images per fold and class, image sizes and timing, as a dict."""
     folds = {}
     for s in plan:
         cell = folds.setdefault(s.fold, {}).setdefault(s.label, {"subjects": 0, "images": 0})
@@ -436,6 +460,7 @@ def summarise(plan, size, seed, seconds):
         "all_hem_ratio": images["all"] / images["hem"],
         "prelim_images": total - images["all"] - images["hem"],
         "folds": dict(sorted(folds.items())),
+        "image_sizes": dict(sorted(Counter(task[4] for task in tasks).items())),
         "seconds": seconds,
         "files_per_s": total / seconds if seconds > 0 else float("inf"),
     }
@@ -457,5 +482,6 @@ def format_summary(summary, out_dir):
         f"(all {summary['training_all']}, hem {summary['training_hem']}, "
         f"ratio {summary['all_hem_ratio']:.2f}), prelim test {summary['prelim_images']}; "
         f"{summary['seconds']:.1f} s, {summary['files_per_s']:.0f} files/s"
+        + "".join(f"; {n} at {px} px" for px, n in summary["image_sizes"].items())
     )
     return "\n".join(lines)

@@ -42,8 +42,11 @@ def has_gpu():
 
 
 def resolve_jit(setting):
-    """XLA on or off from the config value auto | on | off (auto = on with a GPU)."""
-    if setting in ("on", True):
+    """XLA on or off from the config value auto | on | off (auto = on with a GPU).
+
+    The JAX backend always compiles with XLA, whatever the setting.
+    """
+    if backend_name() == "jax" or setting in ("on", True):
         return True
     if setting in ("off", False):
         return False

@@ -277,7 +277,8 @@ def _assign(variables, arrays, what):
     """Assign saved arrays to `variables`, in order; LeukoflowError if they do not match."""
     if len(variables) != len(arrays):
         raise LeukoflowError(
-            f"checkpoint {what} do not match the model: {len(arrays)} saved, {len(variables)} expected"
+            f"checkpoint {what} do not match the model: "
+            f"{len(arrays)} saved, {len(variables)} expected"
         )
     for variable, array in zip(variables, arrays, strict=True):
         if array.shape != tuple(variable.shape):
@@ -380,7 +381,8 @@ def _build(arch, settings, weights_file):
 def _check_store(images, name, size):
     if images.ndim != 4 or images.shape[1:] != (size, size, 3) or images.dtype != np.uint8:
         raise LeukoflowError(
-            f"{name} store holds {images.dtype} {images.shape}; expected uint8 (N, {size}, {size}, 3)"
+            f"{name} store holds {images.dtype} {images.shape}; "
+            f"expected uint8 (N, {size}, {size}, 3)"
         )
 
 

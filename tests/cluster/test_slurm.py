@@ -26,8 +26,8 @@ CLUSTER_ARGS = ["--max-threads", "2", "--slurm-init-seconds-before-status-checks
 LOCAL_RULES = {"all", "fetch_weights", "report", "bundle"}
 GPU_RULES = {"train", "evaluate", "timing", "saliency"}
 # Epochs of the preemption test: SimpleNet at 32 px, 16 steps of 2 images, about 0.2 s an
-# epoch here, so the first attempt (1 minute) is killed half-way.
-PREEMPTION_EPOCHS = 400
+# epoch here (0.45 s under load), so the first attempt (1 minute) is killed part-way.
+PREEMPTION_EPOCHS = 500
 SACCT_FIELDS = ["JobID", "Comment", "State", "AllocTRES", "Account", "Partition"]
 
 

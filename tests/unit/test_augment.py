@@ -13,6 +13,7 @@ from PIL import Image
 from leukoflow.augment import (
     IDENTITY,
     PARAM_COLUMNS,
+    ROWS_PER_PROCESS,
     AugmentSpec,
     augment_store,
     draw_params,
@@ -230,19 +231,21 @@ def test_examples_grid_is_written(augmented):
         assert png.format == "PNG" and png.width > 300 and png.height > 300
 
 
-def test_same_seed_same_bytes_whatever_the_threads(stores, augmented, tmp_path):
-    """Byte-identical store and index across runs and thread counts; another seed differs."""
-    again = tmp_path / "again" / "train_aug.npy"
-    two = tmp_path / "two" / "train_aug.npy"
-    augment(stores, again)
-    augment(stores, two, threads=2)
-    for other in (again, two):
-        assert other.read_bytes() == augmented.read_bytes()
-        assert other.with_suffix(".csv").read_bytes() == augmented.with_suffix(".csv").read_bytes()
-    reseeded = tmp_path / "seed" / "train_aug.npy"
-    augment(stores, reseeded, seed=8)
-    assert reseeded.read_bytes() != augmented.read_bytes()
-    assert not list(tmp_path.rglob(".train_aug*"))  # no temporary files left
+@pytest.mark.slow
+def test_same_seed_same_bytes_whatever_the_threads(stores, tmp_path):
+    """Byte-identical store and index from two runs, in one and in two worker processes
+    (enough rows for two); another seed differs; no temporary file left behind."""
+    rows = 2 * ROWS_PER_PROCESS
+    outs = {}
+    for name, threads, seed in (("one", 1, 7), ("two", 2, 7), ("seed", 1, 8)):
+        outs[name] = tmp_path / name / "train_aug.npy"
+        index = augment(stores, outs[name], threads=threads, seed=seed, copies_per_image=40)
+        assert len(index) > rows
+    assert outs["two"].read_bytes() == outs["one"].read_bytes()
+    csv = outs["two"].with_suffix(".csv").read_bytes()
+    assert csv == outs["one"].with_suffix(".csv").read_bytes()
+    assert outs["seed"].read_bytes() != outs["one"].read_bytes()
+    assert not list(tmp_path.rglob(".train_aug*"))
 
 
 def test_refuses_held_out_and_augmented_stores(stores, augmented, tmp_path):

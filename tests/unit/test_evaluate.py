@@ -197,3 +197,57 @@ def test_predict_store_pads_batches_and_averages_rotations():
     tta = ev.predict_store(corner_brightness, store, batch_size=4, tta=4)
     corners = store[:, [0, 0, -1, -1], [0, -1, 0, -1], 0].mean(axis=1) / 255.0
     assert np.allclose(tta, corners, atol=1e-6)
+
+
+def write_store(folder, name, n, seed):
+    """A real store: uint8 cells on black (.npy) and its index CSV, two cells per subject."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:32, :32]
+    disc = (yy - 16) ** 2 + (xx - 16) ** 2 < 100
+    y = np.arange(n) // 2 % 2
+    images = (rng.uniform(40, 220, (n, 32, 32, 3)) * disc[None, ..., None]).astype(np.uint8)
+    np.save(folder / f"{name}.npy", images)
+    index = pd.DataFrame(
+        {
+            "row": range(n),
+            "path": [f"{name}/c{i}.bmp" for i in range(n)],
+            "label": np.where(y == 1, "all", "hem"),
+            "subject": [f"{name}{i // 2}" for i in range(n)],
+            "fold": "0",
+            "sha256": "0",
+            "y": y,
+        }
+    )
+    index.to_csv(folder / f"{name}.csv", index=False)
+    return images
+
+
+@pytest.mark.slow
+def test_evaluate_subcommand_with_a_real_model(tmp_path):
+    import keras
+
+    from leukoflow.cli import main
+    from leukoflow.models import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model("SimpleNet", 32)
+    model.save(tmp_path / "model.keras")
+    write_store(tmp_path, "val", 8, seed=1)
+    test_images = write_store(tmp_path, "test", 12, seed=2)
+    out = tmp_path / "main" / "evaluate" / "SimpleNet"
+    config = {"threshold": "0.5", "bootstrap": 100, "tta": 4, "seed": 0}
+    args = ["evaluate", "--model", str(tmp_path / "model.keras")]
+    args += ["--val", str(tmp_path / "val.npy"), "--test", str(tmp_path / "test.npy")]
+    args += ["--settings", json.dumps({"architecture": "SimpleNet", "batch_size": 5})]
+    assert main([*args, "--evaluate", json.dumps(config), "--out-dir", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["architecture"] == "SimpleNet" and metrics["split"] == "main"
+    assert metrics["tta"] == 4 and metrics["threshold"] == 0.5 and metrics["n_test"] == 12
+    test = pd.read_csv(out / "test_predictions.csv")
+    x = test_images.astype("float32")
+    rotations = [np.rot90(x, k, axes=(1, 2)) for k in range(4)]
+    expected = np.mean([model.predict(r, verbose=0).reshape(-1) for r in rotations], axis=0)
+    assert np.allclose(test["probability_all"], expected, atol=1e-5)
+    assert (test["predicted"] == (test["probability_all"] >= 0.5)).all()
+    bad = [*args, "--evaluate", "{not json", "--out-dir", str(out)]
+    assert main(bad) == 2

@@ -146,10 +146,14 @@ def test_stain_varies_more_between_than_within_subjects(dataset):
 
 
 def macenko(pixels, alpha=1.0, beta=0.15):
-    """Macenko-normalised OD (n, 3) of pixels (n, 3) to the reference H&E vectors."""
+    """Macenko-normalised OD (n, 3) of uint8 pixels (n, 3), mapped to the reference H&E vectors.
+
+    Concentrations are scaled to a 99th percentile of 1 per stain (no reference maxima).
+    """
     od = -np.log((pixels.astype(float) + 1) / 240.0)
     kept = od[~np.any(od < beta, axis=1)]
     vectors = np.linalg.eigh(np.cov(kept.T))[1][:, 1:3]
+    vectors *= np.sign(kept.mean(0) @ vectors)  # eigenvector signs: keep angles off +-pi
     angle = np.arctan2(*(kept @ vectors).T[::-1])
     lo, hi = np.percentile(angle, [alpha, 100 - alpha])
     v1, v2 = (vectors @ [np.cos(a), np.sin(a)] for a in (lo, hi))
@@ -202,6 +206,10 @@ def test_full_scale_plan_has_the_c_nmc_counts():
     for fold in "012":
         assert {s.label for s in plan if s.fold == fold} == {"all", "hem"}
     assert sum(s.name == "h3" for s in plan) == 1
+    tasks, prelim_rows = synth.plan_tasks(plan, 0, 450, full_scale=True)
+    sizes = [task[4] for task in tasks]
+    assert len(tasks) == 10661 and not prelim_rows
+    assert set(sizes) == {450, 600} and 0 < sizes.count(600) < 0.03 * len(sizes)
 
 
 def test_cli_writes_dataset_and_rejects_bad_arguments(tmp_path, capsys):

@@ -2,7 +2,8 @@
 
 Each kind is one row of `KINDS`: the module and function that return a flat dict of
 figures, a help line, and its options `(flag, type, default, help)`; the function takes
-the options as keyword arguments (flag without dashes, `-` as `_`).
+the options as keyword arguments (flag without dashes, `-` as `_`). `bench all` runs every
+kind with its defaults.
 """
 
 import importlib
@@ -38,19 +39,31 @@ def format_table(kind, figures):
     return "\n".join(lines)
 
 
-def run_bench(args):
-    """Run one benchmark kind, print its table, write `<out>/<kind>.json`."""
+def run_kind(kind, options, out):
+    """Run one benchmark kind with `options`, print its table, write `<out>/<kind>.json`."""
     from leukoflow.atomic import write_text
 
-    spec = KINDS[args.kind]
-    module, function = spec["target"].split(":")
-    names = [flag[2:].replace("-", "_") for flag, *_ in spec["options"]]
-    options = {name: getattr(args, name) for name in names}
+    module, function = KINDS[kind]["target"].split(":")
     figures = getattr(importlib.import_module(module), function)(**options)
-    print(format_table(args.kind, figures))
-    path = Path(args.out) / f"{args.kind}.json"
+    print(format_table(kind, figures), flush=True)
+    path = Path(out) / f"{kind}.json"
     write_text(path, json.dumps(figures, indent=2) + "\n")
     log.info("wrote %s", path)
+
+
+def _option_name(flag):
+    return flag[2:].replace("-", "_")
+
+
+def run_bench(args):
+    """`bench KIND`: one kind with the options given; `bench all`: every kind, defaults."""
+    if args.kind == "all":
+        for kind, spec in KINDS.items():
+            defaults = {_option_name(flag): default for flag, _, default, _ in spec["options"]}
+            run_kind(kind, defaults, args.out)
+        return
+    names = [_option_name(flag) for flag, *_ in KINDS[args.kind]["options"]]
+    run_kind(args.kind, {name: getattr(args, name) for name in names}, args.out)
 
 
 def register(subparsers):
@@ -63,3 +76,6 @@ def register(subparsers):
         for flag, kind_type, default, text in spec["options"]:
             k.add_argument(flag, type=kind_type, default=default, help=text)
         k.set_defaults(func=run_bench)
+    k = kinds.add_parser("all", help="every benchmark kind with its defaults")
+    k.add_argument("--out", default="results/bench", help="folder of the KIND.json files")
+    k.set_defaults(func=run_bench)

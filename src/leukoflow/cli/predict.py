@@ -28,9 +28,7 @@ def run_bundle(args):
         settings = json.loads(args.settings)
     except json.JSONDecodeError as error:
         raise LeukoflowError(f"--settings is not valid JSON ({error})") from None
-    write_bundle(
-        args.model, args.metrics, args.reference, settings, args.config_hash, args.out_dir
-    )
+    write_bundle(args.model, args.metrics, args.reference, settings, args.config_hash, args.out_dir)
 
 
 def run_predict(args):
@@ -78,10 +76,10 @@ def register(subparsers):
     p.add_argument(
         "--tta",
         type=int,
-        default=1,
+        default=0,
         metavar="K",
-        help="test-time augmentation: mean over K rotations by multiples of 360/K degrees "
-        "(default 1: off)",
+        help="test-time augmentation: mean over K rotations by multiples of 360/K degrees, "
+        "as evaluate's `tta` (default 0: off; 1 is off too)",
     )
     p.add_argument("--batch-size", type=int, default=32, help="images per model call (32)")
     p.add_argument(

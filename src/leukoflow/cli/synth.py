@@ -24,9 +24,7 @@ def register(subparsers):
     )
     p.add_argument("out_dir", help="dataset folder to write (replaced as a whole)")
     p.add_argument("--subjects", type=int, default=24, help="training subjects (>= 6)")
-    p.add_argument(
-        "--images-per-subject", type=int, default=12, help="mean images per subject"
-    )
+    p.add_argument("--images-per-subject", type=int, default=12, help="mean images per subject")
     p.add_argument("--size", type=int, default=128, help="image side in pixels (>= 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="worker processes")
@@ -41,6 +39,6 @@ def register(subparsers):
         "--full-scale",
         action="store_true",
         help="C-NMC 2019 size: 73 subjects, 10,661 training images at 450 px "
-        "(overrides --subjects, --size)",
+        "(overrides --subjects, --images-per-subject, --size)",
     )
     p.set_defaults(func=run_synth)

@@ -6,7 +6,8 @@ reaches the last feature map by name):
     images float32 (None, s, s, 3) in [0, 255]
     -> online augmentation (optional; active only in training)
     -> the architecture's preprocessing and backbone (`registry.ARCHITECTURES[arch].builder`)
-    -> head_pool (GlobalAveragePooling2D) -> head_dropout -> probability (Dense(1), sigmoid, float32)
+    -> head_pool (GlobalAveragePooling2D) -> head_dropout
+    -> probability (Dense(1), sigmoid, float32)
 
 Weights (`weights` argument):
 - "none": random initialisation.
@@ -48,7 +49,9 @@ def _builder(arch):
     return getattr(importlib.import_module(module), function)
 
 
-def build_model(arch, input_size, weights="none", dropout=0.3, augmentation=None, weights_file=None):
+def build_model(
+    arch, input_size, weights="none", dropout=0.3, augmentation=None, weights_file=None
+):
     """The classifier of `arch` for square RGB inputs of `input_size` pixels.
 
     Input: float32 `(None, input_size, input_size, 3)` in [0, 255]. Output: float32
@@ -93,7 +96,7 @@ def last_conv_layer_name(model):
 
 
 def backbone_layers(model):
-    """Every layer but the input and the head: augmentation (no weights), preprocessing, backbone."""
+    """All layers but the input and the head: augmentation (weightless), preprocessing, backbone."""
     return [
         layer
         for layer in model.layers
@@ -112,13 +115,13 @@ def _weights_path(arch, weights, weights_file):
         if not weights_file:
             raise LeukoflowError(
                 f"{arch}: weights 'imagenet' need the file written by `leukoflow fetch-weights`; "
-                "run `snakemake fetch_weights` (the rule that downloads them) and pass --weights-file"
+                "run the `fetch_weights` rule (`snakemake fetch_weights`) and pass --weights-file"
             )
         if not Path(weights_file).is_file():
             raise LeukoflowError(
                 f"{arch}: ImageNet weights file {weights_file} does not exist; run the "
                 f"`fetch_weights` rule (e.g. `snakemake {weights_file}`) or "
-                f"`leukoflow fetch-weights --arch {arch} --out {weights_file}` where there is network"
+                f"`leukoflow fetch-weights --arch {arch} --out {weights_file}` with network access"
             )
         return Path(weights_file)
     path = Path(weights_file or weights)

@@ -52,7 +52,9 @@ def resnet152v2(images, weights=None):
 
 def efficientnetb5(images, weights=None):
     """EfficientNetB5; takes [0, 255] and rescales/normalises inside (its own layers)."""
-    return keras.applications.EfficientNetB5(include_top=False, weights=weights, input_tensor=images)
+    return keras.applications.EfficientNetB5(
+        include_top=False, weights=weights, input_tensor=images
+    )
 
 
 def efficientnetv2m(images, weights=None):

@@ -1,0 +1,136 @@
+"""Image stores: prepare_image geometry, store shape/dtype/index, atomic writes, the CLI."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from leukoflow import shards
+from leukoflow.cli import main
+from leukoflow.errors import LeukoflowError
+from leukoflow.images import read_rgb
+from leukoflow.shards import build_store, open_store, prepare_image, square_crop
+from leukoflow.stain import fit_reference, foreground_mask, save_reference
+from leukoflow.synth import render_cell, subject_style
+
+NONE = fit_reference([], "none")
+
+
+def ellipse_image(height=90, width=150, centre=(30, 40), axes=(12, 24), colour=(200, 80, 150)):
+    """A filled ellipse (semi-axes rows, cols) on black, off-centre in a non-square image."""
+    yy, xx = np.mgrid[:height, :width]
+    inside = ((yy - centre[0]) / axes[0]) ** 2 + ((xx - centre[1]) / axes[1]) ** 2 <= 1
+    return (inside[..., None] * np.array(colour)).astype(np.uint8)
+
+
+def extent(mask):
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+
+@pytest.mark.parametrize("size", [32, 64, 300])
+def test_prepare_image_centres_the_cell_and_keeps_its_aspect(size):
+    out = prepare_image(ellipse_image(), NONE, size)
+    assert out.dtype == np.uint8 and out.shape == (size, size, 3)
+    mask = foreground_mask(out, 40)
+    rows, cols = np.nonzero(mask)
+    assert abs(rows.mean() - (size - 1) / 2) <= 0.03 * size
+    assert abs(cols.mean() - (size - 1) / 2) <= 0.03 * size
+    height, width = extent(mask)
+    assert height / width == pytest.approx(0.5, rel=0.12)  # semi-axes 12:24
+    assert width == pytest.approx(size / (1 + 2 * shards.MARGIN), rel=0.08)
+    assert not out[[0, 0, -1, -1], [0, -1, 0, -1]].any(), "black padding around the cell"
+
+
+def test_square_crop_pads_with_black_where_the_square_leaves_the_image():
+    image = ellipse_image(height=40, width=100, centre=(20, 50), axes=(19, 45))
+    crop = square_crop(image)
+    assert crop.shape[0] == crop.shape[1] > image.shape[0]
+    assert not crop[0].any() and not crop[-1].any()
+    blank = np.zeros((20, 30, 3), np.uint8)
+    assert square_crop(blank).shape == (30, 30, 3)
+
+
+def write_dataset(root, n=7, size=80):
+    """`n` synthetic BMP cells under `root`; their split rows (split CSV columns)."""
+    rng = np.random.default_rng(0)
+    styles = [subject_style(rng) for _ in range(3)]
+    rows = []
+    for i in range(n):
+        label = ("all", "hem")[i % 2]
+        rel = f"training_data/fold_0/{label}/UID_{i % 3}_{i}_1_{label}.bmp"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(render_cell(rng, label, styles[i % 3], size)).save(root / rel)
+        subset = ("train", "train", "val")[i % 3]
+        rows.append([rel, label, str(i % 3), "0", size, size, f"{i:064x}", subset, -1])
+    columns = ["path", "label", "subject", "fold", "width", "height", "sha256", "subset", "cv_fold"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+@pytest.fixture()
+def dataset(tmp_path):
+    rows = write_dataset(tmp_path / "data")
+    reference = fit_reference([read_rgb(tmp_path / "data" / p) for p in rows["path"]], "macenko")
+    return tmp_path / "data", rows, reference
+
+
+def test_store_matches_its_index_and_prepare_image(dataset, tmp_path, monkeypatch):
+    root, rows, reference = dataset
+    monkeypatch.setattr(shards, "FLUSH_ROWS", 3)  # exercise the re-mapping of the store
+    out = tmp_path / "stores" / "32px" / "train.npy"
+    assert build_store(rows, root, reference, 32, out, threads=1, progress=False) == 0
+    images, index = open_store(out)
+    assert images.dtype == np.uint8 and images.shape == (len(rows), 32, 32, 3)
+    assert list(index.columns) == ["row", "path", "label", "subject", "fold", "sha256", "y"]
+    assert list(index["row"]) == list(range(len(rows)))
+    assert list(index["path"]) == list(rows["path"])
+    assert list(index["y"]) == [int(label == "all") for label in rows["label"]]
+    for row, rel in enumerate(index["path"]):
+        expected = prepare_image(read_rgb(root / rel), reference, 32)
+        np.testing.assert_array_equal(images[row], expected)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["train.csv", "train.npy"]
+
+
+@pytest.mark.slow
+def test_parallel_store_equals_serial_store(dataset, tmp_path):
+    root, rows, reference = dataset
+    build_store(rows, root, reference, 24, tmp_path / "serial.npy", threads=1, progress=False)
+    build_store(rows, root, reference, 24, tmp_path / "parallel.npy", threads=2, progress=False)
+    serial, serial_index = open_store(tmp_path / "serial.npy")
+    parallel, parallel_index = open_store(tmp_path / "parallel.npy")
+    np.testing.assert_array_equal(parallel, serial)
+    pd.testing.assert_frame_equal(parallel_index, serial_index)
+
+
+def test_a_failed_build_names_the_file_and_leaves_nothing(dataset, tmp_path):
+    root, rows, reference = dataset
+    bad = rows["path"].iloc[4]
+    (root / bad).write_bytes(b"BM not really a bitmap")
+    out = tmp_path / "stores" / "train.npy"
+    with pytest.raises(LeukoflowError, match=bad.split("/")[-1]):
+        build_store(rows, root, reference, 32, out, threads=1, progress=False)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_open_store_rejects_a_store_that_does_not_match_its_index(dataset, tmp_path):
+    root, rows, reference = dataset
+    out = tmp_path / "val.npy"
+    build_store(rows.iloc[:3], root, reference, 16, out, progress=False)
+    index = pd.read_csv(out.with_suffix(".csv"))
+    index.iloc[:2].to_csv(out.with_suffix(".csv"), index=False)
+    with pytest.raises(LeukoflowError, match="does not match"):
+        open_store(out)
+
+
+def test_shards_cli_writes_the_subset_of_the_split(dataset, tmp_path):
+    root, rows, reference = dataset
+    rows.to_csv(tmp_path / "split.csv", index=False)
+    save_reference(reference, tmp_path / "reference.json")
+    out = tmp_path / "stores" / "40px" / "val.npy"
+    argv = ["shards", str(tmp_path / "split.csv"), "--dataset", str(root)]
+    argv += ["--reference", str(tmp_path / "reference.json"), "--split-id", "main"]
+    argv += ["--subset", "val", "--size", "40", "--out", str(out), "--threads", "1"]
+    assert main(argv) == 0
+    images, index = open_store(out)
+    assert images.shape == (2, 40, 40, 3)
+    assert list(index["path"]) == list(rows.loc[rows["subset"] == "val", "path"])
