@@ -16,7 +16,6 @@ Bundles are self-contained: copying the folder is enough to use the model elsewh
 import datetime
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from importlib import metadata
@@ -93,14 +92,14 @@ def _read_json(path, what):
         raise LeukoflowError(f"{what} {path} is not valid JSON ({error})") from None
 
 
-def _link_or_copy(source, target):
-    """Make `target` a hard link to `source` (a copy across file systems), atomically."""
+def _copy(source, target):
+    """Copy `source` to `target` atomically.
+
+    A copy, not a hard link: Snakemake touches a job's outputs, and touching a link to the
+    training job's model would make every job downstream of training look out of date.
+    """
     with atomic_path(target) as tmp:
-        tmp.unlink()
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
+        shutil.copyfile(source, tmp)
 
 
 def write_bundle(model_path, metrics_path, reference_path, settings, config_hash, out_dir):
@@ -136,7 +135,7 @@ def write_bundle(model_path, metrics_path, reference_path, settings, config_hash
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    _link_or_copy(model_path, out_dir / MODEL_FILE)
+    _copy(model_path, out_dir / MODEL_FILE)
     meta_path = out_dir / META_FILE
     write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     log.info("bundle of %s written to %s", meta["architecture"], out_dir)
@@ -150,6 +149,8 @@ def read_meta(bundle_dir):
         raise LeukoflowError(f"model bundle {bundle_dir} is not a folder")
     meta_path = bundle_dir / META_FILE
     meta = _read_json(meta_path, "bundle metadata")
+    if not isinstance(meta, dict):
+        raise LeukoflowError(f"{meta_path}: not a bundle description (a JSON object expected)")
     version = meta.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise LeukoflowError(f"{meta_path}: format_version is missing or not an integer")

@@ -163,6 +163,8 @@ def iter_predictions(
     """
     if batch_size < 1:
         raise LeukoflowError(f"--batch-size must be at least 1, got {batch_size}")
+    if tta < 0:
+        raise LeukoflowError(f"--tta must be 0 (off) or a number of rotations, got {tta}")
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise LeukoflowError(f"--threads must be at least 1, got {workers}")

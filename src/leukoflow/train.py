@@ -422,12 +422,12 @@ def train(arch, train_store, val_store, settings, weights_file, out_dir):
     )
     val_labels = val_index["y"].to_numpy()
 
+    model = _build(arch, settings, weights_file)  # checks the weights file first
     checkpoint = Checkpoint(
         out_dir / "checkpoint",
         fingerprint(arch, settings, train_store, val_store, weights_file),
     )
     state = checkpoint.load()
-    model = _build(arch, settings, weights_file)
     if state is None:
         state = {
             "epochs_done": 0,

@@ -87,7 +87,7 @@ def file_hashes(root):
 
 
 def make_project(dest, remote):
-    """The project in `dest` as a committed git + DVC repository whose default remote is `remote`."""
+    """The project in `dest`, a committed git + DVC repository with `remote` as default remote."""
     dest = Path(dest)
     dest.mkdir(parents=True)
     for name in PROJECT_FILES:

@@ -14,6 +14,7 @@ from leukoflow.stain import fit_reference, save_reference
 from leukoflow.synth import render_cell, subject_style
 
 SIZE = 32
+pytestmark = pytest.mark.slow  # every test needs a Keras model (TensorFlow start, build: ~10 s)
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,8 @@ def test_bundle_metadata(bundle_dir, sources):
     assert meta["created"].endswith("+00:00")
     model = bundle_dir / "model.keras"
     assert model.read_bytes() == (sources / "model.keras").read_bytes()
+    # a copy, not a hard link: Snakemake touching the bundle must not touch training's model
+    assert model.stat().st_ino != (sources / "model.keras").stat().st_ino
 
 
 def test_load_bundle_gives_the_trained_model(bundle_dir, sources):

@@ -169,6 +169,7 @@ def test_evaluate_writes_the_contract(tmp_path):
     assert list(written.columns) == ev.PREDICTION_COLUMNS
 
 
+@pytest.mark.slow
 def test_rotations_for_tta():
     yy, xx = np.mgrid[:32, :32]
     smooth = 100 + 50 * np.sin(xx / 3) + 40 * np.cos(yy / 4)

@@ -76,6 +76,7 @@ def probabilities(rows):
     return np.array([float(row["probability_all"]) for row in rows])
 
 
+@pytest.mark.slow
 def test_probabilities_are_those_of_the_model_on_prepared_images(workspace, tmp_path):
     files = workspace["files"]
     status, rows = run_predict(workspace, files, tmp_path, "--batch-size", "4", "--threads", "2")
@@ -93,7 +94,8 @@ def test_probabilities_are_those_of_the_model_on_prepared_images(workspace, tmp_
         assert row["label"] == ("all" if float(row["probability_all"]) >= 0.5 else "hem")
 
 
-def test_tta_is_evaluates_rotation_mean(workspace, tmp_path):
+@pytest.mark.slow
+def test_tta_is_the_mean_over_evaluates_rotations(workspace, tmp_path):
     files = workspace["files"]
     images = prepared(workspace, files)
     _, plain = run_predict(workspace, files, tmp_path)
@@ -134,6 +136,7 @@ def write_bad_files(folder):
     }
 
 
+@pytest.mark.slow
 def test_bad_files_get_an_error_row_and_do_not_stop_the_run(workspace, tmp_path):
     bad = write_bad_files(tmp_path / "bad")
     good = workspace["files"][:2]
@@ -148,6 +151,7 @@ def test_bad_files_get_an_error_row_and_do_not_stop_the_run(workspace, tmp_path)
         assert row["error"] == "" and 0 <= float(row["probability_all"]) <= 1
 
 
+@pytest.mark.slow
 def test_exit_status_is_one_only_when_nothing_could_be_read(workspace, tmp_path, caplog):
     bad = write_bad_files(tmp_path / "bad")
     status, rows = run_predict(workspace, list(bad), tmp_path)
@@ -172,6 +176,7 @@ def test_folder_walk_takes_image_extensions_in_any_case_and_nothing_else(tmp_pat
     assert found == [root / name for name in expected] + [explicit]
 
 
+@pytest.mark.slow
 def test_a_folder_input_is_predicted(workspace, tmp_path):
     status, rows = run_predict(workspace, [workspace["files"][0].parent], tmp_path)
     assert status == 0

@@ -46,6 +46,7 @@ def logit(model, x):
     return np.log(p + sal.EPS) - np.log(1 - p + sal.EPS)
 
 
+@pytest.mark.slow
 def test_input_gradient_matches_finite_differences(model):
     images, labels = cells(2)
     grads = sal.gradient_function(model)(images, sal._signs(labels))

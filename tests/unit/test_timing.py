@@ -20,6 +20,7 @@ def model():
     return build_model("SimpleNet", SIZE)
 
 
+@pytest.mark.slow
 def test_compiled_inference_equals_model_predict(model):
     x = timing.random_batch(5, SIZE, seed=3)
     compiled = timing.compiled_inference(model)(x)

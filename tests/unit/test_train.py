@@ -123,6 +123,19 @@ def test_missing_settings_and_mismatched_stores_are_reported(tmp_path, stores):
         train("SimpleNet", *stores, settings(input_size=64), None, tmp_path)
 
 
+def test_cli_reports_missing_imagenet_weights_and_bad_settings(tmp_path, stores, capsys):
+    from leukoflow.cli import main
+
+    config = settings(weights="imagenet", warmup_epochs=1)
+    base = ["train", "--arch", "SimpleNet", "--train", stores[0], "--val", stores[1]]
+    absent = str(tmp_path / "VGG16.imagenet.notop.h5")
+    args = ["--settings", json.dumps(config), "--weights-file", absent, "--out-dir", str(tmp_path)]
+    assert main([*base[:2], "VGG16", *base[3:], *args]) == 2
+    assert "fetch_weights" in capsys.readouterr().err
+    assert main([*base, "--settings", "{not json", "--out-dir", str(tmp_path)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
 def test_frozen_backbone_leaves_only_the_head_trainable():
     from leukoflow.models import build_model
     from leukoflow.train import set_backbone_frozen
@@ -213,10 +226,14 @@ def _run_cli(stores, config, out, wait_for_epoch=None):
 
 @pytest.mark.slow
 def test_killed_training_resumes_to_the_same_result(tmp_path, stores):
-    """SIGKILL after the first epoch's checkpoint, restart: same epochs, history and weights."""
+    """SIGKILL after the first epoch's checkpoint, restart: same epochs, history and weights.
+
+    Online augmentation is on, so the RNG states of its layers and of dropout must resume too.
+    """
     from leukoflow.models import load_model
 
-    config = settings(epochs=3, steps_per_epoch=30, batch_size=8)
+    augmentation = {"enabled": True, "rotation": True, "flip": True, "noise_std": 4.0}
+    config = settings(epochs=3, steps_per_epoch=30, batch_size=8, online_augmentation=augmentation)
     train("SimpleNet", *stores, config, None, tmp_path / "whole")
     _run_cli(stores, config, tmp_path / "killed", wait_for_epoch=1)
     assert not (tmp_path / "killed" / "model.keras").exists()
@@ -229,9 +246,10 @@ def test_killed_training_resumes_to_the_same_result(tmp_path, stores):
     resumed = pd.read_csv(tmp_path / "killed" / "history.csv").drop(columns="seconds")
     assert resumed["epoch"].tolist() == [0, 1, 2]
     pd.testing.assert_frame_equal(whole, resumed)  # exact: CPU training is deterministic
-    a = load_model(tmp_path / "whole" / "model.keras").get_weights()
-    b = load_model(tmp_path / "killed" / "model.keras").get_weights()
+    whole_model = load_model(tmp_path / "whole" / "model.keras")
+    a, b = whole_model.get_weights(), load_model(tmp_path / "killed" / "model.keras").get_weights()
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert whole_model.get_layer("online_augmentation") is not None
     assert not (tmp_path / "killed" / "checkpoint").exists()
 
 
