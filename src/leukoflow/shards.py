@@ -79,12 +79,17 @@ def prepare_image(image, reference, size):
 _WORKER = {}
 
 
+def _set_job(dataset, reference, size):
+    """Keep the job's constants where `_work` finds them."""
+    _WORKER.update(dataset=Path(dataset), reference=reference, size=size)
+
+
 def _init_worker(dataset, reference, size):
-    """Pool initializer: keep the job's constants in the worker; one BLAS thread each."""
+    """Pool initializer: the job's constants, and one BLAS thread per worker process."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
-    _WORKER.update(dataset=Path(dataset), reference=reference, size=size)
+    _set_job(dataset, reference, size)
 
 
 def _work(task):
@@ -101,7 +106,7 @@ def _work(task):
 def _results(tasks, dataset, reference, size, threads):
     """Yield `_work` results in task order, in this process or over `threads` processes."""
     if threads <= 1 or len(tasks) < 2:
-        _init_worker(dataset, reference, size)
+        _set_job(dataset, reference, size)
         yield from map(_work, tasks)
         return
     context = multiprocessing.get_context("spawn")
@@ -128,6 +133,8 @@ def build_store(rows, dataset, reference, size, npy_path, threads=1, progress=Tr
 
     Returns the number of images whose stain normalisation fell back (see
     `leukoflow.stain`). A failure leaves neither file (nor a stale temporary one).
+    `threads` > 1 uses spawned worker processes, so a script that calls this needs the
+    `if __name__ == "__main__":` guard.
     """
     if size < 8:
         raise LeukoflowError(f"store size {size} px is too small (at least 8)")
@@ -137,7 +144,13 @@ def build_store(rows, dataset, reference, size, npy_path, threads=1, progress=Tr
     fallbacks = 0
     with atomic_path(npy_path) as tmp_npy, atomic_path(store_index_path(npy_path)) as tmp_csv:
         store = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=shape)
-        bar = tqdm(total=len(tasks), desc=f"shards {size}px", unit="img", disable=not progress)
+        bar = tqdm(
+            total=len(tasks),
+            desc=f"shards {size}px",
+            unit="img",
+            mininterval=1.0,
+            disable=not progress,
+        )
         with bar:
             for row, array, reason in _results(tasks, dataset, reference, size, threads):
                 if array is None:

@@ -37,10 +37,11 @@ unfit() {
 
 # The PID of a daemon this script started and that still runs, or nothing.
 running_pid() {
-    local name=$1 pid
+    local name=$1 pid program
     [[ -f $STATE/pids/$name ]] || return 0
     pid=$(<"$STATE/pids/$name")
-    if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$name"; then
+    program=$(tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | head -n 1) || true
+    if [[ ${program##*/} == "$name" ]]; then
         echo "$pid"
     fi
 }

@@ -2,12 +2,14 @@
 profiles/slurm: jobs go through sbatch, GPU jobs get a GPU, results match a local run, and a
 training job killed at its time limit resumes from its checkpoint."""
 
+import math
 import os
 import re
 import shutil
 import subprocess
 import sys
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -25,10 +27,13 @@ CLUSTER_ARGS = ["--max-threads", "2", "--slurm-init-seconds-before-status-checks
 # Rules that run on the login node (`localrules`), never through sbatch.
 LOCAL_RULES = {"all", "fetch_weights", "report", "bundle"}
 GPU_RULES = {"train", "evaluate", "timing", "saliency"}
-# Epochs of the preemption test: SimpleNet at 32 px, 16 steps of 2 images, about 0.2 s an
-# epoch here (0.45 s under load), so the first attempt (1 minute) is killed part-way.
-PREEMPTION_EPOCHS = 500
-SACCT_FIELDS = ["JobID", "Comment", "State", "AllocTRES", "Account", "Partition"]
+# The preemption test: SimpleNet trains about this long (epochs of 16 steps of 2 images,
+# as many as a short local run says fit), so a 1-minute limit kills it part-way.
+TRAINING_SECONDS = 120
+CALIBRATION_EPOCHS = 12
+TRAIN_MODEL = "results/main/train/SimpleNet/model.keras"
+TRAIN_LOG = "logs/train/main/SimpleNet.log"
+SACCT_FIELDS = ["JobID", "Comment", "State", "ReqTRES", "AllocTRES", "Account", "Partition"]
 
 
 def snakemake(workdir, env, *args, timeout=600):
@@ -226,11 +231,12 @@ def test_every_job_but_the_local_rules_went_through_sbatch(cluster_run):
 
 
 def test_gpu_jobs_carried_a_gpu_of_the_configured_model(cluster_run, slurm_cluster):
-    # gpu_model in the workflow config: --gpus=<model>:1, accounted as gres/gpu:<model>=1.
-    typed = f"gres/gpu:{slurm_cluster['gpu_type']}=1"
+    # gpu_model in the workflow config: the GPU jobs asked for --gpus=<model>:1.
+    model = f"gres/gpu:{slurm_cluster['gpu_type']}=1"
     for job in cluster_run["jobs"]:
         if rule_of(job) in GPU_RULES:
-            assert typed in job["AllocTRES"], job
+            assert model in job["ReqTRES"], job
+            assert "gres/gpu=1" in job["AllocTRES"], job
         else:
             assert "gres/gpu" not in job["AllocTRES"], job
 
@@ -241,23 +247,41 @@ def test_cluster_results_equal_a_local_run(cluster_run):
     pd.testing.assert_frame_equal(comparable(cluster), comparable(local))
 
 
+def seconds_per_epoch(workdir, env):
+    """Wall seconds of one training epoch of the preemption config, here and now: a short
+    local run of the train rule, timed by its log between the second and the last epoch."""
+    epochs = CALIBRATION_EPOCHS
+    (workdir / "config" / "test.yaml").write_text(yaml.safe_dump(preemption_config(epochs)))
+    args = ["--cores", "2", "--resources", "gpu=1", "--configfile", "config/test.yaml"]
+    check(snakemake(workdir, env, TRAIN_MODEL, *args))
+    log = (workdir / TRAIN_LOG).read_text()
+    stamps = [
+        datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")
+        for stamp in re.findall(r"^(\S+ \S+) INFO .*SimpleNet epoch \d+/", log, re.MULTILINE)
+    ]
+    assert len(stamps) == epochs, log[-4000:]
+    return (stamps[-1] - stamps[1]).total_seconds() / (epochs - 2)
+
+
+def preemption_config(epochs):
+    """The tiny config with `epochs` of 16 small steps and no early stopping."""
+    return tiny_config(epochs=epochs, patience=epochs, batch_size=2)
+
+
 def test_training_killed_at_its_time_limit_resumes_from_its_checkpoint(
     cluster_run, slurm_env, tmp_path
 ):
-    # The finished cluster run's folder, with training made long enough to outlast a
-    # 1-minute limit: only train reruns (its settings changed); its first attempt gets
-    # 1 minute, the retry 10.
+    # The finished cluster run's folder; only train reruns (its settings change). Training
+    # is made to last about TRAINING_SECONDS here, so the first attempt, limited to 1 minute,
+    # is killed part-way; the retry gets 10 minutes.
     workdir = tmp_path / "wf"
     shutil.copytree(cluster_run["cluster"], workdir, ignore=shutil.ignore_patterns("slurm_logs"))
-    epochs = PREEMPTION_EPOCHS
-    (workdir / "config" / "test.yaml").write_text(
-        yaml.safe_dump(tiny_config(epochs=epochs, patience=epochs, batch_size=2))
-    )
-    model = "results/main/train/SimpleNet/model.keras"
+    epochs = max(100, math.ceil(TRAINING_SECONDS / seconds_per_epoch(workdir, slurm_env)))
+    (workdir / "config" / "test.yaml").write_text(yaml.safe_dump(preemption_config(epochs)))
     result = snakemake(
         workdir,
         slurm_env,
-        model,
+        TRAIN_MODEL,
         "--profile",
         "profiles/slurm",
         "--configfile",
@@ -275,13 +299,13 @@ def test_training_killed_at_its_time_limit_resumes_from_its_checkpoint(
         ("train", "TIMEOUT"),
         ("train", "COMPLETED"),
     ]
-    log = (workdir / "logs" / "train" / "main" / "SimpleNet.log").read_text()
+    # The retry's log: it resumed after the last checkpointed epoch and trained only the rest.
+    log = (workdir / TRAIN_LOG).read_text()
     resumed = re.search(r"resuming SimpleNet after epoch (\d+)", log)
     assert resumed, log[-4000:]
     done = int(resumed.group(1))
     assert 0 < done < epochs
-    # The retry trained only the epochs left, and the history holds every epoch once.
     first = re.search(r"SimpleNet epoch (\d+)/", log)
     assert int(first.group(1)) == done + 1
-    history = pd.read_csv(workdir / "results" / "main" / "train" / "SimpleNet" / "history.csv")
+    history = pd.read_csv(workdir / TRAIN_MODEL.replace("model.keras", "history.csv"))
     assert history["epoch"].tolist() == list(range(epochs))

@@ -82,8 +82,6 @@ def load_model(path):
     import keras
 
     importlib.import_module("leukoflow.models.zoo")  # registers CaffePreprocess
-    if importlib.util.find_spec("leukoflow.models.augmentation") is not None:
-        importlib.import_module("leukoflow.models.augmentation")
     if not Path(path).is_file():
         raise LeukoflowError(f"model file {path} does not exist")
     return keras.saving.load_model(path, safe_mode=True)
