@@ -1,7 +1,7 @@
 """Image stores: one uint8 array (N, size, size, 3) per split subset and input size, plus index.
 
-`prepare_image` turns a raw cell image into what a model sees (a square crop around the
-cell, stain-normalised, resized with antialiasing); the stores and `leukoflow predict`
+`prepare_image` turns a raw cell image into what a model sees (a square frame centred on
+the cell, stain-normalised, resized with antialiasing); the stores and `leukoflow predict`
 both call it. A store is an `np.lib.format` `.npy` file streamed into through a memory map
 (never the whole set in memory), built over worker processes, written under a temporary
 name and renamed; its index `<stem>.csv` maps rows to dataset images.
@@ -29,10 +29,12 @@ FLUSH_ROWS = 512  # rows written between re-mappings of the store (bounds reside
 
 
 def square_crop(image, margin=MARGIN, background_max=BACKGROUND_MAX):
-    """The square around the foreground's bounding box, `margin` of its side added each side.
+    """The square frame centred on the cell: the image's shorter side, or larger if needed.
 
-    uint8 (H, W, 3) -> uint8 (S, S, 3), the cell centred, black where the square leaves the
-    image. An image without foreground is returned whole, padded to a square.
+    uint8 (H, W, 3) -> uint8 (S, S, 3) with S = max(min(H, W), the cell's larger side plus
+    `margin` of it on each side): the cell centred, black where the square leaves the image.
+    Keeping the frame rather than cropping to the cell keeps the cell's size, which tells
+    blasts (larger) from normal cells. An image without foreground is padded to a square.
     """
     mask = foreground_mask(image, background_max)
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
@@ -41,7 +43,7 @@ def square_crop(image, margin=MARGIN, background_max=BACKGROUND_MAX):
     else:
         top, bottom, left, right = 0, image.shape[0], 0, image.shape[1]
     extent = max(bottom - top, right - left)
-    side = int(round(extent * (1 + 2 * margin))) if rows.size else extent
+    side = max(min(image.shape[:2]), int(round(extent * (1 + 2 * margin)))) if rows.size else extent
     y0 = (top + bottom - side) // 2
     x0 = (left + right - side) // 2
     out = np.zeros((side, side, 3), dtype=np.uint8)
@@ -69,9 +71,8 @@ def _prepare(image, reference, size):
 def prepare_image(image, reference, size):
     """Raw RGB uint8 (H, W, 3) -> model input uint8 (size, size, 3).
 
-    Cropped to a square around the cell (aspect ratio kept, cell centred, black padding),
-    stain-normalised with `reference` (a dict from `leukoflow.stain`; cropping first only
-    saves time: a mask-aware reference sees the same foreground), resized with Lanczos.
+    Framed by `square_crop` (aspect ratio and cell size kept, cell centred, black padding),
+    stain-normalised with `reference` (a dict from `leukoflow.stain`), resized with Lanczos.
     """
     return _prepare(image, reference, size)[0]
 

@@ -139,7 +139,9 @@ def _macenko_estimate(od, brightest, counted, params):
     mean = od_hat.sum(axis=1, dtype=np.float64) / index.size
     cov = (od_hat @ od_hat.T).astype(np.float64) / index.size - np.outer(mean, mean)
     _, eigvecs = np.linalg.eigh(cov)
-    plane = eigvecs[:, 1:3]
+    # eigh's eigenvector signs are arbitrary; point them along the mean OD so the angles
+    # of the projected pixels do not wrap around +-pi (torchstain leaves this to chance)
+    plane = eigvecs[:, 1:3] * np.where(mean @ eigvecs[:, 1:3] < 0, -1.0, 1.0)
     proj = plane.T.astype(np.float32) @ od_hat
     phi = np.arctan2(proj[1], proj[0])
     min_phi, max_phi = _percentiles(phi, [alpha, 100 - alpha])

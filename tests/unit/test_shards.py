@@ -38,7 +38,20 @@ def test_prepare_image_centres_the_cell_and_keeps_its_aspect(size):
     assert abs(cols.mean() - (size - 1) / 2) <= 0.03 * size
     height, width = extent(mask)
     assert height / width == pytest.approx(0.5, rel=0.12)  # semi-axes 12:24
-    assert width == pytest.approx(size / (1 + 2 * shards.MARGIN), rel=0.08)
+    assert width == pytest.approx(49 * size / 90, rel=0.08)  # the frame is the shorter side
+
+
+def test_prepare_image_keeps_the_cells_size():
+    small = prepare_image(ellipse_image(axes=(10, 10)), NONE, 64)
+    large = prepare_image(ellipse_image(axes=(20, 20)), NONE, 64)
+    ratio = foreground_mask(large, 40).sum() / foreground_mask(small, 40).sum()
+    assert ratio == pytest.approx(4, rel=0.15)
+
+
+def test_a_cell_larger_than_the_frame_is_not_cut():
+    image = ellipse_image(height=40, width=100, centre=(20, 50), axes=(19, 45))
+    mask = foreground_mask(prepare_image(image, NONE, 64), 40)
+    assert not mask[[0, -1]].any() and not mask[:, [0, -1]].any()
     assert not out[[0, 0, -1, -1], [0, -1, 0, -1]].any(), "black padding around the cell"
 
 

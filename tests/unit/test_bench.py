@@ -1,0 +1,182 @@
+"""`leukoflow bench`: kinds wiring, tables, the loader ceiling, the preparation pieces, and the
+GPU throughput script (FLOP count and estimate on CPU JAX)."""
+
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cells import make_cnmc_tree
+
+from leukoflow import bench, bench_prepare
+from leukoflow.cli import build_parser
+from leukoflow.cli.bench import KINDS, default_options, format_table
+from leukoflow.errors import LeukoflowError
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "gpu_throughput.py"
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_kind_target_takes_its_options(kind):
+    spec = KINDS[kind]
+    module, name = spec["target"].split(":")
+    function = getattr(importlib.import_module(module), name)
+    assert callable(function)
+    parameters = inspect.signature(function).parameters
+    options = default_options(kind)
+    assert set(options) <= set(parameters), f"{kind}: {set(options) - set(parameters)}"
+    for option, default in options.items():
+        assert parameters[option].default is not inspect.Parameter.empty
+        if parameters[option].default is not None and default is not None:
+            assert type(default) is type(parameters[option].default), option
+    assert set(spec.get("quick", {})) <= set(options)
+    args = build_parser().parse_args(["bench", kind, "--out", "x"])
+    assert {name: getattr(args, name) for name in options} == options
+
+
+def test_bench_all_options_parse():
+    args = build_parser().parse_args(["bench", "all", "--quick", "--skip", "dvc", "predict"])
+    assert args.quick and args.skip == ["dvc", "predict"]
+    assert default_options("prepare", quick=True)["fractions"] == "0.5,1"
+    assert default_options("prepare")["images"] == 10661
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "all", "--skip", "nosuchkind"])
+
+
+def test_tables():
+    figures = {"a_images_per_s": 1234.5678, "b_ratio": 0.12345, "c_count": 7, "name": "x"}
+    lines = format_table("demo", figures).splitlines()
+    assert lines[0] == "bench demo" and lines[2].endswith("1234.568")
+    rows = bench.summary_rows("demo", figures, ["*_per_s", "*_count"])
+    assert rows == [("demo", "a_images_per_s", 1234.5678), ("demo", "c_count", 7)]
+    assert len(bench.summary_rows("demo", figures, None)) == 4
+    table = bench.format_summary(rows + [("x", "b_ratio", 0.12345)], "head").splitlines()
+    assert table[0] == "head"
+    assert len({len(line) for line in table[1:]}) == 1  # aligned columns
+    assert table[3].split("|")[3].strip() == "1234.6"
+    assert table[5].split("|")[3].strip() == "0.123"
+
+
+def test_planned_jobs_reads_the_job_stats():
+    text = "Job stats:\njob    count\n---  ---\nall 1\ningest 1\ntrain 36\ntotal 38\n\nx 3\n"
+    assert bench.planned_jobs(text) == {"ingest": 1, "train": 36}
+    assert bench.planned_jobs("nothing") == {}
+
+
+def test_memcpy_ceiling_and_loader_on_tiny_data():
+    images = np.arange(10 * 4 * 4 * 3, dtype=np.uint8).reshape(10, 4, 4, 3)
+    rate = bench.memcpy_images_per_s(images, batch_size=4, batches=5, repeats=2)
+    assert np.isfinite(rate) and rate > 0
+    with pytest.raises(LeukoflowError, match="fewer than one batch"):
+        bench.memcpy_images_per_s(images[:3], batch_size=4, batches=1)
+    figures = bench.loader(images=64, size=16, batch_size=8, repeats=1)
+    assert figures["loader_vs_memcpy"] == pytest.approx(
+        figures["loader_images_per_s"] / figures["memcpy_images_per_s"]
+    )
+    assert figures["loader_images_per_s"] > 0
+
+
+def test_subject_subsets_are_nested_and_keep_both_classes():
+    candidates = [("all", f"A{i}") for i in range(47)] + [("hem", f"H{i}") for i in range(26)]
+    previous = set()
+    for fraction in (0.125, 0.25, 0.5, 1):
+        chosen = bench_prepare.subject_subset(candidates, fraction)
+        assert previous <= chosen
+        assert any(s.startswith("A") for s in chosen) and any(s.startswith("H") for s in chosen)
+        previous = chosen
+    assert len(bench_prepare.subject_subset(candidates, 0.125)) == 6 + 4
+    assert len(previous) == 73
+
+
+def test_link_subset_keeps_the_layout(tmp_path):
+    root = make_cnmc_tree(tmp_path / "cnmc")
+    images, subjects = bench_prepare.link_subset(root, tmp_path / "half", 0.5)
+    assert subjects == 3 + 2  # of 6 ALL and 3 hem subjects
+    linked = sorted(p.relative_to(tmp_path / "half") for p in (tmp_path / "half").rglob("*.bmp"))
+    assert len(linked) == images == 5 * 3
+    assert all((root / rel).samefile(tmp_path / "half" / rel) for rel in linked)
+
+
+def test_linear_fit():
+    fit = bench_prepare.linear_fit([100, 200, 400], [12.0, 22.0, 42.0])
+    assert fit["slope_ms_per_image"] == pytest.approx(100)
+    assert fit["intercept_s"] == pytest.approx(2)
+    assert fit["r2"] == pytest.approx(1)
+    assert max(map(abs, fit["deviation"])) < 1e-9
+    bent = bench_prepare.linear_fit([100, 200, 400], [12.0, 30.0, 42.0])
+    assert bent["r2"] < 1 and max(map(abs, bent["deviation"])) > 0.1
+
+
+def test_run_measured_reports_time_and_memory(tmp_path):
+    assert bench_prepare.tree_rss_bytes(os.getpid()) > 10 * 2**20
+    seconds, max_rss, peak = bench_prepare.run_measured(["--version"], tmp_path / "v.log")
+    assert seconds > 0 and 10 < max_rss <= peak
+    assert "leukoflow" in (tmp_path / "v.log").read_text()
+    with pytest.raises(LeukoflowError, match="failed"):
+        bench_prepare.run_measured(
+            ["ingest", str(tmp_path / "missing"), "--out", "m.csv"], tmp_path / "x.log"
+        )
+
+
+@pytest.fixture
+def gpu_script(monkeypatch):
+    """The GPU script as a module; the KERAS_BACKEND it sets is restored afterwards."""
+    monkeypatch.setenv("KERAS_BACKEND", os.environ.get("KERAS_BACKEND", "tensorflow"))
+    spec = importlib.util.spec_from_file_location("gpu_throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_script_peaks_and_estimate(gpu_script):
+    assert gpu_script.peak_tflops("NVIDIA H100 80GB HBM3") == 989
+    assert gpu_script.peak_tflops("NVIDIA H100 PCIe") == 756
+    assert gpu_script.peak_tflops("NVIDIA A100-SXM4-80GB") == 312
+    assert gpu_script.peak_tflops("cpu") is None
+    assert gpu_script.default_batch(224) == 64 and gpu_script.default_batch(456) == 32
+    results = [{"architecture": "A", "images_per_s": 1000.0, "compile_s": 36.0}]
+    estimate = gpu_script.estimate_experiment(results, epochs=200, images=9000, val_fraction=1 / 3)
+    # 200 x 9000 / 1000 = 1800 s training + a third of the images at 3x the rate = 200 s
+    assert estimate["hours_total"] == pytest.approx((1800 + 200 + 36) / 3600)
+
+
+@pytest.mark.slow
+@pytest.mark.jax
+def test_gpu_script_runs_on_cpu_jax(tmp_path):
+    env = dict(os.environ, OUT=str(tmp_path), PYTHONPATH=str(REPO / "src"))
+    argv = [str(SCRIPT), "--archs", "SimpleNet", "--size", "32", "--steps", "1", "--warmup", "1"]
+    # As on a GPU machine without them: importing these fails (Keras copes; leukoflow must).
+    blocked = ["tensorflow", "sklearn", "skimage", "matplotlib", "h5py", "PIL"]
+    code = (
+        f"import runpy, sys; sys.modules.update(dict.fromkeys({blocked!r})); "
+        f"sys.argv = {argv + ['--batch', '8']!r}; "
+        f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "gpu_throughput.json").read_text())
+    (result,) = record["results"]
+    assert result["dtype_policy"] == "mixed_bfloat16" and result["jit_compile"]
+    # SimpleNet at 32 px: 3x3 convolutions 3->32 @32, 32->64 @16, 64->128 @8, 128->256 @4 px
+    # = 30.1 MFLOPs without padding; XLA counts only the taps inside the image (about 25).
+    convs = 2 * 9 * (32 * 32 * 3 * 32 + 16 * 16 * 32 * 64 + 8 * 8 * 64 * 128 + 4 * 4 * 128 * 256)
+    assert 0.75 * convs / 1e9 < result["forward_gflops_per_image"] < 1.05 * convs / 1e9
+    assert result["train_tflops_achieved"] == pytest.approx(
+        3 * result["forward_gflops_per_image"] * 1e9 * result["images_per_s"] / 1e12
+    )
+    hours = (200 * 10661 / result["images_per_s"] * (1 + 1 / 9) + result["compile_s"]) / 3600
+    assert record["estimate"]["hours_total"] == pytest.approx(hours)
+    assert "estimate, 1 of 6 architectures measured" in done.stdout
