@@ -39,6 +39,7 @@ def test_prepare_image_centres_the_cell_and_keeps_its_aspect(size):
     height, width = extent(mask)
     assert height / width == pytest.approx(0.5, rel=0.12)  # semi-axes 12:24
     assert width == pytest.approx(49 * size / 90, rel=0.08)  # the frame is the shorter side
+    assert not out[[0, 0, -1, -1], [0, -1, 0, -1]].any(), "black padding around the cell"
 
 
 def test_prepare_image_keeps_the_cells_size():
@@ -52,7 +53,6 @@ def test_a_cell_larger_than_the_frame_is_not_cut():
     image = ellipse_image(height=40, width=100, centre=(20, 50), axes=(19, 45))
     mask = foreground_mask(prepare_image(image, NONE, 64), 40)
     assert not mask[[0, -1]].any() and not mask[:, [0, -1]].any()
-    assert not out[[0, 0, -1, -1], [0, -1, 0, -1]].any(), "black padding around the cell"
 
 
 def test_square_crop_pads_with_black_where_the_square_leaves_the_image():
