@@ -66,26 +66,35 @@ def make_bundle(arch, size, reference, out_dir, seed=0):
     return load_bundle(out_dir)
 
 
-def _timed(function):
+def _timed(function, *args):
     start = time.perf_counter()
-    result = function()
+    result = function(*args)
     return time.perf_counter() - start, result
 
 
-def _best_of_rounds(measures, repeats, budget_s):
-    """Run the named functions in rounds (interleaved); the best seconds of each, last results.
+def _measure(measures, n, repeats, chunk):
+    """Time the named functions `f(start, stop)` over items [0, n); best seconds, results.
 
-    Stops after `repeats` rounds, or earlier once the rounds so far took `budget_s`, so a
-    slow model is measured once and a fast one several times (the machine may be shared).
+    Rounds (`repeats` of them) of whole passes, one function after the other, the best kept;
+    or, when `chunk` < n (a slow model), one pass that alternates the functions every
+    `chunk` items and sums their times, so that a shared machine's changing load falls on
+    all of them alike.
     """
-    best, results, start = {}, {}, time.perf_counter()
-    for _ in range(repeats):
-        for name, function in measures.items():
-            seconds, results[name] = _timed(function)
-            best[name] = min(seconds, best.get(name, np.inf))
-        if time.perf_counter() - start > budget_s:
-            break
-    return best, results
+    seconds = {name: np.inf for name in measures}
+    results = {}
+    rounds = repeats if chunk >= n else 1
+    for _ in range(rounds):
+        spent = dict.fromkeys(measures, 0.0)
+        parts = {name: [] for name in measures}
+        for start in range(0, n, chunk):
+            for name, function in measures.items():
+                elapsed, part = _timed(function, start, min(start + chunk, n))
+                spent[name] += elapsed
+                parts[name].append(part)
+        for name in measures:
+            seconds[name] = min(seconds[name], spent[name])
+            results[name] = np.concatenate(parts[name])
+    return seconds, results
 
 
 def bench_architecture(
@@ -98,9 +107,12 @@ def bench_architecture(
     workers=None,
     naive=False,
     repeats=3,
-    budget_s=120,
+    budget_s=60,
 ):
     """The figures of one architecture over `files`; a dict (images/s and ratios).
+
+    A model whose bare pass over `files` takes more than `budget_s` is timed in one pass
+    that alternates bare model and predict every 4 batches (see `_measure`).
 
     `ideal_vs_bare` is the best `predict_vs_bare` possible when the bare model already keeps
     every core busy: preparation then has to share the cores, so over n images the wall time
@@ -122,32 +134,43 @@ def bench_architecture(
     if any(errors):
         raise LeukoflowError(f"benchmark images could not be prepared: {set(errors) - {None}}")
     predict_arrays(predict_fn, images[:batch_size], batch_size)  # trace the one batch shape
+    batch_s, _ = _timed(lambda: predict_arrays(predict_fn, images[:batch_size], batch_size))
     n = len(files)
+    slow = batch_s * n / batch_size > budget_s  # one pass of the bare model takes that long
+    chunk = 4 * batch_size if slow else n
 
-    def bare():
+    def bare(start, stop):
         return np.concatenate(
             [
-                predict_arrays(predict_fn, images[i : i + batch_size], batch_size)
-                for i in range(0, n, batch_size)
+                predict_arrays(predict_fn, images[i : min(i + batch_size, stop)], batch_size)
+                for i in range(start, stop, batch_size)
             ]
         )
 
-    def end_to_end():
+    def end_to_end(start, stop):
         rows = iter_predictions(
-            bundle, files, batch_size, workers=workers, progress=False, predict_fn=predict_fn
+            bundle,
+            files[start:stop],
+            batch_size,
+            workers=workers,
+            progress=False,
+            predict_fn=predict_fn,
         )
         return np.array([row.probability for row in rows], np.float32)
 
-    def naive_loop():
-        for path in files:
+    def naive_loop(start, stop):
+        probabilities = []
+        for path in files[start:stop]:
             x = prepare_image(read_rgb(path), bundle.reference, size)
-            bundle.model.predict(x[None].astype(np.float32), verbose=0)
+            probabilities.append(bundle.model.predict(x[None].astype(np.float32), verbose=0)[0, 0])
+        return np.array(probabilities, np.float32)
 
     measures = {"bare": bare, "predict": end_to_end}
     if naive:
         bundle.model.predict(images[:1].astype(np.float32), verbose=0)
         measures["naive"] = naive_loop
-    best, results = _best_of_rounds(measures, repeats, budget_s)
+    log.info("timing %s at %d px over %d images: %s", arch, size, len(files), ", ".join(measures))
+    best, results = _measure(measures, n, repeats, chunk)
     cores = default_workers()
     figures = {
         "architecture": arch,

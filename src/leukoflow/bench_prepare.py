@@ -3,9 +3,9 @@
 One preparation = the workflow's data jobs, run as the real CLI commands in subprocesses:
 `leukoflow ingest`, `split` (holdout by subject), `stain-reference` (200 training images,
 spread and example figure, as the rule does) and `shards` for train, val and test at one
-store size. Each step's wall time, the peak resident memory of its largest process
-(`wait4` rusage) and the peak of its whole process tree (sampled from /proc every 0.1 s,
-Linux) are recorded.
+store size. Each step's wall time, CPU time (`wait4` rusage, workers included), the peak
+resident memory of its largest process and the peak of its whole process tree (both
+sampled from /proc every 0.1 s, Linux) are recorded.
 
 Scaling: the same preparation on nested subsets of the dataset's subjects (each class's
 subjects in a seeded order, the first `fraction` of them, hard-linked into a folder of the
@@ -44,8 +44,21 @@ def _children(parent_of):
     return tree
 
 
-def tree_rss_bytes(root):
-    """Resident memory (bytes) of process `root` and all its descendants, from /proc."""
+def _peak_rss_bytes(pid):
+    """The peak resident memory (VmHWM) of process `pid` so far, bytes; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_memory(root):
+    """(current resident memory of process `root` and all its descendants summed, the
+    largest peak resident memory among them), in bytes, from /proc (Linux)."""
     parent_of, rss = {}, {}
     page = os.sysconf("SC_PAGE_SIZE")
     for entry in os.scandir("/proc"):
@@ -59,25 +72,30 @@ def tree_rss_bytes(root):
         except (OSError, IndexError, ValueError):
             continue
         parent_of[int(entry.name)] = int(fields[1])
-    tree, total, todo = _children(parent_of), 0, [root]
+    tree, total, largest, todo = _children(parent_of), 0, 0, [root]
     while todo:
         pid = todo.pop()
         total += rss.get(pid, 0)
+        largest = max(largest, _peak_rss_bytes(pid))
         todo.extend(tree.get(pid, []))
-    return total
+    return total, largest
 
 
 def run_measured(args, log_path, interval=0.1):
-    """Run `leukoflow ARGS` in a subprocess; (seconds, max RSS of one process MB, peak RSS
-    of the process tree MB). Output goes to `log_path`; a failure raises with its tail."""
+    """Run `leukoflow ARGS` in a subprocess; a dict: wall seconds `s`, CPU seconds `cpu_s`
+    (user + system, its worker processes included), `max_rss_mb` (the largest peak of one
+    process) and `peak_tree_mb` (the whole process tree). Memory is sampled from /proc every
+    `interval` s (rusage's maxrss would include the parent's memory at fork). Output goes
+    to `log_path`; a failure raises with its tail."""
     with open(log_path, "w") as out:
         start = time.perf_counter()
         process = subprocess.Popen([*CLI, *args], stdout=out, stderr=subprocess.STDOUT)
-        peak, done = [0], threading.Event()
+        peaks, done = [0, 0], threading.Event()
 
         def sample():
             while not done.wait(interval):
-                peak[0] = max(peak[0], tree_rss_bytes(process.pid))
+                total, largest = tree_memory(process.pid)
+                peaks[:] = max(peaks[0], total), max(peaks[1], largest)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -89,8 +107,12 @@ def run_measured(args, log_path, interval=0.1):
     if process.returncode != 0:
         tail = Path(log_path).read_text()[-2000:]
         raise LeukoflowError(f"leukoflow {' '.join(args)} failed ({process.returncode}):\n{tail}")
-    max_rss_mb = usage.ru_maxrss / 1024  # KiB on Linux
-    return seconds, max_rss_mb, max(peak[0] / 2**20, max_rss_mb)
+    return {
+        "s": seconds,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "max_rss_mb": peaks[1] / 2**20,
+        "peak_tree_mb": max(peaks) / 2**20,
+    }
 
 
 def prepare_steps(dataset, work, size, threads):
@@ -129,10 +151,11 @@ def prepare(dataset, work, size=224, threads=1):
     work.mkdir(parents=True, exist_ok=True)
     figures = {"steps": {}}
     for name, args in prepare_steps(dataset, work, size, threads):
-        seconds, max_rss, tree_peak = run_measured(args, work / f"{name}.log")
-        figures["steps"][name] = {"s": seconds, "max_rss_mb": max_rss, "peak_tree_mb": tree_peak}
+        step = figures["steps"][name] = run_measured(args, work / f"{name}.log")
         log.info(
-            "%s: %.1f s, max RSS %.0f MB, tree peak %.0f MB", name, seconds, max_rss, tree_peak
+            "%s: %.1f s (CPU %.1f s), max RSS %.0f MB, tree peak %.0f MB",
+            name,
+            *(step[k] for k in ("s", "cpu_s", "max_rss_mb", "peak_tree_mb")),
         )
     steps = figures["steps"].values()
     with open(work / "manifest.csv") as manifest:
@@ -140,6 +163,7 @@ def prepare(dataset, work, size=224, threads=1):
     figures.update(
         images=images,
         total_s=sum(s["s"] for s in steps),
+        cpu_s=sum(s["cpu_s"] for s in steps),
         max_rss_mb=max(s["max_rss_mb"] for s in steps),
         peak_tree_mb=max(s["peak_tree_mb"] for s in steps),
     )
@@ -203,8 +227,9 @@ def linear_fit(images, seconds):
     }
 
 
-def plot_scaling(points, fit, path):
-    """Time against images: every point (total and per step), the fitted line; a PNG."""
+def plot_scaling(points, fits, path):
+    """Wall time (left) and CPU time (right) against images: the totals with their fitted
+    lines (`fits`: {"s": wall fit, "cpu_s": CPU fit}) and each step; a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,29 +238,31 @@ def plot_scaling(points, fit, path):
     from leukoflow.atomic import atomic_path
 
     images = np.array([p["images"] for p in points])
-    figure, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(images, [p["total_s"] for p in points], "o", color="black", label="total")
     line = np.linspace(0, images.max() * 1.05, 50)
-    ax.plot(
-        line,
-        fit["intercept_s"] + fit["slope_ms_per_image"] / 1000 * line,
-        "-",
-        color="black",
-        lw=1,
-        label=f"fit: {fit['intercept_s']:.1f} s + {fit['slope_ms_per_image']:.2f} ms/image "
-        f"(R² {fit['r2']:.4f})",
-    )
-    groups = {"ingest": ["ingest"], "stain reference": ["stain_reference"]}
+    groups = {"ingest": ["ingest"], "split + stain reference": ["split", "stain_reference"]}
     groups["shards (3 stores)"] = [f"shards_{s}" for s in SUBSETS]
-    for label, names in groups.items():
-        values = [sum(p["steps"][n]["s"] for n in names) for p in points]
-        ax.plot(images, values, ".--", lw=1, label=label)
-    ax.set_xlabel("images")
-    ax.set_ylabel("wall time, s")
-    ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
-    ax.set_title("Data preparation: ingest + stain reference + stores")
-    ax.legend(fontsize=8)
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, (key, fit), title in zip(axes, fits.items(), ("wall time", "CPU time")):
+        total = [sum(p["steps"][n][key] for n in p["steps"]) for p in points]
+        ax.plot(images, total, "o", color="black", label="total")
+        ax.plot(
+            line,
+            fit["intercept_s"] + fit["slope_ms_per_image"] / 1000 * line,
+            "-",
+            color="black",
+            lw=1,
+            label=f"fit: {fit['intercept_s']:.1f} s + {fit['slope_ms_per_image']:.2f} ms/image"
+            f" (R² {fit['r2']:.3f})",
+        )
+        for label, names in groups.items():
+            values = [sum(p["steps"][n][key] for n in names) for p in points]
+            ax.plot(images, values, ".--", lw=1, label=label)
+        ax.set_xlabel("images")
+        ax.set_ylabel(f"{title}, s")
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"Data preparation, {title}")
+        ax.legend(fontsize=8)
     figure.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         figure.savefig(tmp, dpi=100, format="png")
@@ -303,11 +330,14 @@ def run(
                 figures["peak_tree_mb"],
             )
             shutil.rmtree(folder / "work" / "stores", ignore_errors=True)  # up to 1.6 GB
-    fit = linear_fit([p["images"] for p in points], [p["total_s"] for p in points])
+    images = [p["images"] for p in points]
+    fit = linear_fit(images, [p["total_s"] for p in points])
+    cpu_fit = linear_fit(images, [p["cpu_s"] for p in points])
     record = {"store_size": size, "threads": threads, "points": points, "fit": fit}
+    record["cpu_fit"] = cpu_fit
     record["machine"] = machine()
     write_text(Path(out) / "scaling.json", json.dumps(record, indent=2) + "\n")
-    plot_scaling(points, fit, Path(out) / "scaling.png")
+    plot_scaling(points, {"s": fit, "cpu_s": cpu_fit}, Path(out) / "scaling.png")
     full = points[-1]
     flat = {
         "prepare_images": full["images"],
@@ -315,6 +345,7 @@ def run(
         "prepare_store_size": size,
         "prepare_processes": threads,
         "prepare_wall_s": full["total_s"],
+        "prepare_cpu_s": full["cpu_s"],
         "prepare_images_per_s": full["images_per_s"],
         "prepare_peak_tree_mb": full["peak_tree_mb"],
         "prepare_max_rss_mb": full["max_rss_mb"],
@@ -326,5 +357,8 @@ def run(
         scaling_intercept_s=fit["intercept_s"],
         scaling_r2=fit["r2"],
         scaling_max_abs_deviation=max(abs(d) for d in fit["deviation"]),
+        scaling_cpu_slope_ms_per_image=cpu_fit["slope_ms_per_image"],
+        scaling_cpu_intercept_s=cpu_fit["intercept_s"],
+        scaling_cpu_r2=cpu_fit["r2"],
     )
     return flat

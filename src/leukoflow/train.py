@@ -18,8 +18,9 @@ with a cosine decay over the phase's steps. Early stopping (`patience` epochs wi
 better validation F1) acts only in the unfrozen phase.
 
 Speed: one compiled train step and one compiled predict step per phase (all batches full).
-`runtime_options` picks mixed precision and XLA: on a GPU mixed_bfloat16 and XLA; on a CPU
-float32 and no XLA on TensorFlow (XLA made tracing slower there; see the issue report).
+`runtime_options` picks mixed precision, XLA and Grappler: on a GPU mixed_bfloat16 and
+XLA; on a CPU float32, and on TensorFlow neither XLA nor Grappler (both made the first,
+tracing step slower; figures in `runtime_options`).
 `compile_model` and `train_one_epoch` are the pieces a throughput benchmark reuses.
 """
 
@@ -107,10 +108,14 @@ def has_gpu():
 
 
 def runtime_options(settings, gpu=None):
-    """`{"dtype_policy": str, "jit_compile": bool}` from the mixed_precision / jit_compile settings.
+    """How to run: `{"dtype_policy": str, "jit_compile": bool, "graph_optimizer": bool}`.
 
-    auto: mixed_bfloat16 and XLA on a GPU; float32 on a CPU, with XLA only on JAX (where
-    every step is XLA-compiled anyway).
+    From the mixed_precision / jit_compile settings; auto: mixed_bfloat16 and XLA on a
+    GPU; float32 on a CPU, with XLA only on JAX (where every step is XLA-compiled anyway).
+    graph_optimizer: TensorFlow's Grappler, kept where XLA is off only on a GPU. On a CPU
+    it is off: it cut the first (tracing) step of EfficientNetV2M at 64 px from 98 to
+    72 CPU s with the same per-step time, and XLA on a CPU made it 154 CPU s and each
+    step five times slower.
     """
     import keras
 
@@ -125,7 +130,20 @@ def runtime_options(settings, gpu=None):
         jit_compile = gpu or keras.backend.backend() == "jax"
     else:
         jit_compile = jit == "on"
-    return {"dtype_policy": policy, "jit_compile": jit_compile}
+    return {"dtype_policy": policy, "jit_compile": jit_compile, "graph_optimizer": gpu}
+
+
+def apply_runtime_options(options):
+    """Set the global dtype policy and, on TensorFlow, Grappler on or off (for this process)."""
+    import keras
+
+    keras.config.set_dtype_policy(options["dtype_policy"])
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": not options["graph_optimizer"]}
+        )
 
 
 def phases(settings):
@@ -192,7 +210,7 @@ def consumption_images_per_second(arch, size, batch_size, steps=10, settings=Non
     from leukoflow.models import build_model
 
     options = runtime_options(settings or {"mixed_precision": "auto", "jit_compile": "auto"})
-    keras.config.set_dtype_policy(options["dtype_policy"])
+    apply_runtime_options(options)
     try:
         model = compile_model(build_model(arch, size), 1e-4, 1000, 1e-4, options["jit_compile"])
         rng = np.random.default_rng(0)
@@ -405,8 +423,8 @@ def train(arch, train_store, val_store, settings, weights_file, out_dir):
     _check_store(val_images, "validation", size)
 
     options = runtime_options(settings)
-    log.info("%s: %s, jit_compile=%s", arch, options["dtype_policy"], options["jit_compile"])
-    keras.config.set_dtype_policy(options["dtype_policy"])
+    log.info("%s: %s", arch, options)
+    apply_runtime_options(options)
     keras.utils.set_random_seed(settings["seed"])
 
     class_weights = None

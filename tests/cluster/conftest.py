@@ -46,7 +46,7 @@ def slurm_cluster():
         _slurm_up("down")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def slurm_env(slurm_cluster):
     """The environment of a user of the cluster: account and partition, this Python's scripts."""
     env = dict(os.environ)

@@ -35,15 +35,18 @@ unfit() {
     exit 3
 }
 
-# The PID of a daemon this script started and that still runs, or nothing.
+# The PID of a daemon this script started and that still runs, or nothing. The process is
+# recognised by the daemon's name among its arguments (it may still be `setsid <daemon>`).
 running_pid() {
-    local name=$1 pid program
+    local name=$1 pid arg
     [[ -f $STATE/pids/$name ]] || return 0
     pid=$(<"$STATE/pids/$name")
-    program=$(tr '\0' '\n' 2>/dev/null <"/proc/$pid/cmdline" | head -n 1) || true
-    if [[ ${program##*/} == "$name" ]]; then
-        echo "$pid"
-    fi
+    while IFS= read -r -d '' arg; do
+        if [[ ${arg##*/} == "$name" ]]; then
+            echo "$pid"
+            return 0
+        fi
+    done 2>/dev/null <"/proc/$pid/cmdline" || true
 }
 
 # Start one daemon in the foreground mode, detached, and remember its PID.

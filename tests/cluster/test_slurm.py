@@ -3,7 +3,6 @@ profiles/slurm: jobs go through sbatch, GPU jobs get a GPU, results match a loca
 training job killed at its time limit resumes from its checkpoint."""
 
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -164,44 +163,40 @@ def comparable(table):
 
 
 @pytest.fixture(scope="module")
-def cluster_run(tmp_path_factory, slurm_cluster):
+def cluster_run(tmp_path_factory, slurm_cluster, slurm_env):
     """The tiny workflow run through profiles/slurm and, at the same time, locally."""
     root = tmp_path_factory.mktemp("e2e")
-    env = slurm_env_for(slurm_cluster)
     config = tiny_config()
     cluster = copy_workflow(root / "cluster", config)
     local = copy_workflow(root / "local", config)
-    plan = snakemake(cluster, env, "-n", "--configfile", "config/test.yaml")
+    plan = snakemake(cluster, slurm_env, "-n", "--configfile", "config/test.yaml")
     check(plan)
+    local_args = ["--cores", "2", "--resources", "gpu=1", "--configfile", "config/test.yaml"]
     with open(root / "local.log", "w") as local_log:
         local_run = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "snakemake"),
-                "--cores",
-                "2",
-                "--resources",
-                "gpu=1",
-                "--configfile",
-                "config/test.yaml",
-            ],
+            [str(Path(sys.executable).parent / "snakemake"), *local_args],
             cwd=local,
-            env=env,
+            env=slurm_env,
             stdout=local_log,
             stderr=subprocess.STDOUT,
         )
-        result = snakemake(
-            cluster,
-            env,
-            "--profile",
-            "profiles/slurm",
-            "--configfile",
-            "config/test.yaml",
-            "--config",
-            f"gpu_model={slurm_cluster['gpu_type']}",
-            *CLUSTER_ARGS,
-            timeout=1200,
-        )
-        local_code = local_run.wait(timeout=1200)
+        try:
+            result = snakemake(
+                cluster,
+                slurm_env,
+                "--profile",
+                "profiles/slurm",
+                "--configfile",
+                "config/test.yaml",
+                "--config",
+                f"gpu_model={slurm_cluster['gpu_type']}",
+                *CLUSTER_ARGS,
+                timeout=1200,
+            )
+            local_code = local_run.wait(timeout=1200)
+        finally:
+            if local_run.poll() is None:
+                local_run.kill()
     check(result)
     assert local_code == 0, (root / "local.log").read_text()[-8000:]
     return {
@@ -210,15 +205,6 @@ def cluster_run(tmp_path_factory, slurm_cluster):
         "planned": planned_jobs(plan),
         "jobs": sacct_jobs(result),
     }
-
-
-def slurm_env_for(cluster):
-    """The environment of a cluster user (as the slurm_env fixture, for module fixtures)."""
-    env = dict(os.environ)
-    env["SLURM_ACCOUNT"] = cluster["account"]
-    env["SLURM_PARTITION"] = cluster["partition"]
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    return env
 
 
 def test_every_job_but_the_local_rules_went_through_sbatch(cluster_run):

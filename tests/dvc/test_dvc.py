@@ -155,3 +155,19 @@ def test_exp_run_sets_one_arch_learning_rate(clone, changed):
     shown = json.loads(dvc(clone, "exp", "show", "--json").stdout)
     text = json.dumps(shown)
     assert '"learning_rate": 0.002' in text
+
+
+def test_bench_dvc_measures_add_status_push(tmp_path):
+    from leukoflow.bench_dvc import format_report, measure_dvc
+
+    for i in range(12):
+        folder = tmp_path / "data" / f"fold_{i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i}.bin").write_bytes(bytes([i]) * 5000)
+    result = measure_dvc(tmp_path / "data", work_dir=tmp_path / "work", cache_types=("copy",))
+    assert (result["files"], result["bytes"]) == (12, 60000)
+    (measured,) = result["runs"]
+    assert all(measured[step]["s"] > 0 for step in ("copy", "add", "status", "push"))
+    assert measured["add"]["files_per_s"] == pytest.approx(12 / measured["add"]["s"], rel=0.01)
+    assert list((tmp_path / "work").iterdir()) == []
+    assert "copy" in format_report(result)

@@ -114,11 +114,15 @@ def test_linear_fit():
     assert bent["r2"] < 1 and max(map(abs, bent["deviation"])) > 0.1
 
 
+@pytest.mark.slow
 def test_run_measured_reports_time_and_memory(tmp_path):
-    assert bench_prepare.tree_rss_bytes(os.getpid()) > 10 * 2**20
-    seconds, max_rss, peak = bench_prepare.run_measured(["--version"], tmp_path / "v.log")
-    assert seconds > 0 and 10 < max_rss <= peak
-    assert "leukoflow" in (tmp_path / "v.log").read_text()
+    total, largest = bench_prepare.tree_memory(os.getpid())
+    assert total > 10 * 2**20 and largest > 10 * 2**20
+    synth = ["synth", str(tmp_path / "d"), "--subjects", "6", "--images-per-subject", "1"]
+    step = bench_prepare.run_measured([*synth, "--size", "32"], tmp_path / "s.log")
+    assert step["s"] > 0 and 0 < step["cpu_s"] < 60
+    assert 10 < step["max_rss_mb"] <= step["peak_tree_mb"] < 2000
+    assert (tmp_path / "d" / "training_data").is_dir()
     with pytest.raises(LeukoflowError, match="failed"):
         bench_prepare.run_measured(
             ["ingest", str(tmp_path / "missing"), "--out", "m.csv"], tmp_path / "x.log"
@@ -199,3 +203,26 @@ print("new heavy imports:", sorted(heavy() - before))
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "new heavy imports: []" in done.stdout
+
+
+def test_bench_all_summary_failures_and_earlier_runs(tmp_path, monkeypatch, capsys):
+    from leukoflow.cli import bench as cli_bench
+
+    small = dict(KINDS["loader"], options=[("--images", int, 64, ""), ("--size", int, 16, "")])
+    broken = dict(KINDS["plan"], options=[("--workflow", str, str(tmp_path / "none"), "")])
+    monkeypatch.setattr(
+        cli_bench, "KINDS", {"loader": small, "plan": broken, "ingest": KINDS["ingest"]}
+    )
+    (tmp_path / "ingest.json").write_text(json.dumps({"ingest_files_per_s": 12.5, "x": 1}))
+    with pytest.raises(LeukoflowError, match="bench kinds failed: plan"):
+        cli_bench.run_all(tmp_path, skip=["ingest"])
+    assert set(json.loads((tmp_path / "loader.json").read_text())) >= {
+        "loader_vs_memcpy",
+        "load_avg_1min_before",
+        "cpu_model",
+    }
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary == capsys.readouterr().out.split("\n\n")[-1]
+    assert "| loader " in summary and "loader_vs_memcpy" in summary
+    assert "| plan " in summary and "FAILED" in summary and "no Snakefile" in summary
+    assert "ingest (earlier run" in summary and "12.5" in summary and "| x " not in summary

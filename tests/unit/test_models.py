@@ -68,11 +68,13 @@ def test_every_architecture_builds_flat_and_trains_one_step(arch):
         np.testing.assert_allclose(preprocess.predict_on_batch(x), expected, atol=1e-4)
 
     compile_model(model, 1e-3, decay_steps=10, weight_decay=1e-4, jit_compile=False)
+    model.run_eagerly = True  # one step: tracing the graph would cost up to 100 s
     before = [np.array(w) for w in model.trainable_weights]
     logs = model.train_on_batch(_images(2, size), np.array([0.0, 1.0]), return_dict=True)
     assert np.isfinite(logs["loss"])
     changed = [not np.array_equal(b, np.array(w)) for b, w in zip(before, model.trainable_weights)]
-    assert all(changed)
+    assert changed[-2:] == [True, True]  # the head
+    assert np.mean(changed) > 0.8  # EfficientNets' stochastic depth skips whole blocks
     p = model.predict_on_batch(_images(2, size, seed=1))
     assert p.shape == (2, 1) and np.all((p >= 0) & (p <= 1))
 

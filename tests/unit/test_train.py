@@ -87,17 +87,12 @@ def test_phases_two_for_pretrained_one_from_scratch():
 
 
 def test_runtime_options_follow_the_device():
-    auto = settings()
-    assert runtime_options(auto, gpu=True) == {
-        "dtype_policy": "mixed_bfloat16",
-        "jit_compile": True,
-    }
-    assert runtime_options(auto, gpu=False) == {"dtype_policy": "float32", "jit_compile": False}
-    forced = settings(mixed_precision="mixed_float16", jit_compile="on")
-    assert runtime_options(forced, gpu=False) == {
-        "dtype_policy": "mixed_float16",
-        "jit_compile": True,
-    }
+    gpu = runtime_options(settings(), gpu=True)
+    assert gpu == {"dtype_policy": "mixed_bfloat16", "jit_compile": True, "graph_optimizer": True}
+    cpu = runtime_options(settings(), gpu=False)
+    assert cpu == {"dtype_policy": "float32", "jit_compile": False, "graph_optimizer": False}
+    forced = runtime_options(settings(mixed_precision="mixed_float16", jit_compile="on"), gpu=False)
+    assert forced["dtype_policy"] == "mixed_float16" and forced["jit_compile"]
     assert runtime_options(settings(mixed_precision="off"), gpu=True)["dtype_policy"] == "float32"
 
 

@@ -139,6 +139,7 @@ KINDS = {
         "summary": [
             "prepare_images",
             "prepare_wall_s",
+            "prepare_cpu_s",
             "prepare_images_per_s",
             "prepare_peak_tree_mb",
             "prepare_max_rss_mb",
@@ -146,6 +147,9 @@ KINDS = {
             "scaling_intercept_s",
             "scaling_r2",
             "scaling_max_abs_deviation",
+            "scaling_cpu_slope_ms_per_image",
+            "scaling_cpu_intercept_s",
+            "scaling_cpu_r2",
         ],
         "quick": {"images": 2400, "fractions": "0.5,1"},
     },
@@ -207,6 +211,8 @@ def default_options(kind, quick=False):
 def run_all(out, quick=False, skip=()):
     """Every kind but `skip`; then one summary table, printed and written to `out/summary.md`.
 
+    A skipped kind whose `out/KIND.json` exists shows those figures, marked as an earlier run.
+
     A kind that fails is reported in the table and the others still run; raises
     LeukoflowError at the end if any failed.
     """
@@ -218,6 +224,11 @@ def run_all(out, quick=False, skip=()):
     start = machine()
     for kind, spec in KINDS.items():
         if kind in skip:
+            earlier = Path(out) / f"{kind}.json"
+            if earlier.is_file():  # its figures from an earlier run, labelled as such
+                figures = json.loads(earlier.read_text())
+                label = f"{kind} (earlier run, {figures.get('time_utc', '?')})"
+                rows.extend(summary_rows(label, figures, spec.get("summary")))
             continue
         try:
             figures = run_kind(kind, default_options(kind, quick), out)
