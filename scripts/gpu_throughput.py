@@ -227,7 +227,7 @@ def parse_args(argv):
     p.add_argument(
         "--budget-s",
         type=float,
-        default=400,
+        default=300,
         help="start no further architecture once this many seconds have passed",
     )
     p.add_argument("--epochs", type=int, default=PAPER["epochs"], help="for the estimate")

@@ -371,8 +371,20 @@ def _save_npz(path, arrays):
         np.savez(f, **{f"a{i}": a for i, a in enumerate(arrays)})
 
 
-def _build(arch, settings, weights_file):
-    """The model of `arch` as configured (augmentation in front when enabled)."""
+SCRATCH_BN_MOMENTUM = 0.9
+
+
+def _build(arch, settings, weights_file, load_weights=True):
+    """The model of `arch` as configured (augmentation in front when enabled).
+
+    Trained from scratch (weights "none"), every BatchNormalization layer gets momentum
+    `SCRATCH_BN_MOMENTUM` (PyTorch's default; Keras' 0.99 leaves the moving statistics
+    near their initial values for the first few hundred steps, so a short run predicts
+    one class at inference). Pretrained backbones keep their layers' momentum.
+    load_weights=False builds the same model with random weights.
+    """
+    import keras
+
     from leukoflow.models import build_model
 
     augmentation = None
@@ -386,14 +398,19 @@ def _build(arch, settings, weights_file):
             noise_std=online["noise_std"],
             seed=settings["seed"],
         )
-    return build_model(
+    model = build_model(
         arch,
         settings["input_size"],
-        weights=settings["weights"],
+        weights=settings["weights"] if load_weights else "none",
         dropout=settings["dropout"],
         augmentation=augmentation,
-        weights_file=weights_file or None,
+        weights_file=(weights_file or None) if load_weights else None,
     )
+    if settings["weights"] == "none":
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = SCRATCH_BN_MOMENTUM
+    return model
 
 
 def _check_store(images, name, size):
@@ -526,7 +543,7 @@ def _write_outputs(arch, settings, best_values, state, val_index, history, out_d
     import keras
 
     keras.config.set_dtype_policy("float32")
-    final = _build(arch, dict(settings, weights="none"), None)
+    final = _build(arch, settings, None, load_weights=False)
     _assign(final.variables, best_values, "best weights")
     with atomic_path(out_dir / "model.keras") as tmp:
         final.save(tmp)

@@ -61,13 +61,22 @@ start() {
     log "started $name (pid $!)"
 }
 
-# Wait until a command succeeds; on timeout print the daemon's log and fail.
+# Whether process $1 runs (a zombie does not).
+alive() {
+    local stat
+    stat=$(cat 2>/dev/null "/proc/$1/stat") || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
+}
+
+# Wait until a command succeeds; when the daemon exits or time is up, print its log and fail.
 wait_for() {
     local name=$1 seconds=$2
     shift 2
-    local deadline=$((SECONDS + seconds))
+    local deadline=$((SECONDS + seconds)) pid
+    pid=$(<"$STATE/pids/$name")
     until "$@" >/dev/null 2>&1; do
-        if [[ -z $(running_pid "$name") ]] || ((SECONDS > deadline)); then
+        if ! alive "$pid" || ((SECONDS > deadline)); then
             log "$name did not come up; its log:"
             tail -n 30 "$STATE/log/$name"*.log "$STATE/log/$name.out" 2>/dev/null >&2 || true
             exit 1
@@ -107,7 +116,9 @@ install_packages() {
             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
                 "${missing[@]}"
     } >"$STATE/log/apt.log" 2>&1 || status=$?
-    ((own_policy)) && rm -f "$policy"
+    if ((own_policy)); then
+        rm -f "$policy"
+    fi
     if ((status)); then
         tail -n 20 "$STATE/log/apt.log" >&2
         unfit "apt-get install failed (see $STATE/log/apt.log)"
@@ -188,9 +199,7 @@ EOF
         mv "$CONF_DIR/$f.new" "$CONF_DIR/$f"
     done
     if ((changed)); then
-        stop slurmd
-        stop slurmctld
-        stop slurmdbd
+        stop slurmd slurmctld slurmdbd
     fi
 }
 
@@ -262,29 +271,38 @@ up() {
     log "ready: partition $PARTITION, account $ACCOUNT, $(sinfo -h -N -o '%N %c CPUs %m MB %G')"
 }
 
-# Stop one daemon this script started: TERM, then KILL after 10 s.
+# Stop daemons this script started: TERM together, then KILL what still runs after 10 s.
 stop() {
-    local name=$1 pid
-    pid=$(running_pid "$name")
-    if [[ -n $pid ]]; then
-        kill -TERM "$pid"
-        for _ in $(seq 100); do
-            [[ -d /proc/$pid ]] || break
-            sleep 0.1
+    local name pid pids=()
+    for name in "$@"; do
+        pid=$(running_pid "$name")
+        if [[ -n $pid ]]; then
+            kill -TERM "$pid"
+            pids+=("$pid")
+            log "stopping $name (pid $pid)"
+        fi
+        rm -f "$STATE/pids/$name"
+    done
+    local tries alive
+    for ((tries = 0; tries < 100; tries++)); do
+        alive=0
+        for pid in "${pids[@]}"; do
+            [[ -d /proc/$pid ]] && alive=1
         done
+        ((alive)) || return 0
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do
         if [[ -d /proc/$pid ]]; then
             kill -KILL "$pid"
         fi
-        log "stopped $name (pid $pid)"
-    fi
-    rm -f "$STATE/pids/$name"
+    done
 }
 
+# The Slurm daemons first, then what they need (the database, munge).
 down() {
-    local i
-    for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
-        stop "${DAEMONS[i]}"
-    done
+    stop slurmd slurmctld slurmdbd
+    stop mariadbd munged
 }
 
 status() {

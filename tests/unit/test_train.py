@@ -131,6 +131,23 @@ def test_cli_reports_missing_imagenet_weights_and_bad_settings(tmp_path, stores,
     assert "not valid JSON" in capsys.readouterr().err
 
 
+def test_models_trained_from_scratch_get_faster_batchnorm_statistics():
+    import keras
+
+    from leukoflow.models import build_model
+    from leukoflow.train import SCRATCH_BN_MOMENTUM, _build
+
+    def momenta(model):
+        return {
+            layer.momentum
+            for layer in model.layers
+            if isinstance(layer, keras.layers.BatchNormalization)
+        }
+
+    assert momenta(build_model("Xception", 72)) == {0.99}
+    assert momenta(_build("Xception", settings(input_size=72), None)) == {SCRATCH_BN_MOMENTUM}
+
+
 def test_frozen_backbone_leaves_only_the_head_trainable():
     from leukoflow.models import build_model
     from leukoflow.train import set_backbone_frozen

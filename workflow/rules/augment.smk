@@ -5,7 +5,9 @@ rule augment:
     input:
         store="results/{split}/stores/{size}px/train.npy",
     output:
-        multiext("results/{split}/stores/{size}px/train_aug", images=".npy", index=".csv"),
+        multiext(
+            "results/{split}/stores/{size}px/train_aug", images=".npy", index=".csv"
+        ),
         examples="results/{split}/stores/{size}px/train_aug_examples.png",
     log:
         "logs/augment/{split}/{size}px.log",

@@ -80,6 +80,12 @@ def weights_input(wildcards):
     return weights
 
 
+def gpu_resources():
+    """One GPU (slurm: --gpus=1), of the configured model when gpu_model is set."""
+    model = config["gpu_model"]
+    return {"gpu": 1, "gpu_model": model} if model else {"gpu": 1}
+
+
 def attempt_scaled(base):
     """A resource function growing with the attempt number, so `--retries` helps."""
     return lambda wildcards, attempt: base * attempt

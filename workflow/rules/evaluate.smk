@@ -18,7 +18,7 @@ rule evaluate:
         ENV
     threads: max(1, workflow.cores)
     resources:
-        gpu=1,
+        **gpu_resources(),
         mem_mb=attempt_scaled(4000),
         runtime=attempt_scaled(60),
     params:
@@ -44,7 +44,7 @@ rule timing:
         ENV
     threads: max(1, workflow.cores)
     resources:
-        gpu=1,
+        **gpu_resources(),
         mem_mb=attempt_scaled(4000),
         runtime=attempt_scaled(30),
     params:
@@ -74,7 +74,7 @@ rule saliency:
         ENV
     threads: max(1, workflow.cores)
     resources:
-        gpu=1,
+        **gpu_resources(),
         mem_mb=attempt_scaled(4000),
         runtime=attempt_scaled(30),
     params:

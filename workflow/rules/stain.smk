@@ -35,7 +35,9 @@ rule shards:
         reference=rules.stain_reference.output.reference,
         dataset=dataset_input(),
     output:
-        multiext("results/{split}/stores/{size}px/{subset}", images=".npy", index=".csv"),
+        multiext(
+            "results/{split}/stores/{size}px/{subset}", images=".npy", index=".csv"
+        ),
     log:
         "logs/shards/{split}/{size}px/{subset}.log",
     cache: "omit-software"

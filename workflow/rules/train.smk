@@ -3,6 +3,8 @@
 
 localrules:
     fetch_weights,
+    report,
+    bundle,
 
 
 rule fetch_weights:
@@ -33,7 +35,7 @@ rule train:
         ENV
     threads: max(1, workflow.cores)
     resources:
-        gpu=1,
+        **gpu_resources(),
         mem_mb=attempt_scaled(8000),
         runtime=attempt_scaled(720),
     params:
