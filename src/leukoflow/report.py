@@ -215,7 +215,11 @@ def _fmt(value, digits=3):
 
 
 def _paper(value, digits=2):
-    return "–" if value is None or pd.isna(value) else f"{value:.{digits}f}".rstrip("0").rstrip(".")
+    """A number of the paper as printed there: trailing decimal zeros dropped (410, 0.8)."""
+    if value is None or pd.isna(value):
+        return "–"
+    text = f"{value:.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def devices_line(table, data):

@@ -319,3 +319,15 @@ def test_page_is_written_by_cli(rendered, tmp_path):
     )
     md_rows = [line for line in (out / "table1.md").read_text().splitlines() if line[:2] == "| "]
     assert len(md_rows) == 3  # header and two architectures
+
+
+def test_paper_numbers_are_printed_as_in_the_paper():
+    from leukoflow.report import _paper
+
+    assert [_paper(410, 0), _paper(790, 0), _paper(0.80), _paper(9, 1), _paper(-19.2, 1)] == [
+        "410",
+        "790",
+        "0.8",
+        "9",
+        "-19.2",
+    ]

@@ -87,7 +87,7 @@ def register(subparsers):
         type=int,
         default=None,
         metavar="T",
-        help="processes reading and preparing images (default: the usable cores)",
+        help="threads reading and preparing images (default: the usable cores)",
     )
     p.add_argument(
         "--model-threads",
