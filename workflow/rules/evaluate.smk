@@ -102,7 +102,8 @@ rule bundle:
     params:
         settings=settings,
         config_hash=lambda wc: arch_config_hash(config, wc.arch),
+        backend=config["backend"],
     shell:
-        "leukoflow bundle --model {input.model} --metrics {input.metrics}"
+        "KERAS_BACKEND={params.backend} leukoflow bundle --model {input.model} --metrics {input.metrics}"
         " --reference {input.reference} --settings '{params.settings}'"
         " --config-hash {params.config_hash} --out-dir $(dirname {output.bundle}) > {log} 2>&1"
