@@ -227,7 +227,8 @@ def run_all(out, quick=False, skip=()):
             earlier = Path(out) / f"{kind}.json"
             if earlier.is_file():  # its figures from an earlier run, labelled as such
                 figures = json.loads(earlier.read_text())
-                label = f"{kind} (earlier run, {figures.get('time_utc', '?')})"
+                label = f"{kind} (earlier run)"
+                rows.append((label, "time_utc", figures.get("time_utc", "?")))
                 rows.extend(summary_rows(label, figures, spec.get("summary")))
             continue
         try:
