@@ -56,8 +56,8 @@ def dvc(args, cwd, jobs=None):
 def _rates(times, files, size):
     seconds, cpu = times
     return {
-        "s": round(seconds, 2),
-        "cpu_s": round(cpu, 2),
+        "s": round(seconds, 4),
+        "cpu_s": round(cpu, 4),
         "files_per_s": round(files / seconds, 1),
         "mb_per_s": round(size / 1e6 / seconds, 1),
     }
