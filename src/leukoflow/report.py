@@ -377,15 +377,24 @@ def plot_curves(data, plots):
     return [_save(fig_roc, plots / "roc.png"), _save(fig_pr, plots / "pr.png")]
 
 
+def _panel_grid(plt, panels, width, height):
+    """A figure of `panels` axes, up to three per row (`width` x `height` inches each).
+
+    Returns (figure, 2-D axes array); axes beyond `panels` are switched off.
+    """
+    cols = min(3, panels)
+    rows = int(np.ceil(panels / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[panels:]:
+        ax.set_axis_off()
+    return fig, axes
+
+
 def plot_confusion(data, plots):
     """Confusion matrices (counts and row shares) of every architecture at its threshold."""
     plt = _pyplot()
     archs = data["archs"]
-    cols = min(3, len(archs))
-    rows = int(np.ceil(len(archs) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.1 * rows), squeeze=False)
-    for ax in axes.flat[len(archs) :]:
-        ax.set_axis_off()
+    fig, axes = _panel_grid(plt, len(archs), 3.3, 3.1)
     for ax, arch in zip(axes.flat, archs, strict=False):
         matrix = np.asarray(data["metrics"][arch]["test"]["confusion"], float)
         share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
@@ -437,11 +446,7 @@ def plot_training(data, plots):
     if not archs:
         return []
     plt = _pyplot()
-    cols = min(3, len(archs))
-    rows = int(np.ceil(len(archs) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 2.9 * rows), squeeze=False)
-    for ax in axes.flat[len(archs) :]:
-        ax.set_axis_off()
+    fig, axes = _panel_grid(plt, len(archs), 3.8, 2.9)
     for ax, arch in zip(axes.flat, archs, strict=False):
         history = data["history"][arch]
         _write_csv(history, plots / "history" / f"{arch}.csv")  # for `dvc plots diff`
