@@ -118,7 +118,7 @@ def bench_architecture(
     every core busy: preparation then has to share the cores, so over n images the wall time
     is at least bare + n x single-thread preparation / cores.
     """
-    from leukoflow.images import read_rgb
+    from leukoflow.images import open_rgb
     from leukoflow.predict import (
         default_workers,
         iter_predictions,
@@ -161,7 +161,7 @@ def bench_architecture(
     def naive_loop(start, stop):
         probabilities = []
         for path in files[start:stop]:
-            x = prepare_image(read_rgb(path), bundle.reference, size)
+            x = prepare_image(open_rgb(path), bundle.reference, size)
             probabilities.append(bundle.model.predict(x[None].astype(np.float32), verbose=0)[0, 0])
         return np.array(probabilities, np.float32)
 

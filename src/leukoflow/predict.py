@@ -1,7 +1,7 @@
 """Classifying new cell images with a model bundle (`leukoflow predict`).
 
-Every image goes through `leukoflow.shards.prepare_image` (stain normalisation with the
-bundle's reference, then the aspect-keeping centred resize), exactly as the training and
+Every image goes through `leukoflow.shards.prepare_image` (the aspect-keeping centred
+resize, then stain normalisation with the bundle's reference), exactly as the training and
 test stores were built, so a bundle gives the same probabilities as evaluate did.
 
 Speed: a pool of worker threads reads and prepares whole batches ahead of the model (at
@@ -25,7 +25,7 @@ from tqdm import tqdm
 from leukoflow import CLASS_NAMES
 from leukoflow.atomic import atomic_path
 from leukoflow.errors import LeukoflowError
-from leukoflow.images import BadImageError, is_image_name, read_rgb
+from leukoflow.images import BadImageError, is_image_name, open_rgb
 from leukoflow.shards import prepare_image
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def collect_inputs(paths):
 def prepare_file(path, reference, size):
     """Read and prepare one file: (uint8 (size, size, 3), None), or (None, why it failed)."""
     try:
-        return prepare_image(read_rgb(path), reference, size), None
+        return prepare_image(open_rgb(path), reference, size), None
     except BadImageError as error:
         return None, error.reason
     except (LeukoflowError, ValueError, OSError) as error:

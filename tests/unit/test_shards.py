@@ -10,7 +10,7 @@ from leukoflow.cli import main
 from leukoflow.errors import LeukoflowError
 from leukoflow.images import read_rgb
 from leukoflow.shards import build_store, open_store, prepare_image, square_crop
-from leukoflow.stain import fit_reference, foreground_mask, save_reference
+from leukoflow.stain import fit_reference, foreground_mask, normalize, save_reference
 from leukoflow.synth import render_cell, subject_style
 
 NONE = fit_reference([], "none")
@@ -62,6 +62,61 @@ def test_square_crop_pads_with_black_where_the_square_leaves_the_image():
     assert not crop[0].any() and not crop[-1].any()
     blank = np.zeros((20, 30, 3), np.uint8)
     assert square_crop(blank).shape == (30, 30, 3)
+
+
+def synthetic_cells(n=32, subjects=4, size=450):
+    """`n` synthetic 450 px cells, cell i of subject i % `subjects`: (images, subjects)."""
+    rng = np.random.default_rng(3)
+    styles = [subject_style(rng) for _ in range(subjects)]
+    cells = [render_cell(rng, ("all", "hem")[i % 2], styles[i % subjects], size) for i in range(n)]
+    return cells, [i % subjects for i in range(n)]
+
+
+def normalise_then_resize(image, reference, size):
+    """The costlier order: normalise the whole square frame, then resize it."""
+    crop = square_crop(image, background_max=reference["params"]["background_max"])
+    return shards.resize_square(normalize(crop, reference), size)
+
+
+def subject_spread(images, subjects):
+    """Mean over channels of the between-subject std of the mean foreground optical density."""
+
+    def mean_od(image):
+        cell = image[foreground_mask(image, 40)].astype(float)
+        return -np.log((cell + 1) / 256).mean(axis=0)
+
+    per_image = pd.DataFrame([mean_od(image) for image in images]).groupby(subjects).mean()
+    return per_image.std(ddof=1).mean()
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_normalising_after_resizing_evens_out_subjects_as_the_full_frame_does(size):
+    cells, subjects = synthetic_cells()
+    reference = fit_reference(cells, "macenko")
+    fast = [prepare_image(cell, reference, size) for cell in cells]
+    full = [normalise_then_resize(cell, reference, size) for cell in cells]
+    raw = [prepare_image(cell, NONE, size) for cell in cells]
+    spread = subject_spread(fast, subjects)
+    assert spread < 1.25 * subject_spread(full, subjects)
+    assert spread < 0.3 * subject_spread(raw, subjects)
+    for a, b in zip(fast, full, strict=True):
+        inside = foreground_mask(b, 40)
+        colour_shift = a[inside].mean(axis=0) - b[inside].mean(axis=0)
+        assert np.abs(colour_shift).max() < 8  # grey levels, the cell's mean colour
+
+
+@pytest.mark.parametrize("size", [24, 32, 456])
+def test_small_and_large_inputs_are_normalised_without_fallbacks(size):
+    cells, _ = synthetic_cells(8)
+    reference = fit_reference(cells, "macenko")
+    assert [shards._prepare(cell, reference, size)[1] for cell in cells] == [None] * 8
+
+
+def test_shrink_reduces_by_the_largest_whole_factor_that_keeps_the_size():
+    image = Image.new("RGB", (450, 400))
+    assert shards.shrink(image, 128).size == (150, 134)  # factor 3 (400 // 128)
+    assert shards.shrink(image, 96).size == (113, 100)  # factor 4
+    assert shards.shrink(image, 300) is image
 
 
 def write_dataset(root, n=7, size=80):
