@@ -3,7 +3,7 @@
 On synthetic 450x450 BMP cells, for each architecture (random weights, `weights="none"`):
 - bare model: the compiled inference function on the already prepared arrays, batches of 32
   (the ceiling: the model's own compute);
-- predict: `iter_predictions` from the files (read, stain, resize in workers, model in the
+- predict: `iter_predictions` from the files (read, resize, stain in workers, model in the
   main thread), the same compiled function, already traced;
 - naive (SimpleNet): read, prepare and one `model.predict` call per image, in one thread.
 """
