@@ -9,7 +9,7 @@ counted from the layers' shapes, x3 for a training step) and the achieved TFLOP/
 card's dense bf16 peak. Ends with an estimate of the paper's full experiment (six
 architectures, 200 epochs over 10,661 images, validation every epoch).
 
-Runs with JAX and no TensorFlow (KERAS_BACKEND is set to jax here, before Keras loads).
+Runs with JAX and no TensorFlow (`main` sets KERAS_BACKEND to jax before Keras loads).
 Needs on the path: jax, numpy, pandas, keras, namex, optree, absl-py, rich, packaging,
 typing_extensions, and this repository's `src/`:
 
@@ -20,19 +20,16 @@ Writes `$OUT/gpu_throughput.json` when OUT is set, else `results/bench/gpu_throu
 (rewritten after every architecture, so a run cut short keeps what it measured).
 """
 
+import argparse
+import gc
+import json
 import os
+import platform
+import sys
+import time
+from pathlib import Path
 
-os.environ["KERAS_BACKEND"] = "jax"
-
-import argparse  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from the vendors' data sheets.
 # Matched in order against `jax.devices()[0].device_kind`: the first substring found wins.
@@ -256,6 +253,7 @@ def parse_args(argv):
 
 def main(argv=None):
     """Measure every architecture asked for; print the table and the estimate; write JSON."""
+    os.environ["KERAS_BACKEND"] = "jax"
     import jax
     import keras
 

@@ -130,13 +130,19 @@ def test_run_measured_reports_time_and_memory(tmp_path):
 
 
 @pytest.fixture
-def gpu_script(monkeypatch):
-    """The GPU script as a module; the KERAS_BACKEND it sets is restored afterwards."""
-    monkeypatch.setenv("KERAS_BACKEND", os.environ.get("KERAS_BACKEND", "tensorflow"))
+def gpu_script():
+    """The GPU script as a module (importing it leaves the Keras backend alone)."""
     spec = importlib.util.spec_from_file_location("gpu_throughput", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_importing_the_gpu_script_keeps_the_backend():
+    before = os.environ.get("KERAS_BACKEND")
+    spec = importlib.util.spec_from_file_location("gpu_throughput", SCRIPT)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    assert os.environ.get("KERAS_BACKEND") == before
 
 
 def test_gpu_script_peaks_and_estimate(gpu_script):
