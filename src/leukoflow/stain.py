@@ -136,10 +136,10 @@ def _macenko_estimate(od, brightest, counted, params):
     if index.size < MIN_STAIN_PIXELS:
         raise DegenerateStainError(f"only {index.size} stained pixels (< {MIN_STAIN_PIXELS})")
     od_hat = od.take(index, axis=1)
-    mean = od_hat.sum(axis=1, dtype=np.float64) / index.size
-    # the Gram matrix in float64: float32 sums over 10^4-10^5 pixels moved the stain vectors
-    # by ~1e-4, by an amount that depends on the BLAS build
+    # mean and Gram matrix in float64: float32 sums over 10^4-10^5 pixels moved the stain
+    # vectors by ~1e-4, by an amount that depends on the BLAS build
     od64 = od_hat.astype(np.float64)
+    mean = od64.mean(axis=1)
     cov = (od64 @ od64.T) / index.size - np.outer(mean, mean)
     _, eigvecs = np.linalg.eigh(cov)
     # eigh's eigenvector signs are arbitrary; point them along the mean OD so the angles

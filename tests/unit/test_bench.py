@@ -129,19 +129,22 @@ def test_run_measured_reports_time_and_memory(tmp_path):
         )
 
 
-@pytest.fixture
-def gpu_script():
-    """The GPU script as a module (importing it leaves the Keras backend alone)."""
+def load_gpu_script():
+    """The GPU script as a module."""
     spec = importlib.util.spec_from_file_location("gpu_throughput", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+@pytest.fixture
+def gpu_script():
+    return load_gpu_script()
+
+
 def test_importing_the_gpu_script_keeps_the_backend():
     before = os.environ.get("KERAS_BACKEND")
-    spec = importlib.util.spec_from_file_location("gpu_throughput", SCRIPT)
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    load_gpu_script()
     assert os.environ.get("KERAS_BACKEND") == before
 
 
