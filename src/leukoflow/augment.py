@@ -32,8 +32,8 @@ from tqdm import tqdm
 
 from leukoflow.atomic import atomic_path
 from leukoflow.errors import ConfigError, LeukoflowError
-from leukoflow.shards import open_store
 from leukoflow.stain import foreground_mask
+from leukoflow.stores import open_store
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ IDENTITY = {
     "contrast": 1.0,
 }
 DECIMALS = 6  # parameters are stored rounded, so a CSV round trip gives the same doubles
-TRAIN_STEM = "train"  # the shards rule names the training store `train.npy`
+TRAIN_STEM = "train"  # the stores rule names the training store `train.npy`
 HELD_OUT_STEMS = ("val", "test")  # the stores of held-out subsets, beside the training store
 CHUNK_ROWS = 32
 ROWS_PER_PROCESS = 256  # fewer augmented rows per process than this: fewer processes
@@ -189,7 +189,7 @@ def check_training_store(npy_path, index):
     """Raise LeukoflowError unless `npy_path` is a training store that shares nothing with
     the held-out stores.
 
-    Checks: the file is named `train.npy` (what the shards rule writes for the training
+    Checks: the file is named `train.npy` (what the stores rule writes for the training
     subset); the index is not already augmented (no `source_row`); a `subset` column, if
     any, says `train` on every row; and the `val`/`test` stores beside it, where present,
     share no image path and no subject with it.

@@ -124,7 +124,8 @@ def loader(images=2000, size=224, batch_size=32, repeats=20):
     default store takes tens of ms, so a busy machine needs many repeats).
     """
     from leukoflow.augment import write_synthetic_store
-    from leukoflow.loader import TrainBatches, measure_throughput, open_store
+    from leukoflow.loader import TrainBatches, measure_throughput
+    from leukoflow.stores import open_store
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="leukoflow-bench-loader-") as tmp:

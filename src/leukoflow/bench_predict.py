@@ -126,7 +126,7 @@ def bench_architecture(
         predict_arrays,
         prepare_batch,
     )
-    from leukoflow.shards import prepare_image
+    from leukoflow.stores import prepare_image
 
     bundle = make_bundle(arch, size, reference, Path(folder) / arch)
     predict_fn = make_predict_fn(bundle)

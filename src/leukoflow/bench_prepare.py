@@ -2,7 +2,7 @@
 
 One preparation = the workflow's data jobs, run as the real CLI commands in subprocesses:
 `leukoflow ingest`, `split` (holdout by subject), `stain-reference` (200 training images,
-spread and example figure, as the rule does) and `shards` for train, val and test at one
+spread and example figure, as the rule does) and `stores` for train, val and test at one
 store size. Each step's wall time, CPU time (`wait4` rusage, workers included), the peak
 resident memory of its largest process and the peak of its whole process tree (both
 sampled from /proc every 0.1 s, Linux) are recorded.
@@ -136,8 +136,8 @@ def prepare_steps(dataset, work, size, threads):
     for subset in SUBSETS:
         steps.append(
             (
-                f"shards_{subset}",
-                ["shards", str(work / "split.csv"), "--dataset", str(dataset), "--reference",
+                f"stores_{subset}",
+                ["stores", str(work / "split.csv"), "--dataset", str(dataset), "--reference",
                  str(work / "reference.json"), "--subset", subset, "--size", str(size),
                  "--out", str(stores / f"{subset}.npy"), "--threads", str(threads)],
             )
@@ -240,7 +240,7 @@ def plot_scaling(points, fits, path):
     images = np.array([p["images"] for p in points])
     line = np.linspace(0, images.max() * 1.05, 50)
     groups = {"ingest": ["ingest"], "split + stain reference": ["split", "stain_reference"]}
-    groups["shards (3 stores)"] = [f"shards_{s}" for s in SUBSETS]
+    groups["stores (3 subsets)"] = [f"stores_{s}" for s in SUBSETS]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, (key, fit), title in zip(axes, fits.items(), ("wall time", "CPU time")):
         total = [sum(p["steps"][n][key] for n in p["steps"]) for p in points]

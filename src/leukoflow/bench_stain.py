@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from leukoflow.shards import build_store
 from leukoflow.stain import fit_reference, normalize
+from leukoflow.stores import build_store
 from leukoflow.synth import render_cell, subject_style
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def stain_figures(images, ihc, repeats=3):
     return figures
 
 
-def shards_figures(n, image_size, store_size, threads, seed=0):
+def stores_figures(n, image_size, store_size, threads, seed=0):
     """Images per second of `build_store` on `n` synthetic BMPs written to a temp folder."""
     images = synthetic_cells(n, image_size, seed=seed + 1, subjects=8)
     reference = fit_reference(images[:20], "macenko")
@@ -123,15 +123,15 @@ def shards_figures(n, image_size, store_size, threads, seed=0):
         build_store(rows, tmp, reference, store_size, Path(tmp) / "store.npy", threads, False)
         seconds = time.perf_counter() - start
     return {
-        "shards_images_per_s": n / seconds,
-        "shards_images": n,
-        "shards_image_size": image_size,
-        "shards_store_size": store_size,
-        "shards_threads": threads,
+        "stores_images_per_s": n / seconds,
+        "stores_images": n,
+        "stores_image_size": image_size,
+        "stores_store_size": store_size,
+        "stores_threads": threads,
     }
 
 
-def run(images=20, size=450, shards_images=200, store_size=224, threads=None, repeats=3):
+def run(images=20, size=450, stores_images=200, store_size=224, threads=None, repeats=3):
     """All figures of `leukoflow bench stain` as a flat dict."""
     import skimage.data
 
@@ -139,5 +139,5 @@ def run(images=20, size=450, shards_images=200, store_size=224, threads=None, re
     cells = synthetic_cells(images + 1, size)
     figures = {"images": images, "image_size": size}
     figures.update(stain_figures(cells, skimage.data.immunohistochemistry(), repeats))
-    figures.update(shards_figures(shards_images, size, store_size, threads))
+    figures.update(stores_figures(stores_images, size, store_size, threads))
     return figures

@@ -369,7 +369,7 @@ def write_evaluation(out_dir, metrics, val, test):
 def run_evaluate(model_path, val_store, test_store, settings, evaluate_config, out_dir):
     """The `evaluate` job: predict val and test, choose the threshold on val, score test."""
     from leukoflow.models import load_model
-    from leukoflow.shards import open_store
+    from leukoflow.stores import open_store
     from leukoflow.timing import compiled_inference, resolve_jit
 
     model = load_model(model_path)

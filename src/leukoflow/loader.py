@@ -10,42 +10,10 @@ thread reads ahead while the model computes.
 import queue
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
 from leukoflow.errors import LeukoflowError
-
-
-def open_store(npy_path):
-    """`(images, index)`: the uint8 `(N, s, s, 3)` store memory-mapped, and its index table.
-
-    Uses `leukoflow.shards.open_store` when it exists; otherwise reads `STEM.npy` with
-    `mmap_mode="r"` and `STEM.csv`. Raises LeukoflowError naming the file when it is missing
-    or has no `y` column.
-    """
-    import pandas as pd
-
-    npy_path = Path(npy_path)
-    try:
-        from leukoflow.shards import open_store as shards_open_store
-    except ImportError:
-        shards_open_store = None
-    if shards_open_store is not None:
-        images, index = shards_open_store(npy_path)
-    else:
-        csv_path = npy_path.with_suffix(".csv")
-        for path in (npy_path, csv_path):
-            if not path.is_file():
-                raise LeukoflowError(f"image store file {path} does not exist")
-        images = np.load(npy_path, mmap_mode="r")
-        index = pd.read_csv(csv_path)
-    if "y" not in index.columns or len(index) != len(images):
-        raise LeukoflowError(
-            f"image store {npy_path}: its index needs a `y` column and one row per image "
-            f"({len(index)} rows for {len(images)} images)"
-        )
-    return images, index
 
 
 def balanced_class_weights(labels):

@@ -1,6 +1,6 @@
 """Classifying new cell images with a model bundle (`leukoflow predict`).
 
-Every image goes through `leukoflow.shards.prepare_image` (the aspect-keeping centred
+Every image goes through `leukoflow.stores.prepare_image` (the aspect-keeping centred
 resize, then stain normalisation with the bundle's reference), exactly as the training and
 test stores were built, so a bundle gives the same probabilities as evaluate did.
 
@@ -26,7 +26,7 @@ from leukoflow import CLASS_NAMES
 from leukoflow.atomic import atomic_path
 from leukoflow.errors import LeukoflowError
 from leukoflow.images import BadImageError, is_image_name, open_rgb
-from leukoflow.shards import prepare_image
+from leukoflow.stores import prepare_image
 
 log = logging.getLogger(__name__)
 

@@ -324,7 +324,7 @@ def saliency_figure(images, labels, probabilities, maps, out, title=""):
 def run_saliency(model_path, test_store, settings, saliency_config, out_dir):
     """The `saliency` job: choose test cells, measure every method, write JSON and figure."""
     from leukoflow.models import load_model
-    from leukoflow.shards import open_store
+    from leukoflow.stores import open_store
     from leukoflow.timing import backend_name
 
     model = load_model(model_path)

@@ -38,7 +38,8 @@ import pandas as pd
 
 from leukoflow.atomic import atomic_dir, atomic_path
 from leukoflow.errors import ConfigError, LeukoflowError
-from leukoflow.loader import TrainBatches, balanced_class_weights, open_store, ordered_batches
+from leukoflow.loader import TrainBatches, balanced_class_weights, ordered_batches
+from leukoflow.stores import open_store
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from leukoflow.augment import (
 )
 from leukoflow.cli import main as cli_main
 from leukoflow.errors import ConfigError, LeukoflowError
-from leukoflow.shards import build_store, open_store
 from leukoflow.stain import fit_reference, foreground_mask
+from leukoflow.stores import build_store, open_store
 
 SIZE = 48
 
@@ -67,7 +67,7 @@ def make_dataset(root, counts, seed=0):
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
-    """Real train/val/test stores at SIZE px, built by `leukoflow.shards` from BMP files."""
+    """Real train/val/test stores at SIZE px, built by `leukoflow.stores` from BMP files."""
     root = tmp_path_factory.mktemp("augment")
     rows = make_dataset(root / "data", {"train": (9, 4), "val": (2, 2), "test": (2, 1)})
     reference = fit_reference([], "none")

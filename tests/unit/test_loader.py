@@ -12,9 +12,9 @@ from leukoflow.loader import (
     TrainBatches,
     balanced_class_weights,
     measure_throughput,
-    open_store,
     ordered_batches,
 )
+from leukoflow.stores import open_store
 
 
 def write_store(stem, n, size, seed=0):
@@ -48,7 +48,7 @@ def test_open_store_memory_maps_and_checks_the_index(tmp_path):
     with pytest.raises(LeukoflowError, match="absent.npy"):
         open_store(tmp_path / "absent.npy")
     pd.DataFrame({"row": range(10)}).to_csv(tmp_path / "train.csv", index=False)
-    with pytest.raises(LeukoflowError, match="`y` column"):
+    with pytest.raises(LeukoflowError, match="no `y` column"):
         open_store(path)
 
 

@@ -11,8 +11,8 @@ from leukoflow.bundle import load_bundle, write_bundle
 from leukoflow.cli import main
 from leukoflow.images import read_rgb
 from leukoflow.predict import COLUMNS, collect_inputs
-from leukoflow.shards import prepare_image
 from leukoflow.stain import fit_reference, save_reference
+from leukoflow.stores import prepare_image
 from leukoflow.synth import render_cell, subject_style
 
 SIZE = 32

@@ -222,10 +222,10 @@ def test_reference_is_fitted_on_training_subjects_only(tmp_path):
 
 def test_bench_stain_prints_and_writes_its_figures(tmp_path, capsys):
     argv = ["bench", "stain", "--out", str(tmp_path), "--images", "2", "--size", "96"]
-    assert main(argv + ["--shards-images", "4", "--store-size", "32", "--threads", "1"]) == 0
+    assert main(argv + ["--stores-images", "4", "--store-size", "32", "--threads", "1"]) == 0
     figures = json.loads((tmp_path / "stain.json").read_text())
     printed = capsys.readouterr().out
-    for key in ("macenko_ms_per_image", "torchstain_macenko_ms_per_image", "shards_images_per_s"):
+    for key in ("macenko_ms_per_image", "torchstain_macenko_ms_per_image", "stores_images_per_s"):
         assert figures[key] > 0 and key in printed
     ratio = figures["torchstain_macenko_ms_per_image"] / figures["macenko_ms_per_image"]
     assert figures["speedup_vs_torchstain"] == pytest.approx(ratio)

@@ -83,7 +83,7 @@ def test_changing_the_stain_method_reruns_stain_and_downstream_only(finished):
     assert not {"synth", "ingest", "split"} & set(jobs)
     assert jobs == {
         "stain_reference": 1,
-        "shards": 3,
+        "stores": 3,
         "augment": 1,
         "train": 2,
         "evaluate": 2,

@@ -32,7 +32,7 @@ def test_full_config_plan_does_not_grow_with_images(workdir, tmp_path, images):
         "ingest": 1,
         "split": 1,
         "stain_reference": splits,
-        "shards": SIZES * 3 * splits,
+        "stores": SIZES * 3 * splits,
         "augment": SIZES * splits,
         "fetch_weights": 5,
         "train": 6 * splits,

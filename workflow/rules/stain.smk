@@ -29,7 +29,7 @@ rule stain_reference:
         " --examples {output.examples} > {log} 2>&1"
 
 
-rule shards:
+rule stores:
     input:
         split=rules.split.output.split,
         reference=rules.stain_reference.output.reference,
@@ -39,7 +39,7 @@ rule shards:
             "results/{split}/stores/{size}px/{subset}", images=".npy", index=".csv"
         ),
     log:
-        "logs/shards/{split}/{size}px/{subset}.log",
+        "logs/stores/{split}/{size}px/{subset}.log",
     cache: "omit-software"
     conda:
         ENV
@@ -47,7 +47,7 @@ rule shards:
     resources:
         mem_mb=attempt_scaled(2000),
     shell:
-        "leukoflow shards {input.split} --dataset {input.dataset}"
+        "leukoflow stores {input.split} --dataset {input.dataset}"
         " --reference {input.reference} --split-id {wildcards.split}"
         " --subset {wildcards.subset} --size {wildcards.size}"
         " --out {output.images} --threads {threads} > {log} 2>&1"

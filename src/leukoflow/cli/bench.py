@@ -35,7 +35,7 @@ KINDS = {
         "options": [
             ("--images", int, 20, "synthetic cells timed per method"),
             ("--size", int, 450, "side of the synthetic cells, px"),
-            ("--shards-images", int, 200, "images written to a temporary store"),
+            ("--stores-images", int, 200, "images written to a temporary store"),
             ("--store-size", int, 224, "side of the stored images, px"),
             ("--threads", int, None, "store worker processes (default: all cores)"),
             ("--repeats", int, 3, "timing passes (the best is kept)"),
@@ -47,7 +47,7 @@ KINDS = {
             "reinhard_ms_per_image",
             "torchstain_reinhard_ms_per_image",
             "mean_abs_diff_vs_torchstain",
-            "shards_images_per_s",
+            "stores_images_per_s",
         ],
     },
     "loader": {

@@ -1,4 +1,4 @@
-"""Subcommands `stain-reference` and `shards`: the stain reference, then the image stores."""
+"""Subcommands `stain-reference` and `stores`: the stain reference, then the image stores."""
 
 import logging
 
@@ -24,11 +24,11 @@ def run_stain_reference(args):
     )
 
 
-def run_shards(args):
+def run_stores(args):
     """Write the stain-normalised store of one subset of one split at one size."""
-    from leukoflow.shards import build_store
     from leukoflow.split import read_manifest, subset_rows
     from leukoflow.stain import load_reference
+    from leukoflow.stores import build_store
 
     rows = subset_rows(read_manifest(args.split), args.split_id, args.subset)
     build_store(
@@ -42,7 +42,7 @@ def run_shards(args):
 
 
 def register(subparsers):
-    """Add `stain-reference` and `shards`."""
+    """Add `stain-reference` and `stores`."""
     p = subparsers.add_parser(
         "stain-reference", help="fit the stain reference on a split's training subjects"
     )
@@ -60,7 +60,7 @@ def register(subparsers):
     p.add_argument("--examples", help="PNG of cells before and after normalisation")
     p.set_defaults(func=run_stain_reference)
 
-    p = subparsers.add_parser("shards", help="write a stain-normalised image store (.npy + .csv)")
+    p = subparsers.add_parser("stores", help="write a stain-normalised image store (.npy + .csv)")
     p.add_argument("split", help="split CSV written by `leukoflow split`")
     p.add_argument("--dataset", required=True, help="dataset root the split's paths start from")
     p.add_argument("--reference", required=True, help="reference JSON from stain-reference")
@@ -69,4 +69,4 @@ def register(subparsers):
     p.add_argument("--size", type=int, required=True, help="side of the stored images, px")
     p.add_argument("--out", required=True, help="store .npy to write (index: same stem .csv)")
     p.add_argument("--threads", type=int, default=1, help="worker processes")
-    p.set_defaults(func=run_shards)
+    p.set_defaults(func=run_stores)

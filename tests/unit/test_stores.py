@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from leukoflow import shards
+from leukoflow import stores
 from leukoflow.cli import main
 from leukoflow.errors import LeukoflowError
 from leukoflow.images import read_rgb
-from leukoflow.shards import build_store, open_store, prepare_image, square_crop
 from leukoflow.stain import fit_reference, foreground_mask, normalize, save_reference
+from leukoflow.stores import build_store, open_store, prepare_image, square_crop
 from leukoflow.synth import render_cell, subject_style
 
 NONE = fit_reference([], "none")
@@ -75,7 +75,7 @@ def synthetic_cells(n=32, subjects=4, size=450):
 def normalise_then_resize(image, reference, size):
     """The costlier order: normalise the whole square frame, then resize it."""
     crop = square_crop(image, background_max=reference["params"]["background_max"])
-    return shards.resize_square(normalize(crop, reference), size)
+    return stores.resize_square(normalize(crop, reference), size)
 
 
 def subject_spread(images, subjects):
@@ -109,14 +109,14 @@ def test_normalising_after_resizing_evens_out_subjects_as_the_full_frame_does(si
 def test_small_and_large_inputs_are_normalised_without_fallbacks(size):
     cells, _ = synthetic_cells(8)
     reference = fit_reference(cells, "macenko")
-    assert [shards._prepare(cell, reference, size)[1] for cell in cells] == [None] * 8
+    assert [stores._prepare(cell, reference, size)[1] for cell in cells] == [None] * 8
 
 
 def test_shrink_reduces_by_the_largest_whole_factor_that_keeps_the_size():
     image = Image.new("RGB", (450, 400))
-    assert shards.shrink(image, 128).size == (150, 134)  # factor 3 (400 // 128)
-    assert shards.shrink(image, 96).size == (113, 100)  # factor 4
-    assert shards.shrink(image, 300) is image
+    assert stores.shrink(image, 128).size == (150, 134)  # factor 3 (400 // 128)
+    assert stores.shrink(image, 96).size == (113, 100)  # factor 4
+    assert stores.shrink(image, 300) is image
 
 
 def write_dataset(root, n=7, size=80):
@@ -144,7 +144,7 @@ def dataset(tmp_path):
 
 def test_store_matches_its_index_and_prepare_image(dataset, tmp_path, monkeypatch):
     root, rows, reference = dataset
-    monkeypatch.setattr(shards, "FLUSH_ROWS", 3)  # exercise the re-mapping of the store
+    monkeypatch.setattr(stores, "FLUSH_ROWS", 3)  # exercise the re-mapping of the store
     out = tmp_path / "stores" / "32px" / "train.npy"
     assert build_store(rows, root, reference, 32, out, threads=1, progress=False) == 0
     images, index = open_store(out)
@@ -190,12 +190,12 @@ def test_open_store_rejects_a_store_that_does_not_match_its_index(dataset, tmp_p
         open_store(out)
 
 
-def test_shards_cli_writes_the_subset_of_the_split(dataset, tmp_path):
+def test_stores_cli_writes_the_subset_of_the_split(dataset, tmp_path):
     root, rows, reference = dataset
     rows.to_csv(tmp_path / "split.csv", index=False)
     save_reference(reference, tmp_path / "reference.json")
     out = tmp_path / "stores" / "40px" / "val.npy"
-    argv = ["shards", str(tmp_path / "split.csv"), "--dataset", str(root)]
+    argv = ["stores", str(tmp_path / "split.csv"), "--dataset", str(root)]
     argv += ["--reference", str(tmp_path / "reference.json"), "--split-id", "main"]
     argv += ["--subset", "val", "--size", "40", "--out", str(out), "--threads", "1"]
     assert main(argv) == 0

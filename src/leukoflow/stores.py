@@ -163,7 +163,7 @@ def build_store(rows, dataset, reference, size, npy_path, threads=1, progress=Tr
         store = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=shape)
         bar = tqdm(
             total=len(tasks),
-            desc=f"shards {size}px",
+            desc=f"store {size}px",
             unit="img",
             mininterval=1.0,
             disable=not progress,
@@ -171,7 +171,7 @@ def build_store(rows, dataset, reference, size, npy_path, threads=1, progress=Tr
         with bar:
             for row, array, reason in _results(tasks, dataset, reference, size, threads):
                 if array is None:
-                    raise LeukoflowError(f"shards: {reason}")
+                    raise LeukoflowError(f"stores: {reason}")
                 store[row] = array
                 fallbacks += reason is not None
                 bar.update()
@@ -189,7 +189,18 @@ def build_store(rows, dataset, reference, size, npy_path, threads=1, progress=Tr
 
 
 def open_store(npy_path):
-    """(images, index): the store memory-mapped read-only, uint8 (N, S, S, 3), and its index."""
+    """Open a store read-only.
+
+    Args:
+        npy_path: the store's `.npy` file; its index is the `.csv` beside it.
+
+    Returns:
+        (images, index): uint8 (N, S, S, 3) memory-mapped, and the index DataFrame.
+
+    Raises:
+        LeukoflowError: naming the file when it is missing or unreadable, or when the index
+            has no `y` column or not one row per image.
+    """
     npy_path = Path(npy_path)
     try:
         images = np.load(npy_path, mmap_mode="r")
@@ -204,4 +215,6 @@ def open_store(npy_path):
             f"{npy_path}: store {images.dtype} {images.shape} does not match its index "
             f"({len(index)} rows)"
         )
+    if "y" not in index.columns:
+        raise LeukoflowError(f"{store_index_path(npy_path)}: the index has no `y` column")
     return images, index
