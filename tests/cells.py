@@ -1,21 +1,18 @@
-"""Small real image files in the C-NMC layout, for tests."""
+"""Small real image files in the C-NMC layout, for tests (the cells are `leukoflow.synth`'s)."""
 
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
+
+from leukoflow import synth
 
 
 def write_cell(path, seed, size=32, mode="RGB"):
-    """Write a small cell-like image (a disc on black) and return its path."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2
-    image = np.zeros((size, size, 3), np.uint8)
-    image[disc] = rng.integers(60, 220, size=(int(disc.sum()), 3))
+    """Write one synthetic cell (`synth.cells` of `seed`) in PIL `mode`; return its path."""
+    images, _, _ = synth.cells(1, size, seed=seed, subjects=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).convert(mode).save(path)
+    Image.fromarray(images[0]).convert(mode).save(path)
     return path
 
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from leukoflow import synth
 from leukoflow.augment import (
     IDENTITY,
     PARAM_COLUMNS,
@@ -29,9 +30,10 @@ SIZE = 48
 
 
 def store_like_cell(rng, size, extent=1 / 1.1, centre=(0.5, 0.5)):
-    """A cell as the stores hold it: an irregular, elongated blob whose longer side spans
-    `extent` of the frame (the stores crop the cell with a 5% margin), textured colours in
-    [40, 215] on black."""
+    """Purpose-built geometry: a cell as the stores hold it, an irregular, elongated blob
+    whose longer side spans `extent` of the frame (the stores crop the cell with a 5%
+    margin) about `centre`, textured colours in [40, 215] on black (no clipping by the
+    jitter and noise the tests measure)."""
     yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size
     dy, dx = yy - centre[1], xx - centre[0]
     theta = rng.uniform(0, np.pi)
@@ -48,18 +50,17 @@ def store_like_cell(rng, size, extent=1 / 1.1, centre=(0.5, 0.5)):
 
 
 def make_dataset(root, counts, seed=0):
-    """BMP cells in `root` and split rows: `counts` maps subset -> (n_all, n_hem).
-
-    Subjects and files are distinct per subset (a subject-disjoint split)."""
-    rng = np.random.default_rng(seed)
+    """synth's cells as BMP files in `root` and split rows: `counts` maps subset -> (n_all,
+    n_hem). Subjects and files are distinct per subset (a subject-disjoint split)."""
     rows = []
-    for subset, (n_all, n_hem) in counts.items():
-        for i, label in enumerate(["all"] * n_all + ["hem"] * n_hem):
+    for k, (subset, (n_all, n_hem)) in enumerate(counts.items()):
+        labels = [1] * n_all + [0] * n_hem
+        images, _, _ = synth.cells(len(labels), 72, seed=seed + k, labels=labels)
+        for i, (label, image) in enumerate(zip(["all"] * n_all + ["hem"] * n_hem, images)):
             subject = f"{subset}{i % 3}" if label == "all" else f"H{subset}{i % 2}"
             rel = f"{subset}/UID_{subject}_{i}_1_{label}.bmp"
             (root / subset).mkdir(parents=True, exist_ok=True)
-            side = int(rng.integers(60, 90))
-            Image.fromarray(store_like_cell(rng, side, extent=0.6)).save(root / rel)
+            Image.fromarray(image).save(root / rel)
             sha = hashlib.sha256((root / rel).read_bytes()).hexdigest()
             rows.append((rel, label, subject, "fold_0", sha, subset))
     return pd.DataFrame(rows, columns=["path", "label", "subject", "fold", "sha256", "subset"])

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from leukoflow import synth
 from leukoflow.bundle import FORMAT_VERSION, load_bundle, read_meta
 from leukoflow.cli import main
 from leukoflow.errors import LeukoflowError
 from leukoflow.stain import fit_reference, save_reference
-from leukoflow.synth import render_cell, subject_style
 
 SIZE = 32
 pytestmark = pytest.mark.slow  # every test needs a Keras model (TensorFlow start, build: ~10 s)
@@ -23,9 +23,7 @@ def sources(tmp_path_factory):
     from leukoflow.models import build_model
 
     root = tmp_path_factory.mktemp("bundle_sources")
-    rng = np.random.default_rng(0)
-    style = subject_style(rng)
-    cells = [render_cell(rng, "all", style, 64) for _ in range(4)]
+    cells, _, _ = synth.cells(4, 64, seed=0, subjects=1, labels=[1, 1, 1, 1])
     for i, cell in enumerate(cells):
         Image.fromarray(cell).save(root / f"cell{i}.bmp")
     save_reference(fit_reference(cells, "macenko"), root / "reference.json")

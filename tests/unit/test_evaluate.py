@@ -8,6 +8,7 @@ import pytest
 from sklearn import metrics as skm
 
 from leukoflow import evaluate as ev
+from leukoflow import synth
 
 
 def synthetic_predictions(n_subjects=12, per_subject=20, seed=0, skill=1.5):
@@ -200,29 +201,6 @@ def test_predict_store_pads_batches_and_averages_rotations():
     assert np.allclose(tta, corners, atol=1e-6)
 
 
-def write_store(folder, name, n, seed):
-    """A real store: uint8 cells on black (.npy) and its index CSV, two cells per subject."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:32, :32]
-    disc = (yy - 16) ** 2 + (xx - 16) ** 2 < 100
-    y = np.arange(n) // 2 % 2
-    images = (rng.uniform(40, 220, (n, 32, 32, 3)) * disc[None, ..., None]).astype(np.uint8)
-    np.save(folder / f"{name}.npy", images)
-    index = pd.DataFrame(
-        {
-            "row": range(n),
-            "path": [f"{name}/c{i}.bmp" for i in range(n)],
-            "label": np.where(y == 1, "all", "hem"),
-            "subject": [f"{name}{i // 2}" for i in range(n)],
-            "fold": "0",
-            "sha256": "0",
-            "y": y,
-        }
-    )
-    index.to_csv(folder / f"{name}.csv", index=False)
-    return images
-
-
 @pytest.mark.slow
 def test_evaluate_subcommand_with_a_real_model(tmp_path):
     import keras
@@ -233,8 +211,8 @@ def test_evaluate_subcommand_with_a_real_model(tmp_path):
     keras.utils.set_random_seed(0)
     model = build_model("SimpleNet", 32)
     model.save(tmp_path / "model.keras")
-    write_store(tmp_path, "val", 8, seed=1)
-    test_images = write_store(tmp_path, "test", 12, seed=2)
+    synth.write_store(tmp_path, 8, 32, seed=1, stem="val")
+    test_images = np.load(synth.write_store(tmp_path, 12, 32, seed=2, stem="test"))
     out = tmp_path / "main" / "evaluate" / "SimpleNet"
     config = {"threshold": "0.5", "bootstrap": 100, "tta": 4, "seed": 0}
     args = ["evaluate", "--model", str(tmp_path / "model.keras")]

@@ -17,8 +17,9 @@ SIZE = 48
 
 
 def disc_cells(n, size, seed=0):
-    """Float32 (n, size, size, 3) in [0, 255]: textured discs (radius 0.3 x size) on black,
-    centred in the frame, colours in [40, 215]."""
+    """Purpose-built geometry, float32 (n, size, size, 3) in [0, 255]: textured discs
+    (radius 0.3 x size) on black, centred in the frame, colours in [40, 215], so what a
+    rotation must keep black (beyond 0.35 x size) is known."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] + 0.5
     disc = np.hypot(yy - size / 2, xx - size / 2) < 0.3 * size

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from leukoflow import synth
 from leukoflow.bundle import load_bundle, write_bundle
 from leukoflow.cli import main
 from leukoflow.images import read_rgb
 from leukoflow.predict import COLUMNS, collect_inputs
 from leukoflow.stain import fit_reference, save_reference
 from leukoflow.stores import prepare_image
-from leukoflow.synth import render_cell, subject_style
 
 SIZE = 32
 
@@ -24,10 +24,7 @@ def workspace(tmp_path_factory):
     from leukoflow.models import build_model
 
     root = tmp_path_factory.mktemp("predict")
-    rng = np.random.default_rng(0)
-    cells = []
-    for label, style in (("all", subject_style(rng)), ("hem", subject_style(rng))):
-        cells += [render_cell(rng, label, style, 64) for _ in range(3)]
+    cells, _, _ = synth.cells(6, 64, seed=0, subjects=2, labels=[1, 1, 1, 0, 0, 0])
     images = root / "images"
     images.mkdir()
     files = []

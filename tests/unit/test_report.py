@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from leukoflow import evaluate, report, saliency
+from leukoflow import evaluate, report, saliency, synth
 from leukoflow.errors import LeukoflowError
 
 ARCHS = ["SimpleNet", "VGG16", "Xception"]
@@ -43,10 +43,8 @@ def predictions(n_subjects, per_subject, skill, seed):
 
 
 def cell_images(n=2, size=32):
-    yy, xx = np.mgrid[:size, :size]
-    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2
-    rng = np.random.default_rng(0)
-    return (rng.uniform(60, 220, (n, size, size, 3)) * disc[None, ..., None]).astype("float32")
+    """`n` of synth's cells as uint8-valued float32 (n, size, size, 3)."""
+    return synth.cells(n, size)[0].astype("float32")
 
 
 def write_saliency(out_dir, seed):

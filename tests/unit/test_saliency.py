@@ -11,17 +11,15 @@ import pandas as pd
 import pytest
 
 from leukoflow import saliency as sal
+from leukoflow import synth
 
 SIZE = 32
 
 
 def cells(n=4, size=SIZE, seed=0):
-    """Round cells on black: uint8-valued float32 (n, size, size, 3), labels alternating 0/1."""
-    yy, xx = np.mgrid[:size, :size]
-    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2
-    rng = np.random.default_rng(seed)
-    images = rng.uniform(60, 220, (n, size, size, 3)) * disc[None, ..., None]
-    return np.round(images).astype("float32"), np.arange(n) % 2
+    """`n` of synth's cells as uint8-valued float32 (n, size, size, 3); labels 1, 0, 1, ..."""
+    images, labels, _ = synth.cells(n, size, seed=seed)
+    return images.astype("float32"), labels
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +144,7 @@ JAX_SCRIPT = """
 import sys, numpy as np
 from leukoflow.models import load_model
 from leukoflow import saliency as sal
+from leukoflow import synth
 from leukoflow.timing import compiled_inference, backend_name
 assert backend_name() == "jax"
 model = load_model(sys.argv[1])
@@ -192,19 +191,7 @@ def test_jax_backend_gives_the_same_maps(model, model_file, tmp_path):
 def test_saliency_subcommand(model_file, tmp_path):
     from leukoflow.cli import main
 
-    images, labels = cells(6)
-    np.save(tmp_path / "test.npy", images.astype(np.uint8))
-    pd.DataFrame(
-        {
-            "row": range(6),
-            "path": [f"c{i}.bmp" for i in range(6)],
-            "label": np.where(labels == 1, "all", "hem"),
-            "subject": [f"s{i}" for i in range(6)],
-            "fold": "0",
-            "sha256": "0",
-            "y": labels,
-        }
-    ).to_csv(tmp_path / "test.csv", index=False)
+    synth.write_store(tmp_path, 6, SIZE, stem="test")
     config = {
         "cells": 4,
         "smoothgrad_samples": 2,

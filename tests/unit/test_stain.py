@@ -9,6 +9,7 @@ import skimage.data
 import torchstain
 from PIL import Image
 
+from leukoflow import synth
 from leukoflow.cli import main
 from leukoflow.errors import LeukoflowError
 from leukoflow.stain import (
@@ -20,14 +21,12 @@ from leukoflow.stain import (
     normalize,
     save_reference,
 )
-from leukoflow.synth import STAIN_H, render_cell, subject_style
+from leukoflow.synth import STAIN_H
 
 
 def cells(n, size=128, seed=0, subjects=3):
-    """`n` synthetic cells on black from `subjects` stain styles, uint8 (size, size, 3)."""
-    rng = np.random.default_rng(seed)
-    styles = [subject_style(rng) for _ in range(subjects)]
-    return [render_cell(rng, ("all", "hem")[i % 2], styles[i % subjects], size) for i in range(n)]
+    """`n` of synth's cells from `subjects` stain styles, uint8 (n, size, size, 3)."""
+    return synth.cells(n, size, seed=seed, subjects=subjects)[0]
 
 
 def mean_abs_diff(a, b):
@@ -112,11 +111,13 @@ def test_background_would_change_an_unmasked_fit():
 
 
 def disk_image(size=64, radius=25):
+    """Purpose-built geometry: a boolean disc of `radius` px centred in a `size` px frame."""
     yy, xx = np.mgrid[:size, :size]
     return np.hypot(yy - size / 2, xx - size / 2) < radius
 
 
 def one_stain_cell(seed=0):
+    """Purpose-built: a disc of haematoxylin alone (one stain vector), for the degenerate fit."""
     disk = disk_image()
     conc = np.where(disk, 0.3 + 1.2 * np.random.default_rng(seed).random(disk.shape), 0)
     image = np.rint(240 * np.exp(-conc[..., None] * STAIN_H)).astype(np.uint8)
@@ -125,6 +126,7 @@ def one_stain_cell(seed=0):
 
 
 def pale_cell():
+    """Purpose-built: a disc of one pale colour (no stain to find), for the degenerate fit."""
     return (disk_image()[..., None] * np.array([232, 228, 236])).astype(np.uint8)
 
 

@@ -5,19 +5,19 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from leukoflow import stores
+from leukoflow import stores, synth
 from leukoflow.cli import main
 from leukoflow.errors import LeukoflowError
 from leukoflow.images import read_rgb
 from leukoflow.stain import fit_reference, foreground_mask, normalize, save_reference
 from leukoflow.stores import build_store, open_store, prepare_image, square_crop
-from leukoflow.synth import render_cell, subject_style
 
 NONE = fit_reference([], "none")
 
 
 def ellipse_image(height=90, width=150, centre=(30, 40), axes=(12, 24), colour=(200, 80, 150)):
-    """A filled ellipse (semi-axes rows, cols) on black, off-centre in a non-square image."""
+    """Purpose-built geometry: a filled ellipse (semi-axes rows, cols) on black, off-centre in
+    a non-square image, so the crop's centring, aspect and scale can be measured."""
     yy, xx = np.mgrid[:height, :width]
     inside = ((yy - centre[0]) / axes[0]) ** 2 + ((xx - centre[1]) / axes[1]) ** 2 <= 1
     return (inside[..., None] * np.array(colour)).astype(np.uint8)
@@ -65,11 +65,9 @@ def test_square_crop_pads_with_black_where_the_square_leaves_the_image():
 
 
 def synthetic_cells(n=32, subjects=4, size=450):
-    """`n` synthetic 450 px cells, cell i of subject i % `subjects`: (images, subjects)."""
-    rng = np.random.default_rng(3)
-    styles = [subject_style(rng) for _ in range(subjects)]
-    cells = [render_cell(rng, ("all", "hem")[i % 2], styles[i % subjects], size) for i in range(n)]
-    return cells, [i % subjects for i in range(n)]
+    """`n` of synth's 450 px cells, cell i of subject i % `subjects`: (images, subjects)."""
+    images, _, subject = synth.cells(n, size, seed=3, subjects=subjects)
+    return images, subject
 
 
 def normalise_then_resize(image, reference, size):
@@ -120,15 +118,14 @@ def test_shrink_reduces_by_the_largest_whole_factor_that_keeps_the_size():
 
 
 def write_dataset(root, n=7, size=80):
-    """`n` synthetic BMP cells under `root`; their split rows (split CSV columns)."""
-    rng = np.random.default_rng(0)
-    styles = [subject_style(rng) for _ in range(3)]
+    """`n` of synth's cells as BMP files under `root`; their split rows (split CSV columns)."""
+    images, _, _ = synth.cells(n, size, seed=0, subjects=3)
     rows = []
-    for i in range(n):
+    for i, image in enumerate(images):
         label = ("all", "hem")[i % 2]
         rel = f"training_data/fold_0/{label}/UID_{i % 3}_{i}_1_{label}.bmp"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(render_cell(rng, label, styles[i % 3], size)).save(root / rel)
+        Image.fromarray(image).save(root / rel)
         subset = ("train", "train", "val")[i % 3]
         rows.append([rel, label, str(i % 3), "0", size, size, f"{i:064x}", subset, -1])
     columns = ["path", "label", "subject", "fold", "width", "height", "sha256", "subset", "cv_fold"]

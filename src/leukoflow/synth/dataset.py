@@ -1,20 +1,10 @@
 """Synthetic C-NMC-shaped dataset: single stained cells on black, in the real layout and names.
 
-The generator carries the properties that make the real problem hard:
-
-- per-subject stain shifts: colours follow a Beer-Lambert optical-density (OD) model,
-  ``I = I0 * exp(-(c_H * v_H + c_E * v_E))``, with haematoxylin/eosin-like stain vectors
-  ``v_H``, ``v_E`` and concentration scales perturbed per subject (so Macenko-type stain
-  normalisation can undo most of the shift);
-- per-subject morphology offsets (cell size, nucleus-to-cytoplasm ratio, elongation,
-  chromatin density and texture, contour irregularity), so a split that leaks subjects
-  scores better than a subject-disjoint one;
-- overlapping class morphology: blasts (``all``) are larger on average, with a larger
-  nucleus-to-cytoplasm ratio, finer and paler chromatin, mostly 1-3 nucleoli and more irregular
-  nuclei; normal cells (``hem``) are smaller with condensed, darker, coarser chromatin.
-
-Every image is drawn from its own random generator, seeded from (seed, subject, image), so
-the files are byte-identical for the same arguments whatever the number of processes.
+`generate_dataset` writes the C-NMC 2019 training layout (three subject-disjoint folds) and
+the preliminary test set with its labels CSV; the cells come from
+`leukoflow.synth.render.render_cell`. Every image is drawn from its own random generator,
+seeded from (seed, subject, image), so the files are byte-identical for the same arguments
+whatever the number of processes.
 """
 
 import concurrent.futures
@@ -32,6 +22,7 @@ from tqdm import tqdm
 
 from leukoflow.atomic import atomic_dir
 from leukoflow.errors import LeukoflowError
+from leukoflow.synth.render import render_cell, subject_style
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +35,6 @@ LOWERCASE_HEM_SUBJECT = 3  # real data holds `UID_h3_...`: hem subject 3 is writ
 PRELIM_DIR = "validation_data/C-NMC_test_prelim_phase_data"
 PRELIM_LABELS = "validation_data/C-NMC_test_prelim_phase_data_labels.csv"
 
-# Macenko's reference H&E stain vectors (unit vectors in RGB optical-density space).
-STAIN_H = np.array([0.5626, 0.7201, 0.4062])
-STAIN_E = np.array([0.2159, 0.8012, 0.5581])
-
-# Class means of the per-image morphology (units: fractions of the canvas half-width, or
-# relative concentrations), the per-image spread, and the per-subject spread of the offset.
-MORPHOLOGY = {
-    #                  all    hem   image sd  subject sd
-    "cell_radius": (0.56, 0.49, 0.065, 0.04),
-    "nc_ratio": (0.80, 0.74, 0.05, 0.03),
-    "chromatin": (0.98, 1.16, 0.15, 0.08),
-    "texture_grid": (24.0, 16.0, 6.0, 3.0),
-    "texture_contrast": (0.17, 0.26, 0.07, 0.03),
-    "rim": (0.12, 0.28, 0.12, 0.06),
-    "irregularity": (0.05, 0.033, 0.015, 0.01),
-    "cyto_h": (0.13, 0.08, 0.04, 0.02),
-}
-NUCLEUS_E = 0.05  # eosin-like concentration in the nucleus
-CYTOPLASM_E = 0.8  # eosin-like concentration in the cytoplasm
-NUCLEOLI_P = {"all": (0.25, 0.35, 0.25, 0.15), "hem": (0.60, 0.30, 0.10, 0.0)}
-
 
 @dataclass(frozen=True)
 class Subject:
@@ -75,171 +45,6 @@ class Subject:
     name: str  # as written in file names: "11", "H10", "h3"
     fold: str  # "0", "1", "2" or "prelim_test"
     images: int
-
-
-def subject_style(rng):
-    """Draw one subject's stain and morphology offsets; a dict of floats and (3,) arrays.
-
-    The morphology offsets are centred on zero for both classes: they shift a subject's
-    cells away from its class mean without carrying the class.
-    """
-    style = {
-        "stain_h": _perturb_vector(rng, STAIN_H, 0.05),
-        "stain_e": _perturb_vector(rng, STAIN_E, 0.05),
-        "scale_h": float(np.exp(rng.normal(0.0, 0.18))),
-        "scale_e": float(np.exp(rng.normal(0.0, 0.22))),
-        "illumination": np.clip(245.0 + rng.normal(0.0, 3.0, 3), 235.0, 255.0),
-        "aspect": float(rng.uniform(0.80, 0.97)),
-    }
-    for key, (_, _, _, subject_sd) in MORPHOLOGY.items():
-        style[key] = float(rng.normal(0.0, subject_sd))
-    return style
-
-
-def _perturb_vector(rng, vector, sd):
-    """A unit vector near `vector` (3,) with every component moved by N(0, sd), kept positive."""
-    moved = np.abs(vector + rng.normal(0.0, sd, 3)) + 1e-3
-    return moved / np.linalg.norm(moved)
-
-
-def _morphology(rng, label, style):
-    """Per-image morphology: class mean + subject offset + image noise, for each MORPHOLOGY key."""
-    column = 0 if label == "all" else 1
-    return {
-        key: float(values[column] + style[key] + rng.normal(0.0, values[2]))
-        for key, values in MORPHOLOGY.items()
-    }
-
-
-@functools.lru_cache(maxsize=8)
-def _axis(size):
-    """Pixel-centre coordinates (size,) in units of the canvas half-width, from -1 to 1."""
-    return ((np.arange(size, dtype=np.float32) + 0.5) - size / 2) / (size / 2)
-
-
-def smooth_noise(rng, grid, size, crop=0):
-    """Smooth noise (n, n) float32, n = size - 2 * crop, with about zero mean and unit sd.
-
-    A (grid, grid) field of standard normals upsampled bicubically to (size, size): `grid`
-    sets the feature size (about size / grid pixels); only the centre square without a
-    `crop`-pixel margin is computed.
-    """
-    grid = int(np.clip(round(grid), 2, size))
-    coarse = rng.standard_normal((grid, grid), dtype=np.float32)
-    n, lo, hi = size - 2 * crop, crop * grid / size, (size - crop) * grid / size
-    field = np.array(
-        Image.fromarray(coarse).resize((n, n), Image.Resampling.BICUBIC, box=(lo, lo, hi, hi)),
-        dtype=np.float32,
-    )
-    field -= field.mean()
-    return field / (field.std() + 1e-6)
-
-
-def _shape_alpha(x, y, semi_a, semi_b, harmonics, pixel):
-    """Soft mask (anti-aliased, 0..1) of a rotated ellipse whose contour wobbles.
-
-    x, y: coordinates already centred and rotated into the ellipse frame (broadcastable);
-    harmonics: (k, 2) amplitudes of cos/sin terms of order 2, 3, ...; pixel: pixel width.
-    """
-    semi_a, semi_b = float(semi_a), float(semi_b)
-    xs, ys = x / semi_a, y / semi_b
-    rho = np.sqrt(xs * xs + ys * ys) + 1e-6
-    cos1, sin1 = xs / rho, ys / rho
-    cos_k, sin_k = cos1 * cos1 - sin1 * sin1, 2 * sin1 * cos1  # order 2
-    radius = 1.0
-    for amp_cos, amp_sin in harmonics:
-        radius = radius + amp_cos * cos_k + amp_sin * sin_k
-        cos_k, sin_k = cos_k * cos1 - sin_k * sin1, sin_k * cos1 + cos_k * sin1
-    return np.clip((radius - rho) * (min(semi_a, semi_b) / pixel) + 0.5, 0.0, 1.0), rho
-
-
-def _frame(u, v, centre, angle):
-    """Coordinates (u, v) moved to `centre` and rotated by `angle` (radians)."""
-    du, dv = u - float(centre[0]), v - float(centre[1])
-    c, s = float(np.cos(angle)), float(np.sin(angle))
-    return du * c + dv * s, dv * c - du * s
-
-
-def _harmonics(rng, amplitude, orders=4):
-    """(orders, 2) contour harmonics of orders 2.. with amplitude falling as 1/order."""
-    scale = amplitude / np.arange(2, orders + 2)[:, None]
-    return (rng.normal(0.0, 1.0, (orders, 2)) * scale).tolist()
-
-
-def render_cell(rng, label, subject_style, size):
-    """Render one cell image: uint8 (size, size, 3) RGB, background exactly (0, 0, 0).
-
-    label: "all" or "hem"; subject_style: from `subject_style`; all random choices are
-    drawn from `rng`.
-    """
-    m = _morphology(rng, label, subject_style)
-    pixel = 2.0 / size
-    aspect = float(np.clip(subject_style["aspect"] + rng.normal(0.0, 0.05), 0.70, 1.0))
-    irregular = max(m["irregularity"], 0.005)
-    centre = rng.normal(0.0, 0.04, 2)
-    cell_harm = _harmonics(rng, 0.03)
-    wobble = 1 + float(np.abs(cell_harm).sum())
-    fits = (1 - np.abs(centre).max() - 3 * pixel) / wobble  # the cell never touches the border
-    radius = float(np.clip(m["cell_radius"], 0.30, min(0.80, fits)))
-    extent = radius * wobble + np.abs(centre).max() + 2 * pixel
-    lo = int(np.clip(np.floor((1 - extent) * size / 2), 0, size // 2))
-    axis = _axis(size)[lo : size - lo]
-    u, v = axis[None, :], axis[:, None]
-
-    x, y = _frame(u, v, centre, rng.uniform(0, np.pi))
-    cell, _ = _shape_alpha(x, y, radius, radius * aspect, cell_harm, pixel)
-
-    nc = float(np.clip(m["nc_ratio"], 0.5, 0.93))
-    nuc_a = radius * aspect * nc
-    nuc_b = nuc_a * rng.uniform(0.82, 1.0)
-    room = radius * aspect - nuc_a
-    offset = room * rng.uniform(0.0, 0.6) * np.array(_unit(rng.uniform(0, 2 * np.pi)))
-    x, y = _frame(u, v, centre + offset, rng.uniform(0, np.pi))
-    nucleus, rho = _shape_alpha(x, y, nuc_a, nuc_b, _harmonics(rng, irregular), pixel)
-    nucleus *= cell
-
-    n = axis.size
-    fine = smooth_noise(rng, m["texture_grid"], size, lo)
-    coarse = smooth_noise(rng, 6, size, lo)
-    contrast = max(m["texture_contrast"], 0.04)
-    rim = max(m["rim"], 0.0)
-    texture = np.maximum(1 + contrast * fine, 0.3)
-    chromatin = max(m["chromatin"], 0.4) * texture * (1 + rim * np.minimum(rho, 1) ** 4)
-    for _ in range(rng.choice(4, p=NUCLEOLI_P[label])):
-        spot = rng.uniform(0.0, 0.55) * np.array(_unit(rng.uniform(0, 2 * np.pi))) * nuc_a
-        r_spot = nuc_a * rng.uniform(0.09, 0.15)
-        where = centre + offset + spot
-        rows, cols = (_window(c, r_spot, size, lo, n) for c in where[::-1])
-        sx, sy = _frame(u[:, cols], v[rows], where, 0.0)
-        disk, _ = _shape_alpha(sx, sy, r_spot, r_spot * rng.uniform(0.75, 1), (), pixel)
-        chromatin[rows, cols] *= 1 - 0.5 * disk
-
-    cyto_h = max(m["cyto_h"], 0.05) * (1 + 0.15 * coarse)
-    cyto_e = CYTOPLASM_E * (1 + 0.15 * coarse)
-    conc_h = subject_style["scale_h"] * (nucleus * chromatin + (1 - nucleus) * cyto_h)
-    conc_e = subject_style["scale_e"] * (nucleus * NUCLEUS_E + (1 - nucleus) * cyto_e)
-    inside = (cell >= 0.5).astype(np.float32)  # segmented: a hard edge onto black, as in C-NMC
-    sensor = rng.standard_normal(inside.shape, dtype=np.float32) * 2.0
-    image = np.zeros((size, size, 3), np.uint8)
-    for c in range(3):  # Beer-Lambert, one channel at a time
-        od = conc_h * float(subject_style["stain_h"][c]) + conc_e * float(
-            subject_style["stain_e"][c]
-        )
-        light = float(subject_style["illumination"][c]) * np.exp(-od) + sensor
-        light *= inside
-        image[lo : lo + n, lo : lo + n, c] = np.clip(light + 0.5, 0, 255)  # rounds
-    return image
-
-
-def _window(coordinate, radius, size, lo, n):
-    """Slice of crop pixels (crop starts at pixel `lo`, n long) within `radius` of `coordinate`."""
-    centre = coordinate * size / 2 + size / 2 - 0.5 - lo
-    reach = radius * size / 2 + 2
-    return slice(int(max(0, np.floor(centre - reach))), int(min(n, np.ceil(centre + reach) + 1)))
-
-
-def _unit(angle):
-    return np.cos(angle), np.sin(angle)
 
 
 def _pad(image, size):
@@ -378,22 +183,39 @@ def default_prelim_subjects(subjects):
 
 
 def generate_dataset(
-    out_dir,
-    subjects=24,
-    images_per_subject=12,
-    size=128,
-    seed=0,
-    threads=1,
-    prelim_subjects=None,
-    full_scale=False,
-):
-    """Write a synthetic C-NMC 2019-shaped dataset to `out_dir`; return a summary dict.
+    out_dir: str | Path,
+    subjects: int = 24,
+    images_per_subject: int = 12,
+    size: int = 128,
+    seed: int = 0,
+    threads: int = 1,
+    prelim_subjects: int | None = None,
+    full_scale: bool = False,
+) -> dict:
+    """Write a synthetic C-NMC 2019-shaped dataset to `out_dir`.
 
     Layout: `training_data/fold_{0,1,2}/{all,hem}/UID_*.bmp` and the preliminary test set
     `validation_data/C-NMC_test_prelim_phase_data/N.bmp` with its labels CSV. The whole
-    folder is built under a temporary name and renamed at the end. `full_scale` writes the
-    C-NMC 2019 training set's size (73 subjects, 10,661 images at 450 px, a few at 600 px)
-    and ignores `subjects`, `images_per_subject` and `size`.
+    folder is built under a temporary name and renamed at the end.
+
+    Args:
+        out_dir: the dataset folder (replaced as a whole; it must be new, empty, or a
+            dataset this function wrote).
+        subjects: training subjects (>= 6), spread over three folds, ALL:hem near 2.15:1.
+        images_per_subject: mean images per training subject (>= 1).
+        size: image side, px (>= 32).
+        seed: seed of every random choice.
+        threads: worker processes (the files do not depend on it).
+        prelim_subjects: subjects of the preliminary test set (default: 15% of `subjects`,
+            at least 2; 0 for none).
+        full_scale: write the C-NMC 2019 training set's size (73 subjects, 10,661 images at
+            450 px, a few at 600 px), ignoring `subjects`, `images_per_subject` and `size`.
+
+    Returns:
+        The summary (`summarise`): counts per fold and class, image sizes, seconds.
+
+    Raises:
+        LeukoflowError: an argument out of range, or `out_dir` holds something else.
     """
     if full_scale:
         subjects, size = FULL_SCALE["all_subjects"] + FULL_SCALE["hem_subjects"], FULL_SCALE_SIZE

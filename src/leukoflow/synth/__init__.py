@@ -1,0 +1,34 @@
+"""Synthetic cells: the one place they are drawn, and the C-NMC-shaped dataset made of them.
+
+- `leukoflow.synth.render`: how one cell is drawn (`subject_style`, `render_cell`);
+- `leukoflow.synth.samples`: `n` cells as arrays (`cells`), BMP files (`write_cells`) or an
+  image store (`write_store`), for benchmarks and tests;
+- `leukoflow.synth.dataset`: the synthetic C-NMC 2019 layout (`generate_dataset`), what
+  `leukoflow synth` and the workflow's `synth` rule write.
+"""
+
+from leukoflow.synth.dataset import (
+    PRELIM_DIR,
+    PRELIM_LABELS,
+    generate_dataset,
+    plan_subjects,
+    plan_tasks,
+)
+from leukoflow.synth.render import MORPHOLOGY, STAIN_E, STAIN_H, render_cell, subject_style
+from leukoflow.synth.samples import cells, write_cells, write_store
+
+__all__ = [
+    "MORPHOLOGY",
+    "PRELIM_DIR",
+    "PRELIM_LABELS",
+    "STAIN_E",
+    "STAIN_H",
+    "cells",
+    "generate_dataset",
+    "plan_subjects",
+    "plan_tasks",
+    "render_cell",
+    "subject_style",
+    "write_cells",
+    "write_store",
+]
