@@ -6,7 +6,6 @@ import math
 import re
 import shutil
 import subprocess
-import sys
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -15,12 +14,18 @@ import pandas as pd
 import pytest
 import yaml
 
+from leukoflow.workflow_runs import (
+    copy_workflow,
+    planned_jobs,
+    run_snakemake,
+    snakemake_command,
+)
+
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = REPO / "profiles" / "slurm"
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"
-WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "envs"]
 # The node has 2 CPUs: no job may ask for more; the first status check comes after 5 s.
 CLUSTER_ARGS = ["--max-threads", "2", "--slurm-init-seconds-before-status-checks", "5"]
 # Rules that run on the login node (`localrules`), never through sbatch.
@@ -37,15 +42,7 @@ SACCT_FIELDS = ["JobID", "Comment", "State", "ReqTRES", "AllocTRES", "Account", 
 
 def snakemake(workdir, env, *args, timeout=600):
     """Run this Python's snakemake in `workdir`; return the CompletedProcess (output merged)."""
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "snakemake"), *args],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=timeout,
-    )
+    return run_snakemake(workdir, *args, env=env, check=False, timeout=timeout, merge_output=True)
 
 
 def check(result):
@@ -72,31 +69,6 @@ def sacct_jobs(result):
 def rule_of(job):
     """The rule in the plugin's job comment `rule_<name>[_wildcards_<values>]`."""
     return job["Comment"].removeprefix("rule_").split("_wildcards_")[0]
-
-
-def planned_jobs(result):
-    """{rule: count} from the job-stats table a dry run prints."""
-    table = result.stdout.split("Job stats:", 1)[1].splitlines()[3:]
-    jobs = {}
-    for line in table:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        jobs[parts[0]] = int(parts[1])
-    return jobs
-
-
-def copy_workflow(dest, config):
-    """The workflow's files (no results) in `dest`, with `config` as config/test.yaml."""
-    dest.mkdir(parents=True)
-    for name in WORKFLOW_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, dest / name)
-        else:
-            shutil.copy2(source, dest / name)
-    (dest / "config" / "test.yaml").write_text(yaml.safe_dump(config))
-    return dest
 
 
 SMOKE_SNAKEFILE = """
@@ -167,14 +139,14 @@ def cluster_run(tmp_path_factory, slurm_cluster, slurm_env):
     """The tiny workflow run through profiles/slurm and, at the same time, locally."""
     root = tmp_path_factory.mktemp("e2e")
     config = tiny_config()
-    cluster = copy_workflow(root / "cluster", config)
-    local = copy_workflow(root / "local", config)
+    cluster = copy_workflow(REPO, root / "cluster", {"test.yaml": config})
+    local = copy_workflow(REPO, root / "local", {"test.yaml": config})
     plan = snakemake(cluster, slurm_env, "-n", "--configfile", "config/test.yaml")
     check(plan)
     local_args = ["--cores", "2", "--resources", "gpu=1", "--configfile", "config/test.yaml"]
     with open(root / "local.log", "w") as local_log:
         local_run = subprocess.Popen(
-            [str(Path(sys.executable).parent / "snakemake"), *local_args],
+            snakemake_command(*local_args),
             cwd=local,
             env=slurm_env,
             stdout=local_log,

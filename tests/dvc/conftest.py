@@ -5,7 +5,6 @@ so dvc.yaml is tested exactly as shipped.
 """
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -13,28 +12,18 @@ from pathlib import Path
 
 import pytest
 
+from leukoflow.workflow_runs import copy_workflow, run_snakemake, snakemake_env
+
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"
-PROJECT_FILES = [
-    "Snakefile",
-    "workflow",
-    "config",
-    "profiles",
-    "envs",
-    "src",
-    "dvc.yaml",
-    ".dvcignore",
-    ".dvc/config",
-    ".dvc/.gitignore",
-    ".gitignore",
-]
+# Beside the workflow's own files (copy_workflow): the package and DVC's files.
+PROJECT_FILES = ["src", "dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".gitignore"]
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 
 
 def environment():
     """os.environ with this Python's scripts first on PATH, no DVC analytics, a git identity."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env = snakemake_env()
     env["DVC_NO_ANALYTICS"] = "1"
     for role in ("AUTHOR", "COMMITTER"):
         env[f"GIT_{role}_NAME"] = "leukoflow tests"
@@ -66,8 +55,8 @@ def dvc(cwd, *args, timeout=900):
 
 
 def snakemake(cwd, *args):
-    """Run this environment's snakemake in `cwd`."""
-    return run(cwd, Path(sys.executable).parent / "snakemake", *args)
+    """Run this environment's snakemake in `cwd`, raising with its output on failure."""
+    return run_snakemake(cwd, *args, env=environment(), timeout=900)
 
 
 def git_commit(cwd, message):
@@ -88,8 +77,7 @@ def file_hashes(root):
 
 def make_project(dest, remote):
     """The project in `dest`, a committed git + DVC repository with `remote` as default remote."""
-    dest = Path(dest)
-    dest.mkdir(parents=True)
+    dest = copy_workflow(REPO, dest, {"demo.yaml": TINY})
     for name in PROJECT_FILES:
         source = REPO / name
         target = dest / name
@@ -98,7 +86,6 @@ def make_project(dest, remote):
             shutil.copytree(source, target, ignore=IGNORE)
         else:
             shutil.copy2(source, target)
-    shutil.copy2(TINY, dest / "config" / "demo.yaml")
     run(dest, "git", "init", "--quiet", "--initial-branch", "main")
     dvc(dest, "remote", "add", "--default", "local", remote)
     git_commit(dest, "project")

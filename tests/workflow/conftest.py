@@ -1,10 +1,10 @@
 """Workflow-level fixtures."""
 
 import pytest
-from wf import copy_workflow
+from wf import tiny_workflow
 
 
 @pytest.fixture
 def workdir(tmp_path):
     """A fresh copy of the workflow."""
-    return copy_workflow(tmp_path / "wf")
+    return tiny_workflow(tmp_path / "wf")

@@ -2,7 +2,8 @@
 
 import pytest
 import yaml
-from wf import snakemake
+
+from leukoflow.workflow_runs import run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -38,7 +39,7 @@ def write_config(workdir, change):
 )
 def test_bad_config_stops_before_any_job(workdir, change, expected):
     write_config(workdir, change)
-    result = snakemake(workdir, "-n", "--configfile", "config/bad.yaml", check=False)
+    result = run_snakemake(workdir, "-n", "--configfile", "config/bad.yaml", check=False)
     assert result.returncode != 0
     text = result.stdout + result.stderr
     for fragment in expected:
@@ -48,5 +49,7 @@ def test_bad_config_stops_before_any_job(workdir, change, expected):
 
 
 def test_the_tiny_config_plans(workdir):
-    result = snakemake(workdir, "-n", "results/split/split.csv", "--configfile", "config/tiny.yaml")
+    result = run_snakemake(
+        workdir, "-n", "results/split/split.csv", "--configfile", "config/tiny.yaml"
+    )
     assert "rule split" in result.stdout

@@ -5,7 +5,8 @@ import json
 import pandas as pd
 import pytest
 import yaml
-from wf import planned_jobs, snakemake
+
+from leukoflow.workflow_runs import planned_jobs, run_snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -15,9 +16,9 @@ def test_two_folds_run_as_separate_jobs_and_reach_the_table(workdir):
     config["architectures"] = {"SimpleNet": {}}
     config["cv"] = {"folds": 2}
     (workdir / "config" / "cv.yaml").write_text(yaml.safe_dump(config))
-    jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", "config/cv.yaml"))
+    jobs = planned_jobs(run_snakemake(workdir, "-n", "--configfile", "config/cv.yaml"))
     assert jobs["train"] == jobs["evaluate"] == 3 and jobs["stain_reference"] == 3
-    snakemake(workdir, "--cores", "2", "--configfile", "config/cv.yaml")
+    run_snakemake(workdir, "--cores", "2", "--configfile", "config/cv.yaml")
 
     split = pd.read_csv(workdir / "results/split/split.csv", dtype={"subject": str})
     test_subjects = set(split.loc[split["subset"] == "test", "subject"])

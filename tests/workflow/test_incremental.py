@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from wf import copy_workflow, planned_jobs, snakemake
+from wf import tiny_workflow
 
 import leukoflow
 from leukoflow.cli import main
+from leukoflow.workflow_runs import job_intervals, planned_jobs, run_snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -27,8 +28,8 @@ ONE_ARCH = {"train": 1, "evaluate": 1, "timing": 1, "saliency": 1, "bundle": 1, 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """The tiny workflow run to the end with 4 cores, one-thread GPU jobs and gpu=1."""
-    workdir = copy_workflow(tmp_path_factory.mktemp("incremental") / "wf")
-    snakemake(
+    workdir = tiny_workflow(tmp_path_factory.mktemp("incremental") / "wf")
+    run_snakemake(
         workdir,
         "--cores",
         "4",
@@ -44,7 +45,7 @@ def finished(tmp_path_factory):
 
 def dry_run(workdir, config="config/tiny.yaml"):
     """The {rule: count} a dry run plans."""
-    return planned_jobs(snakemake(workdir, "-n", "--configfile", config))
+    return planned_jobs(run_snakemake(workdir, "-n", "--configfile", config))
 
 
 def changed_config(workdir, change):
@@ -65,7 +66,7 @@ def test_changing_one_architecture_reruns_only_its_jobs(finished):
     config = changed_config(
         finished, lambda c: c["architectures"]["VGG16"].update({"learning_rate": 3.0e-4})
     )
-    result = snakemake(finished, "-n", "--configfile", config)
+    result = run_snakemake(finished, "-n", "--configfile", config)
     assert planned_jobs(result) == ONE_ARCH
     assert set(re.findall(r"arch=(\w+)", result.stdout)) == {"VGG16"}
 
@@ -74,12 +75,12 @@ def test_adding_an_architecture_plans_only_its_jobs(finished):
     config = changed_config(
         finished, lambda c: c["architectures"].update({"EfficientNetB5": {"input_size": 32}})
     )
-    assert planned_jobs(snakemake(finished, "-n", "--configfile", config)) == ONE_ARCH
+    assert planned_jobs(run_snakemake(finished, "-n", "--configfile", config)) == ONE_ARCH
 
 
 def test_changing_the_stain_method_reruns_stain_and_downstream_only(finished):
     config = changed_config(finished, lambda c: c["stain"].update({"method": "reinhard"}))
-    jobs = planned_jobs(snakemake(finished, "-n", "--configfile", config))
+    jobs = planned_jobs(run_snakemake(finished, "-n", "--configfile", config))
     assert not {"synth", "ingest", "split"} & set(jobs)
     assert jobs == {
         "stain_reference": 1,
@@ -105,29 +106,6 @@ def test_changing_the_report_code_reruns_only_the_report(finished):
     finally:
         code.write_text(text)
         os.utime(code, ns=(before.st_atime_ns, before.st_mtime_ns))
-
-
-def job_intervals(log_text):
-    """(rule, start, end) of every finished job in a snakemake log."""
-    stamp = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$")
-    started, intervals, now = {}, [], None
-    lines = log_text.splitlines()
-    for i, line in enumerate(lines):
-        match = stamp.match(line.strip())
-        if match:
-            now = datetime.strptime(match[1], "%a %b %d %H:%M:%S %Y")
-            continue
-        rule = re.match(r"^(?:local)?rule (\w+):$", line.strip())
-        if rule:
-            jobid = next(
-                re.search(r"jobid: (\d+)", later)[1] for later in lines[i:] if "jobid:" in later
-            )
-            started[jobid] = (rule[1], now)
-        done = re.search(r"Finished jobid: (\d+)", line)
-        if done and done[1] in started:
-            name, start = started.pop(done[1])
-            intervals.append((name, start, now))
-    return intervals
 
 
 def test_gpu_jobs_never_overlap(finished):

@@ -4,7 +4,9 @@ import time
 
 import pytest
 import yaml
-from wf import REPO, planned_jobs, snakemake, write_cell_tree
+from wf import REPO, write_cell_tree
+
+from leukoflow.workflow_runs import planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -25,7 +27,7 @@ def test_full_config_plan_does_not_grow_with_images(workdir, tmp_path, images):
     dataset = write_cell_tree(tmp_path / "C-NMC", images)
     config = full_config(workdir, dataset, folds=5)
     start = time.perf_counter()
-    jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", config))
+    jobs = planned_jobs(run_snakemake(workdir, "-n", "--configfile", config))
     print(f"planned {sum(jobs.values())} jobs in {time.perf_counter() - start:.1f} s")
     splits = 1 + 5
     assert jobs == {
