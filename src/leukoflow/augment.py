@@ -18,10 +18,6 @@ row-major order of the cell pixels). Background pixels stay as they are (black).
 import dataclasses
 import logging
 import multiprocessing
-import os
-import resource
-import tempfile
-import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -386,95 +382,3 @@ def write_examples(images, index, spec, seed, path):
     )
     with atomic_path(path, suffix=".png") as tmp:
         figure.savefig(tmp, dpi=100, format="png")
-
-
-def synthetic_cells(n, size, seed=0):
-    """`n` cell-like images uint8 (n, size, size, 3) on black: a textured purple ellipse (radii
-    20-40% of the frame, near the centre) with a darker, eccentric nucleus."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    cells = np.zeros((n, size, size, 3), dtype=np.uint8)
-    base = np.array([150, 110, 190], dtype=np.float32)
-    for i in range(n):
-        cy, cx = 0.5 + rng.uniform(-0.05, 0.05, 2)
-        ry, rx = rng.uniform(0.2, 0.4, 2)
-        ny, nx = rng.uniform(-0.3, 0.3, 2)
-        cell = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
-        nucleus = ((yy - cy - ny * ry) / ry) ** 2 + ((xx - cx - nx * rx) / rx) ** 2 < 0.35
-        texture = rng.normal(0, 8, (size, size, 1)).astype(np.float32)
-        colour = np.clip(base - 60 * nucleus[..., None] + texture, 20, 255)
-        cells[i] = np.where(cell[..., None], colour, 0).astype(np.uint8)
-    return cells
-
-
-def write_synthetic_store(folder, images, labels, stem=TRAIN_STEM, subjects=None):
-    """Write `images` as a store `folder/{stem}.npy` + `.csv` with the stores' index columns
-    and made-up paths, subjects and hashes (for benchmarks and tests)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    n = len(images)
-    np.save(folder / f"{stem}.npy", np.asarray(images, dtype=np.uint8))
-    labels = np.asarray(labels)
-    subjects = subjects if subjects is not None else [f"{stem}{i % 7}" for i in range(n)]
-    index = pd.DataFrame(
-        {
-            "row": np.arange(n),
-            "path": [f"{stem}/{i}.bmp" for i in range(n)],
-            "label": np.where(labels == 1, "all", "hem"),
-            "subject": subjects,
-            "fold": 0,
-            "sha256": [f"{stem}{i:060d}" for i in range(n)],
-            "y": labels,
-        }
-    )
-    index.to_csv(folder / f"{stem}.csv", index=False)
-    return folder / f"{stem}.npy"
-
-
-def _timed_augment(n, size, threads, seed=0):
-    """(wall s, CPU s of this process and its workers) to augment `n` synthetic cells at
-    `size` px, one copy each, all transformations on (config defaults), end to end: store
-    and index written, worker start-up included."""
-    cells = synthetic_cells(n, size, seed)
-    with tempfile.TemporaryDirectory() as folder:
-        store = write_synthetic_store(folder, cells, np.arange(n) % 2)
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu, start = time.process_time(), time.perf_counter()
-        augment_store(
-            store,
-            Path(folder) / "train_aug.npy",
-            AugmentSpec(),
-            seed=seed,
-            balance=False,
-            copies_per_image=1,
-            threads=threads,
-        )
-        wall = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        worker_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
-        return wall, time.process_time() - cpu + worker_cpu
-
-
-def benchmark_augment(n=1000, size=224, threads=2):
-    """Augmented images per second (wall clock): `n` cells at `size` px, `threads` processes."""
-    return n / _timed_augment(n, size, threads)[0]
-
-
-def bench(images=1000, size=224, threads=None):
-    """Figures for `leukoflow bench augment`: augmented images/s with `threads` processes
-    (default: all cores) and with one, their ratio, the CPU time per image (what a busy
-    machine cannot distort), and the issue's target (300/s at 224 px on 2 cores)."""
-    threads = threads or os.cpu_count() or 1
-    wall, cpu = _timed_augment(images, size, threads)
-    wall_one, cpu_one = _timed_augment(images, size, 1)
-    return {
-        "augment_images": images,
-        "augment_size_px": size,
-        "augment_processes": threads,
-        "augment_images_per_s": images / wall,
-        "augment_images_per_s_one_process": images / wall_one,
-        "augment_speedup_vs_one_process": wall_one / wall,
-        "augment_cpu_ms_per_image": 1000 * cpu / images,
-        "augment_cpu_ms_per_image_one_process": 1000 * cpu_one / images,
-        "augment_target_images_per_s": 300,
-    }

@@ -200,32 +200,6 @@ def train_one_epoch(model, batches):
     return float(np.mean(losses)), float(np.mean(accuracies))
 
 
-def consumption_images_per_second(arch, size, batch_size, steps=10, settings=None):
-    """Images/s one training step of `arch` consumes (random uint8 data, after one warm-up step).
-
-    Uses the runtime options of `settings` (mixed_precision / jit_compile, default "auto"),
-    i.e. what `train` would use on this machine. For loader benchmarks and GPU throughput.
-    """
-    import keras
-
-    from leukoflow.models import build_model
-
-    options = runtime_options(settings or {"mixed_precision": "auto", "jit_compile": "auto"})
-    apply_runtime_options(options)
-    try:
-        model = compile_model(build_model(arch, size), 1e-4, 1000, 1e-4, options["jit_compile"])
-        rng = np.random.default_rng(0)
-        images = rng.integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)
-        labels = rng.integers(0, 2, batch_size).astype(np.float32)
-        model.train_on_batch(images, labels)
-        start = time.perf_counter()
-        for _ in range(steps):
-            model.train_on_batch(images, labels)
-        return steps * batch_size / (time.perf_counter() - start)
-    finally:
-        keras.config.set_dtype_policy("float32")
-
-
 def predict_probabilities(model, images, batch_size):
     """Probabilities of `all`, float32 `(N,)`, for uint8 images `(N, s, s, 3)` in store order."""
     out = np.empty(len(images), dtype=np.float32)

@@ -158,7 +158,7 @@ def test_exp_run_sets_one_arch_learning_rate(clone, changed):
 
 
 def test_bench_dvc_measures_add_status_push(tmp_path):
-    from leukoflow.bench_dvc import format_report, measure_dvc
+    from leukoflow.bench.dvc import format_report, measure_dvc
 
     for i in range(12):
         folder = tmp_path / "data" / f"fold_{i % 3}"

@@ -1,7 +1,7 @@
-"""`leukoflow bench`: kinds wiring, tables, the loader ceiling, the preparation pieces, and the
-GPU throughput script (FLOP count and estimate on CPU JAX)."""
+"""`leukoflow bench`: kinds wiring, tables, the loader ceiling, the preparation pieces (a real
+run through Snakemake included), the workflow-run helpers, and the GPU throughput script (FLOP
+count and estimate on CPU JAX)."""
 
-import importlib
 import importlib.util
 import inspect
 import json
@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from cells import make_cnmc_tree
 
-from leukoflow import bench, bench_prepare
+from leukoflow.bench import common, loader, prepare, scaling
+from leukoflow.bench.kinds import KINDS, default_options, kind_function
 from leukoflow.cli import build_parser
-from leukoflow.cli.bench import KINDS, default_options, format_table
 from leukoflow.errors import LeukoflowError
+from leukoflow.workflow_runs import planned_jobs
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "gpu_throughput.py"
@@ -26,8 +27,7 @@ SCRIPT = REPO / "scripts" / "gpu_throughput.py"
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_every_kind_target_takes_its_options(kind):
     spec = KINDS[kind]
-    module, name = spec["target"].split(":")
-    function = getattr(importlib.import_module(module), name)
+    function = kind_function(kind)
     assert callable(function)
     parameters = inspect.signature(function).parameters
     options = default_options(kind)
@@ -52,12 +52,12 @@ def test_bench_all_options_parse():
 
 def test_tables():
     figures = {"a_images_per_s": 1234.5678, "b_ratio": 0.12345, "c_count": 7, "name": "x"}
-    lines = format_table("demo", figures).splitlines()
+    lines = common.format_table("demo", figures).splitlines()
     assert lines[0] == "bench demo" and lines[2].endswith("1234.568")
-    rows = bench.summary_rows("demo", figures, ["*_per_s", "*_count"])
+    rows = common.summary_rows("demo", figures, ["*_per_s", "*_count"])
     assert rows == [("demo", "a_images_per_s", 1234.5678), ("demo", "c_count", 7)]
-    assert len(bench.summary_rows("demo", figures, None)) == 4
-    table = bench.format_summary(rows + [("x", "b_ratio", 0.12345)], "head").splitlines()
+    assert len(common.summary_rows("demo", figures, None)) == 4
+    table = common.format_summary(rows + [("x", "b_ratio", 0.12345)], "head").splitlines()
     assert table[0] == "head"
     assert len({len(line) for line in table[1:]}) == 1  # aligned columns
     assert table[3].split("|")[3].strip() == "1234.6"
@@ -66,17 +66,19 @@ def test_tables():
 
 def test_planned_jobs_reads_the_job_stats():
     text = "Job stats:\njob    count\n---  ---\nall 1\ningest 1\ntrain 36\ntotal 38\n\nx 3\n"
-    assert bench.planned_jobs(text) == {"ingest": 1, "train": 36}
-    assert bench.planned_jobs("nothing") == {}
+    for stdout, stderr in ((text, ""), ("", text), (text, None)):  # None: output merged
+        result = subprocess.CompletedProcess([], 0, stdout, stderr)
+        assert planned_jobs(result) == {"ingest": 1, "train": 36}
+    assert planned_jobs(subprocess.CompletedProcess([], 0, "nothing", "")) == {}
 
 
 def test_memcpy_ceiling_and_loader_on_tiny_data():
     images = np.arange(10 * 4 * 4 * 3, dtype=np.uint8).reshape(10, 4, 4, 3)
-    rate = bench.memcpy_images_per_s(images, batch_size=4, batches=5, repeats=2)
+    rate = loader.memcpy_images_per_s(images, batch_size=4, batches=5, repeats=2)
     assert np.isfinite(rate) and rate > 0
     with pytest.raises(LeukoflowError, match="fewer than one batch"):
-        bench.memcpy_images_per_s(images[:3], batch_size=4, batches=1)
-    figures = bench.loader(images=64, size=16, batch_size=8, repeats=1)
+        loader.memcpy_images_per_s(images[:3], batch_size=4, batches=1)
+    figures = loader.run(images=64, size=16, batch_size=8, repeats=1)
     assert figures["loader_vs_memcpy"] == pytest.approx(
         figures["loader_images_per_s"] / figures["memcpy_images_per_s"]
     )
@@ -87,17 +89,17 @@ def test_subject_subsets_are_nested_and_keep_both_classes():
     candidates = [("all", f"A{i}") for i in range(47)] + [("hem", f"H{i}") for i in range(26)]
     previous = set()
     for fraction in (0.125, 0.25, 0.5, 1):
-        chosen = bench_prepare.subject_subset(candidates, fraction)
+        chosen = scaling.subject_subset(candidates, fraction)
         assert previous <= chosen
         assert any(s.startswith("A") for s in chosen) and any(s.startswith("H") for s in chosen)
         previous = chosen
-    assert len(bench_prepare.subject_subset(candidates, 0.125)) == 6 + 4
+    assert len(scaling.subject_subset(candidates, 0.125)) == 6 + 4
     assert len(previous) == 73
 
 
 def test_link_subset_keeps_the_layout(tmp_path):
     root = make_cnmc_tree(tmp_path / "cnmc")
-    images, subjects = bench_prepare.link_subset(root, tmp_path / "half", 0.5)
+    images, subjects = scaling.link_subset(root, tmp_path / "half", 0.5)
     assert subjects == 3 + 2  # of 6 ALL and 3 hem subjects
     linked = sorted(p.relative_to(tmp_path / "half") for p in (tmp_path / "half").rglob("*.bmp"))
     assert len(linked) == images == 5 * 3
@@ -105,28 +107,52 @@ def test_link_subset_keeps_the_layout(tmp_path):
 
 
 def test_linear_fit():
-    fit = bench_prepare.linear_fit([100, 200, 400], [12.0, 22.0, 42.0])
+    fit = scaling.linear_fit([100, 200, 400], [12.0, 22.0, 42.0])
     assert fit["slope_ms_per_image"] == pytest.approx(100)
     assert fit["intercept_s"] == pytest.approx(2)
     assert fit["r2"] == pytest.approx(1)
     assert max(map(abs, fit["deviation"])) < 1e-9
-    bent = bench_prepare.linear_fit([100, 200, 400], [12.0, 30.0, 42.0])
+    bent = scaling.linear_fit([100, 200, 400], [12.0, 30.0, 42.0])
     assert bent["r2"] < 1 and max(map(abs, bent["deviation"])) > 0.1
 
 
 @pytest.mark.slow
 def test_run_measured_reports_time_and_memory(tmp_path):
-    total, largest = bench_prepare.tree_memory(os.getpid())
+    total, largest = common.tree_memory(os.getpid())
     assert total > 10 * 2**20 and largest > 10 * 2**20
-    synth = ["synth", str(tmp_path / "d"), "--subjects", "6", "--images-per-subject", "1"]
-    step = bench_prepare.run_measured([*synth, "--size", "32"], tmp_path / "s.log")
+    leukoflow = str(Path(sys.executable).parent / "leukoflow")
+    synth = [leukoflow, "synth", str(tmp_path / "d"), "--subjects", "6", "--images-per-subject"]
+    step = common.run_measured([*synth, "1", "--size", "32"], tmp_path / "s.log")
     assert step["s"] > 0 and 0 < step["cpu_s"] < 60
     assert 10 < step["max_rss_mb"] <= step["peak_tree_mb"] < 2000
     assert (tmp_path / "d" / "training_data").is_dir()
     with pytest.raises(LeukoflowError, match="failed"):
-        bench_prepare.run_measured(
-            ["ingest", str(tmp_path / "missing"), "--out", "m.csv"], tmp_path / "x.log"
+        common.run_measured(
+            [leukoflow, "ingest", str(tmp_path / "missing"), "--out", "m.csv"], tmp_path / "x.log"
         )
+
+
+@pytest.mark.slow
+def test_prepare_runs_the_workflows_targets_through_snakemake(tmp_path):
+    """One preparation of a small synthetic set: every step is a Snakemake run of the
+    workflow's own rules, and the last run, with nothing to do, measures Snakemake itself."""
+    dataset = tmp_path / "data"
+    common.synthetic_dataset(dataset, 36, size=64)
+    figures = prepare.prepare(REPO, dataset, tmp_path / "wf", size=32, threads=2)
+    assert list(figures["steps"]) == [name for name, _ in prepare.step_targets(32)]
+    assert figures["images"] == 36
+    for step in [*figures["steps"].values(), figures["snakemake_noop"]]:
+        assert step["s"] > 0 and step["cpu_s"] > 0
+        assert 0 < step["max_rss_mb"] <= step["peak_tree_mb"]
+    noop = figures["snakemake_noop"]["s"]
+    assert figures["snakemake_overhead_s"] == pytest.approx(6 * noop)
+    assert figures["total_s"] > figures["snakemake_overhead_s"]
+    work = tmp_path / "wf"
+    for subset in ("train", "val", "test"):
+        assert (work / "results/main/stores/32px" / f"{subset}.npy").is_file()
+    assert (work / "results/main/stain/spread.json").is_file()
+    assert (work / "logs/stores/main/32px/train.log").is_file()  # the rule's own log
+    assert "Nothing to be done" in (work / "bench-noop.log").read_text()
 
 
 def load_gpu_script():
@@ -229,16 +255,15 @@ print("new heavy imports:", sorted(heavy() - before))
 
 
 def test_bench_all_summary_failures_and_earlier_runs(tmp_path, monkeypatch, capsys):
-    from leukoflow.cli import bench as cli_bench
+    from leukoflow.bench import kinds
 
     small = dict(KINDS["loader"], options=[("--images", int, 64, ""), ("--size", int, 16, "")])
     broken = dict(KINDS["plan"], options=[("--workflow", str, str(tmp_path / "none"), "")])
-    monkeypatch.setattr(
-        cli_bench, "KINDS", {"loader": small, "plan": broken, "ingest": KINDS["ingest"]}
-    )
+    registry = {"loader": small, "plan": broken, "ingest": KINDS["ingest"]}
+    monkeypatch.setattr(kinds, "KINDS", registry)
     (tmp_path / "ingest.json").write_text(json.dumps({"ingest_files_per_s": 12.5, "x": 1}))
     with pytest.raises(LeukoflowError, match="bench kinds failed: plan"):
-        cli_bench.run_all(tmp_path, skip=["ingest"])
+        kinds.run_all(tmp_path, skip=["ingest"])
     assert set(json.loads((tmp_path / "loader.json").read_text())) >= {
         "loader_vs_memcpy",
         "load_avg_1min_before",

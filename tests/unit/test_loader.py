@@ -113,7 +113,7 @@ def test_errors_in_the_reader_thread_reach_the_consumer():
 @pytest.mark.slow
 def test_loader_delivers_at_least_ten_times_what_simplenet_consumes(tmp_path):
     """The issue's loader benchmark: loader images/s vs a SimpleNet train step, 64 px."""
-    from leukoflow.train import consumption_images_per_second
+    from leukoflow.bench.training import consumption_images_per_second
 
     size, batch = 64, 32
     images, index = open_store(write_store(tmp_path / "train", 1024, size))

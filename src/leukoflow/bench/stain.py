@@ -5,47 +5,33 @@ agreement, scikit-image's bundled immunohistochemistry image): torchstain's nump
 normalisers are the baseline and the oracle. Stain timings use one BLAS thread.
 """
 
-import logging
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from PIL import Image
 
+from leukoflow.bench.common import ms_per_item, timed
 from leukoflow.stain import fit_reference, normalize
-from leukoflow.stores import build_store
-from leukoflow.synth import render_cell, subject_style
-
-log = logging.getLogger(__name__)
-
-
-def synthetic_cells(n, size, seed=0, subjects=4):
-    """`n` synthetic cells uint8 (size, size, 3) on black from `subjects` stain styles."""
-    rng = np.random.default_rng(seed)
-    styles = [subject_style(rng) for _ in range(subjects)]
-    return [render_cell(rng, ("all", "hem")[i % 2], styles[i % subjects], size) for i in range(n)]
-
-
-def _ms_per_image(function, images, repeats):
-    """Best over `repeats` passes of the mean time of `function(image)`, in ms per image."""
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for image in images:
-            function(image)
-        best = min(best, (time.perf_counter() - start) / len(images))
-    return 1000 * best
 
 
 def _mean_abs_diff(a, b):
     return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16))))
 
 
-def stain_figures(images, ihc, repeats=3):
-    """Timings (ms per image) and agreement (grey levels) of Macenko and Reinhard."""
+def stain_figures(images: np.ndarray, ihc: np.ndarray, repeats: int = 3) -> dict:
+    """Timings (ms per image) and agreement (grey levels) of Macenko and Reinhard.
+
+    Args:
+        images: uint8 (n, s, s, 3) cells, n >= 2: the first is the reference, the others
+            are normalised and timed.
+        ihc: an RGB image for a second agreement check (skimage's immunohistochemistry).
+        repeats: timing passes; the best is kept.
+
+    Returns:
+        The figures: ms per image of ours and torchstain's (Macenko masked and unmasked,
+        Reinhard), the speed-ups, and the mean absolute differences from torchstain.
+    """
     import torchstain
     from threadpoolctl import threadpool_limits
 
@@ -61,19 +47,17 @@ def stain_figures(images, ihc, repeats=3):
     reinhard = fit_reference([source], "reinhard", mask=False)
     with threadpool_limits(1):
         figures = {
-            "torchstain_macenko_ms_per_image": _ms_per_image(
+            "torchstain_macenko_ms_per_image": ms_per_item(
                 lambda im: oracle.normalize(im, stains=False), targets, repeats
             ),
-            "macenko_ms_per_image": _ms_per_image(
-                lambda im: normalize(im, masked), targets, repeats
-            ),
-            "macenko_unmasked_ms_per_image": _ms_per_image(
+            "macenko_ms_per_image": ms_per_item(lambda im: normalize(im, masked), targets, repeats),
+            "macenko_unmasked_ms_per_image": ms_per_item(
                 lambda im: normalize(im, unmasked), targets, repeats
             ),
-            "torchstain_reinhard_ms_per_image": _ms_per_image(
+            "torchstain_reinhard_ms_per_image": ms_per_item(
                 reinhard_oracle.normalize, targets, repeats
             ),
-            "reinhard_ms_per_image": _ms_per_image(
+            "reinhard_ms_per_image": ms_per_item(
                 lambda im: normalize(im, reinhard), targets, repeats
             ),
         }
@@ -106,22 +90,32 @@ def stain_figures(images, ihc, repeats=3):
     return figures
 
 
-def stores_figures(n, image_size, store_size, threads, seed=0):
-    """Images per second of `build_store` on `n` synthetic BMPs written to a temp folder."""
-    images = synthetic_cells(n, image_size, seed=seed + 1, subjects=8)
-    reference = fit_reference(images[:20], "macenko")
+def stores_figures(n: int, image_size: int, store_size: int, threads: int, seed: int = 0) -> dict:
+    """Images per second of `build_store` on `n` synthetic BMPs written to a temporary folder.
+
+    Args:
+        n: synthetic cells (8 subjects' styles).
+        image_size: their side, px.
+        store_size: side of the stored images, px.
+        threads: store worker processes.
+        seed: `seed + 1` seeds the cells.
+
+    Returns:
+        The figures: `stores_images_per_s` and the settings.
+    """
+    from leukoflow.images import read_rgb
+    from leukoflow.stores import build_store
+    from leukoflow.synth import write_cells
+
     with tempfile.TemporaryDirectory(prefix="leukoflow-bench-") as tmp:
-        rows = []
-        for i, image in enumerate(images):
-            rel = f"cells/{i:05d}.bmp"
-            (Path(tmp) / rel).parent.mkdir(exist_ok=True)
-            Image.fromarray(image).save(Path(tmp) / rel)
-            label = ("all", "hem")[i % 2]
-            rows.append((rel, label, str(i % 8), "0", f"{i:064x}"))
-        rows = pd.DataFrame(rows, columns=["path", "label", "subject", "fold", "sha256"])
-        start = time.perf_counter()
-        build_store(rows, tmp, reference, store_size, Path(tmp) / "store.npy", threads, False)
-        seconds = time.perf_counter() - start
+        rows = write_cells(Path(tmp) / "cells", n, image_size, seed=seed + 1, subjects=8)
+        rows["path"] = "cells/" + rows["path"]
+        rows["fold"] = "0"
+        rows["sha256"] = [f"{i:064x}" for i in range(n)]
+        reference = fit_reference((read_rgb(Path(tmp) / p) for p in rows["path"][:20]), "macenko")
+        seconds, _ = timed(
+            build_store, rows, tmp, reference, store_size, Path(tmp) / "store.npy", threads, False
+        )
     return {
         "stores_images_per_s": n / seconds,
         "stores_images": n,
@@ -131,13 +125,34 @@ def stores_figures(n, image_size, store_size, threads, seed=0):
     }
 
 
-def run(images=20, size=450, stores_images=200, store_size=224, threads=None, repeats=3):
-    """All figures of `leukoflow bench stain` as a flat dict."""
+def run(
+    images: int = 20,
+    size: int = 450,
+    stores_images: int = 200,
+    store_size: int = 224,
+    threads: int | None = None,
+    repeats: int = 3,
+) -> dict:
+    """All figures of `leukoflow bench stain`.
+
+    Args:
+        images: synthetic cells timed per method.
+        size: their side, px.
+        stores_images: images written to a temporary store.
+        store_size: side of the stored images, px.
+        threads: store worker processes (default: all cores).
+        repeats: timing passes (the best is kept).
+
+    Returns:
+        The figures of `stain_figures` and `stores_figures`, with the settings.
+    """
     import skimage.data
 
+    from leukoflow.synth import cells
+
     threads = threads or os.cpu_count() or 1
-    cells = synthetic_cells(images + 1, size)
+    pixels, _, _ = cells(images + 1, size)
     figures = {"images": images, "image_size": size}
-    figures.update(stain_figures(cells, skimage.data.immunohistochemistry(), repeats))
+    figures.update(stain_figures(pixels, skimage.data.immunohistochemistry(), repeats))
     figures.update(stores_figures(stores_images, size, store_size, threads))
     return figures

@@ -1,4 +1,4 @@
-"""Benchmark of `leukoflow predict`: end-to-end throughput against the bare model and a naive loop.
+"""`leukoflow bench predict`: end-to-end throughput against the bare model and a naive loop.
 
 On synthetic 450x450 BMP cells, for each architecture (random weights, `weights="none"`):
 - bare model: the compiled inference function on the already prepared arrays, batches of 32
@@ -11,12 +11,11 @@ On synthetic 450x450 BMP cells, for each architecture (random weights, `weights=
 import json
 import logging
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from leukoflow.bench.common import timed
 from leukoflow.errors import LeukoflowError
 
 log = logging.getLogger(__name__)
@@ -24,24 +23,19 @@ log = logging.getLogger(__name__)
 DEFAULT_ARCHS = (("SimpleNet", 128), ("EfficientNetB5", 456))
 
 
-def write_synthetic_cells(folder, n, size=450, seed=0, per_subject=50):
-    """Write `n` synthetic cell BMPs (size x size) into `folder`; returns their paths."""
-    from leukoflow.synth import render_cell, subject_style
+def make_bundle(arch: str, size: int, reference: dict, out_dir: str | Path, seed: int = 0):
+    """Write a bundle of a randomly initialised `arch` at `size` px.
 
-    rng = np.random.default_rng(seed)
-    paths, style = [], None
-    for i in range(n):
-        if i % per_subject == 0:
-            style = subject_style(rng)
-        label = "all" if rng.random() < 0.68 else "hem"
-        path = Path(folder) / f"cell_{i:05d}.bmp"
-        Image.fromarray(render_cell(rng, label, style, size)).save(path)
-        paths.append(path)
-    return paths
+    Args:
+        arch: the architecture.
+        size: its input side, px.
+        reference: the stain reference the bundle carries.
+        out_dir: the bundle's folder (its sources go beside it, in `<out_dir>.src`).
+        seed: Keras' random seed for the weights.
 
-
-def make_bundle(arch, size, reference, out_dir, seed=0):
-    """A bundle of a randomly initialised `arch` at `size` px in `out_dir`; the loaded Bundle."""
+    Returns:
+        The loaded `leukoflow.bundle.Bundle`.
+    """
     import keras
 
     from leukoflow.bundle import load_bundle, write_bundle
@@ -66,12 +60,6 @@ def make_bundle(arch, size, reference, out_dir, seed=0):
     return load_bundle(out_dir)
 
 
-def _timed(function, *args):
-    start = time.perf_counter()
-    result = function(*args)
-    return time.perf_counter() - start, result
-
-
 def _measure(measures, n, repeats, chunk):
     """Time the named functions `f(start, stop)` over items [0, n); best seconds, results.
 
@@ -88,7 +76,7 @@ def _measure(measures, n, repeats, chunk):
         parts = {name: [] for name in measures}
         for start in range(0, n, chunk):
             for name, function in measures.items():
-                elapsed, part = _timed(function, start, min(start + chunk, n))
+                elapsed, part = timed(function, start, min(start + chunk, n))
                 spent[name] += elapsed
                 parts[name].append(part)
         for name in measures:
@@ -98,18 +86,18 @@ def _measure(measures, n, repeats, chunk):
 
 
 def bench_architecture(
-    arch,
-    size,
-    files,
-    reference,
-    folder,
-    batch_size=32,
-    workers=None,
-    naive=False,
-    repeats=3,
-    budget_s=60,
-):
-    """The figures of one architecture over `files`; a dict (images/s and ratios).
+    arch: str,
+    size: int,
+    files: list[Path],
+    reference: dict,
+    folder: str | Path,
+    batch_size: int = 32,
+    workers: int | None = None,
+    naive: bool = False,
+    repeats: int = 3,
+    budget_s: float = 60,
+) -> dict:
+    """The figures of one architecture over `files`.
 
     A model whose bare pass over `files` takes more than `budget_s` is timed in one pass
     that alternates bare model and predict every 4 batches (see `_measure`).
@@ -117,6 +105,25 @@ def bench_architecture(
     `ideal_vs_bare` is the best `predict_vs_bare` possible when the bare model already keeps
     every core busy: preparation then has to share the cores, so over n images the wall time
     is at least bare + n x single-thread preparation / cores.
+
+    Args:
+        arch: the architecture (random weights).
+        size: its input side, px.
+        files: the image files.
+        reference: the stain reference.
+        folder: where its bundle is written.
+        batch_size: images per model call.
+        workers: preparation threads (default: the cores).
+        naive: also time the naive read-prepare-`model.predict` loop.
+        repeats: timing rounds, the best kept.
+        budget_s: the bare pass above which the model is timed in one alternating pass.
+
+    Returns:
+        images/s of the bare model, of predict (and of the naive loop), their ratios, the
+        preparation cost and the largest difference between predict and the bare model.
+
+    Raises:
+        LeukoflowError: an image could not be prepared.
     """
     from leukoflow.images import open_rgb
     from leukoflow.predict import (
@@ -130,11 +137,11 @@ def bench_architecture(
 
     bundle = make_bundle(arch, size, reference, Path(folder) / arch)
     predict_fn = make_predict_fn(bundle)
-    prep_s, (images, errors) = _timed(lambda: prepare_batch(files, bundle.reference, size))
+    prep_s, (images, errors) = timed(lambda: prepare_batch(files, bundle.reference, size))
     if any(errors):
         raise LeukoflowError(f"benchmark images could not be prepared: {set(errors) - {None}}")
     predict_arrays(predict_fn, images[:batch_size], batch_size)  # trace the one batch shape
-    batch_s, _ = _timed(lambda: predict_arrays(predict_fn, images[:batch_size], batch_size))
+    batch_s, _ = timed(lambda: predict_arrays(predict_fn, images[:batch_size], batch_size))
     n = len(files)
     slow = batch_s * n / batch_size > budget_s  # one pass of the bare model takes that long
     chunk = 4 * batch_size if slow else n
@@ -190,8 +197,8 @@ def bench_architecture(
     return figures
 
 
-def format_table(results):
-    """The benchmark's figures as a text table."""
+def results_table(results: list[dict]) -> str:
+    """The figures of `bench_architecture`, one architecture a row, as a text table."""
     lines = [
         f"{'architecture':<16}{'px':>5}{'bare img/s':>12}{'predict img/s':>15}{'pred/bare':>11}"
         f"{'ideal':>7}{'naive img/s':>13}{'pred/naive':>12}{'prep ms/img':>13}"
@@ -209,32 +216,39 @@ def format_table(results):
 
 
 def bench_predict(
-    n_images=500,
-    archs=DEFAULT_ARCHS,
-    naive_archs=("SimpleNet",),
-    batch_size=32,
-    workers=None,
-    model_threads=None,
-    repeats=3,
-    seed=0,
-):
-    """Run the predict benchmark on `n_images` synthetic cells; print a table, return a dict.
+    n_images: int = 500,
+    archs: tuple[tuple[str, int], ...] = DEFAULT_ARCHS,
+    naive_archs: tuple[str, ...] = ("SimpleNet",),
+    batch_size: int = 32,
+    workers: int | None = None,
+    model_threads: int | None = None,
+    repeats: int = 3,
+    seed: int = 0,
+) -> dict:
+    """Run the predict benchmark on `n_images` synthetic 450 px cells; print a table.
 
-    `archs`: (architecture, input size) pairs, random weights; `naive_archs`: those also
-    timed with the naive loop; `workers`: preparation threads (default: the cores);
-    `model_threads`: TensorFlow intra-op threads (applies only before TensorFlow starts);
-    `repeats`: timing rounds, the best kept (a slow model gets one). The dict: `images`,
-    `batch_size` and `results`, one dict per architecture (see `bench_architecture`).
+    Args:
+        n_images: synthetic cells, written as BMP files (`leukoflow.synth.write_cells`).
+        archs: (architecture, input size) pairs, random weights.
+        naive_archs: those also timed with the naive loop.
+        batch_size: images per model call.
+        workers: preparation threads (default: the cores).
+        model_threads: TensorFlow intra-op threads (applies only before TensorFlow starts).
+        repeats: timing rounds, the best kept (a slow model gets one).
+        seed: seed of the cells.
+
+    Returns:
+        {"images", "batch_size", "results": one dict per architecture (`bench_architecture`)}.
     """
     from leukoflow.images import read_rgb
     from leukoflow.predict import configure_model_threads
     from leukoflow.stain import fit_reference
+    from leukoflow.synth import write_cells
 
     configure_model_threads(model_threads)
     with tempfile.TemporaryDirectory(prefix="leukoflow-bench-predict-") as folder:
         cells = Path(folder) / "cells"
-        cells.mkdir()
-        files = write_synthetic_cells(cells, n_images, seed=seed)
+        files = [cells / name for name in write_cells(cells, n_images, 450, seed=seed)["path"]]
         reference = fit_reference((read_rgb(p) for p in files[:50]), "macenko")
         results = [
             bench_architecture(
@@ -250,14 +264,26 @@ def bench_predict(
             )
             for arch, size in archs
         ]
-    print(format_table(results), flush=True)
+    print(results_table(results), flush=True)
     return {"images": n_images, "batch_size": batch_size, "results": results}
 
 
-def run(images=500, threads=None, model_threads=None, repeats=3):
-    """`leukoflow bench predict`: the figures of `bench_predict` as a flat dict.
+def run(
+    images: int = 500,
+    threads: int | None = None,
+    model_threads: int | None = None,
+    repeats: int = 3,
+) -> dict:
+    """`leukoflow bench predict`: the figures of `bench_predict`, flat.
 
-    Keys `<architecture>_<figure>`, e.g. `SimpleNet_predict_vs_bare`.
+    Args:
+        images: synthetic 450 px cells.
+        threads: preparation threads (default: all cores).
+        model_threads: TensorFlow intra-op threads.
+        repeats: timing rounds (the best is kept).
+
+    Returns:
+        `images`, `batch_size` and `<architecture>_<figure>`, e.g. `SimpleNet_predict_vs_bare`.
     """
     figures = bench_predict(images, workers=threads, model_threads=model_threads, repeats=repeats)
     flat = {"images": figures["images"], "batch_size": figures["batch_size"]}
