@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 
 from leukoflow import CLASS_NAMES, POSITIVE_CLASS, __version__
-from leukoflow.atomic import atomic_path, write_text
+from leukoflow.atomic import atomic_dir
 from leukoflow.errors import LeukoflowError
 from leukoflow.stain import METHODS, load_reference
 
@@ -92,18 +92,8 @@ def _read_json(path, what):
         raise LeukoflowError(f"{what} {path} is not valid JSON ({error})") from None
 
 
-def _copy(source, target):
-    """Copy `source` to `target` atomically.
-
-    A copy, not a hard link: Snakemake touches a job's outputs, and touching a link to the
-    training job's model would make every job downstream of training look out of date.
-    """
-    with atomic_path(target) as tmp:
-        shutil.copyfile(source, tmp)
-
-
 def write_bundle(model_path, metrics_path, reference_path, settings, config_hash, out_dir):
-    """Write a bundle into `out_dir` from a trained model and what evaluate and stain wrote.
+    """Write the bundle folder `out_dir` (replaced as a whole, atomically).
 
     `metrics_path` is evaluate's `metrics.json` (keys `threshold` and `test`); `reference_path`
     the stain reference JSON; `settings` the architecture's merged settings (a dict with
@@ -134,12 +124,13 @@ def write_bundle(model_path, metrics_path, reference_path, settings, config_hash
         "versions": _package_versions(),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _copy(model_path, out_dir / MODEL_FILE)
-    meta_path = out_dir / META_FILE
-    write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    with atomic_dir(out_dir) as tmp:
+        # a copy, not a hard link: Snakemake touches a job's outputs, and touching a link
+        # to the training job's model would make every job after training look out of date
+        shutil.copyfile(model_path, tmp / MODEL_FILE)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     log.info("bundle of %s written to %s", meta["architecture"], out_dir)
-    return meta_path
+    return out_dir / META_FILE
 
 
 def read_meta(bundle_dir):

@@ -1,4 +1,4 @@
-"""Test-set evaluation: threshold chosen on validation, metrics, subject bootstrap, TTA.
+"""Test-set evaluation: threshold chosen on validation, metrics, subject bootstrap.
 
 The positive class is `all` (label 1). Every metric is computed by one vectorised function,
 `weighted_metrics`, on integer sample weights: weights of ones give the plain metrics, and
@@ -294,61 +294,6 @@ def evaluate_predictions(val, test, threshold_rule="max_f1", n_bootstrap=2000, s
     return metrics, val, test
 
 
-def rotation_transform(angle_deg, height, width):
-    """The 8-parameter projective transform (keras.ops.image.affine_transform) of a rotation.
-
-    Rotates by `angle_deg` about the image centre; output pixel (x, y) samples the input at
-    R(x - c) + c.
-    """
-    theta = np.deg2rad(angle_deg)
-    cos, sin = np.cos(theta), np.sin(theta)
-    cx, cy = (width - 1) / 2, (height - 1) / 2
-    return np.array(
-        [cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, 0, 0],
-        dtype="float32",
-    )
-
-
-def rotate_batch(images, angle_deg):
-    """Rotate a float32 batch (N, H, W, 3) by `angle_deg`; exact for multiples of 90 degrees.
-
-    Other angles use bilinear keras.ops.image.affine_transform with a black fill (the
-    background of the cell images), run by the Keras backend on its device.
-    """
-    quarter = angle_deg / 90
-    if float(quarter).is_integer():
-        return np.ascontiguousarray(np.rot90(images, k=int(quarter) % 4, axes=(1, 2)))
-    import keras
-
-    transform = rotation_transform(angle_deg, images.shape[1], images.shape[2])
-    transform = np.repeat(transform[None], len(images), axis=0)
-    rotated = keras.ops.image.affine_transform(
-        images, transform, interpolation="bilinear", fill_mode="constant", fill_value=0
-    )
-    return keras.ops.convert_to_numpy(rotated)
-
-
-def predict_store(predict_fn, images, batch_size=32, tta=0):
-    """P(all) (N,) for a uint8 store (N, H, W, 3) through a compiled `predict_fn`.
-
-    Batches are converted to float32 in [0, 255]; the last batch is padded to `batch_size`
-    so the compiled function sees one shape. `tta` = k >= 2 averages the k rotations by
-    multiples of 360/k degrees (0 or 1: no test-time augmentation).
-    """
-    from tqdm import tqdm
-
-    angles = [360 * i / tta for i in range(tta)] if tta >= 2 else [0.0]
-    out = np.empty(len(images), dtype="float32")
-    for start in tqdm(range(0, len(images), batch_size), desc="predict", leave=False):
-        batch = np.asarray(images[start : start + batch_size], dtype="float32")
-        n = len(batch)
-        if n < batch_size:
-            batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), "float32")])
-        probs = np.mean([predict_fn(rotate_batch(batch, a)) for a in angles], axis=0)
-        out[start : start + n] = probs[:n]
-    return out
-
-
 def predictions_frame(index, probabilities):
     """The predictions table: row, path, subject, y (and `predicted` later) from a store index."""
     frame = index[["row", "path", "subject", "y"]].copy()
@@ -357,23 +302,51 @@ def predictions_frame(index, probabilities):
     return frame
 
 
-def write_evaluation(out_dir, metrics, val, test):
-    """Write metrics.json, val_predictions.csv and test_predictions.csv atomically."""
-    out_dir = Path(out_dir)
-    for name, frame in (("val_predictions.csv", val), ("test_predictions.csv", test)):
-        with atomic_path(out_dir / name) as tmp:
+def write_evaluation(metrics, val, test, metrics_out, val_out, test_out):
+    """Write the metrics JSON and the validation and test prediction CSVs, atomically."""
+    for path, frame in ((val_out, val), (test_out, test)):
+        with atomic_path(path) as tmp:
             frame[PREDICTION_COLUMNS].to_csv(tmp, index=False)
-    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_text(metrics_out, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
-def run_evaluate(model_path, val_store, test_store, settings, evaluate_config, out_dir):
-    """The `evaluate` job: predict val and test, choose the threshold on val, score test."""
+def run_evaluate(
+    model_path: str | Path,
+    val_store: str | Path,
+    test_store: str | Path,
+    settings: dict,
+    evaluate_config: dict,
+    metrics_out: str | Path,
+    val_out: str | Path,
+    test_out: str | Path,
+    split_id: str = "main",
+) -> dict:
+    """The `evaluate` job: predict val and test, choose the threshold on val, score test.
+
+    Args:
+        model_path: the trained `model.keras`.
+        val_store, test_store: the validation and test stores (`.npy`, index beside).
+        settings: the architecture's merged settings (`architecture`, `batch_size`,
+            `jit_compile`, `mixed_precision`).
+        evaluate_config: the config's `evaluate` block (threshold, bootstrap, tta, seed).
+        metrics_out: metrics JSON to write.
+        val_out, test_out: prediction CSVs to write (`PREDICTION_COLUMNS`).
+        split_id: the split the model belongs to (recorded in the metrics).
+
+    Returns:
+        The metrics dict.
+
+    Raises:
+        LeukoflowError: for a missing or broken model or store, or a validation subset
+            without `all` cells.
+    """
+    from leukoflow.inference import compiled_inference, predict_store
     from leukoflow.models import load_model
+    from leukoflow.runtime import decide
     from leukoflow.stores import open_store
-    from leukoflow.timing import compiled_inference, resolve_jit
 
     model = load_model(model_path)
-    predict_fn = compiled_inference(model, jit_compile=resolve_jit(settings.get("jit_compile")))
+    predict_fn = compiled_inference(model, jit_compile=decide(settings).jit_compile)
     batch_size = int(settings.get("batch_size", 32))
     tta = int(evaluate_config.get("tta", 0))
     frames = []
@@ -390,11 +363,11 @@ def run_evaluate(model_path, val_store, test_store, settings, evaluate_config, o
     )
     metrics.update(
         architecture=settings.get("architecture", Path(model_path).parent.name),
-        split=Path(out_dir).parent.parent.name,
+        split=split_id,
         tta=tta,
         model=str(model_path),
     )
-    write_evaluation(out_dir, metrics, val, test)
+    write_evaluation(metrics, val, test, metrics_out, val_out, test_out)
     log.info(
         "test F1 %.3f, weighted F1 %.3f at threshold %.3f",
         metrics["test"]["f1"],

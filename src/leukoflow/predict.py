@@ -26,6 +26,7 @@ from leukoflow import CLASS_NAMES
 from leukoflow.atomic import atomic_path
 from leukoflow.errors import LeukoflowError
 from leukoflow.images import BadImageError, is_image_name, open_rgb
+from leukoflow.inference import predict_arrays, tta_angles
 from leukoflow.stores import prepare_image
 
 log = logging.getLogger(__name__)
@@ -95,31 +96,14 @@ def prepare_batch(paths, reference, size):
 def make_predict_fn(bundle):
     """The compiled inference function of the bundle's model, as evaluate builds it.
 
-    float32 batch (N, size, size, 3) in [0, 255] -> P(all) float32 (N,); XLA as the bundle's
-    settings say (`jit_compile`, auto = on with a GPU).
+    float32 batch (N, size, size, 3) in [0, 255] -> P(all) float32 (N,); XLA as
+    `leukoflow.runtime.decide` says for the bundle's settings.
     """
-    from leukoflow.timing import compiled_inference, resolve_jit
+    from leukoflow.inference import compiled_inference
+    from leukoflow.runtime import decide
 
-    jit = resolve_jit(bundle.meta.get("settings", {}).get("jit_compile", "auto"))
+    jit = decide(bundle.meta.get("settings", {})).jit_compile
     return compiled_inference(bundle.model, jit_compile=jit)
-
-
-def predict_arrays(predict_fn, images, batch_size, tta=0):
-    """P(all) float32 `(n,)` for prepared uint8 images `(n, size, size, 3)`, n <= batch_size.
-
-    As evaluate's `predict_store` does: the batch is padded with black images to
-    `batch_size` (one compiled shape), and `tta` = k >= 2 averages the k rotations by
-    multiples of 360/k degrees (`leukoflow.evaluate.rotate_batch`; 0 or 1: off).
-    """
-    from leukoflow.evaluate import rotate_batch
-
-    n = len(images)
-    if n == 0:
-        return np.zeros(0, np.float32)
-    batch = np.zeros((batch_size, *images.shape[1:]), np.float32)
-    batch[:n] = images
-    angles = [360 * i / tta for i in range(tta)] if tta >= 2 else [0.0]
-    return np.mean([predict_fn(rotate_batch(batch, a)) for a in angles], axis=0)[:n]
 
 
 def configure_model_threads(threads):
@@ -163,8 +147,7 @@ def iter_predictions(
     """
     if batch_size < 1:
         raise LeukoflowError(f"--batch-size must be at least 1, got {batch_size}")
-    if tta < 0:
-        raise LeukoflowError(f"--tta must be 0 (off) or a number of rotations, got {tta}")
+    tta_angles(tta)  # checks tta before any image is read
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise LeukoflowError(f"--threads must be at least 1, got {workers}")

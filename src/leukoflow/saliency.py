@@ -239,7 +239,7 @@ def select_cells(index, n_cells, seed=0):
 
 def measure(model, images, labels, methods=METHODS, samples=16, steps=32, seed=0, layer_name=None):
     """Maps of the trained and the re-initialised model, and every measure; (maps, measures)."""
-    from leukoflow.timing import compiled_inference
+    from leukoflow.inference import compiled_inference
 
     images = np.asarray(images, "float32")
     labels = np.asarray(labels, int)
@@ -321,11 +321,23 @@ def saliency_figure(images, labels, probabilities, maps, out, title=""):
     plt.close(fig)
 
 
-def run_saliency(model_path, test_store, settings, saliency_config, out_dir):
-    """The `saliency` job: choose test cells, measure every method, write JSON and figure."""
+def run_saliency(model_path, test_store, settings, saliency_config, measures_out, figure_out):
+    """The `saliency` job: choose test cells, measure every method, write JSON and figure.
+
+    Args:
+        model_path: the trained `model.keras`.
+        test_store: the test store (`.npy`, index beside).
+        settings: the architecture's merged settings (`architecture`).
+        saliency_config: the config's `saliency` block.
+        measures_out: the measures JSON to write.
+        figure_out: the figure PNG to write.
+
+    Returns:
+        The measures dict.
+    """
     from leukoflow.models import load_model
+    from leukoflow.runtime import backend_name
     from leukoflow.stores import open_store
-    from leukoflow.timing import backend_name
 
     model = load_model(model_path)
     images, index = open_store(test_store)
@@ -353,15 +365,14 @@ def run_saliency(model_path, test_store, settings, saliency_config, out_dir):
         ],
         settings={k: saliency_config.get(k) for k in ("smoothgrad_samples", "ig_steps", "seed")},
     )
-    out_dir = Path(out_dir)
-    write_text(out_dir / "saliency.json", json.dumps(measures, indent=2, sort_keys=True) + "\n")
+    write_text(measures_out, json.dumps(measures, indent=2, sort_keys=True) + "\n")
     shown = [int(np.flatnonzero(labels == 0)[0]), int(np.flatnonzero(labels == 1)[0])]
     saliency_figure(
         cells[shown],
         labels[shown],
         np.asarray(measures["probability_all"])[shown],
         {m: maps[m][shown] for m in methods},
-        out_dir / "saliency.png",
+        figure_out,
         title=arch,
     )
     for method, result in measures["methods"].items():

@@ -63,8 +63,8 @@ def check_config(config, base_dir="."):
                 f"architectures.{arch}.weights: {arch} has no ImageNet weights; "
                 "allowed: 'none' or the path of a weights file"
             )
-        if settings["input_size"] < 32 or (arch == "Xception" and settings["input_size"] < 71):
-            minimum = 71 if arch == "Xception" else 32
+        minimum = ARCHITECTURES[arch].min_size
+        if settings["input_size"] < minimum:
             raise ConfigError(
                 f"architectures.{arch}.input_size: {settings['input_size']} is too small; "
                 f"{arch} needs at least {minimum} pixels"

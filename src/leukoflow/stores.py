@@ -132,9 +132,23 @@ def _results(tasks, dataset, reference, size, threads):
         yield from pool.imap(_work, tasks, chunksize=chunk)
 
 
-def store_index_path(npy_path):
+def store_index_path(npy_path) -> Path:
     """The index CSV of a store: same folder and stem, `.csv`."""
     return Path(npy_path).with_suffix(".csv")
+
+
+def check_index_path(npy_path, index_path) -> None:
+    """Check that `index_path` is where a store's index lives: the `.csv` beside its `.npy`.
+
+    Raises:
+        LeukoflowError: naming both paths when it is not.
+    """
+    expected = store_index_path(npy_path)
+    if Path(index_path) != expected:
+        raise LeukoflowError(
+            f"the index of store {npy_path} is {expected} (same folder and name, .csv); "
+            f"got {index_path}"
+        )
 
 
 def make_index(rows):

@@ -1,14 +1,12 @@
-"""Inference timing: batch-1 latency and batch throughput through a compiled function.
+"""Inference timing: batch-1 latency and batch throughput through the compiled function.
 
-`compiled_inference` is the one backend dispatch for fast inference (TensorFlow:
-`tf.function` of `model(x, training=False)`; JAX: `jax.jit` of `model.stateless_call`). It
-is used by evaluation too. `naive_predict_latency` times `model.predict` per image, the
-slow path the compiled function is compared with.
+The function timed is `leukoflow.inference.compiled_inference`, the one evaluation and
+`predict` use; `naive_predict_latency` times `model.predict` per image, the slow path it
+is compared with.
 """
 
 import json
 import logging
-import os
 import platform
 import time
 
@@ -16,135 +14,16 @@ import numpy as np
 
 from leukoflow.atomic import write_text
 from leukoflow.errors import LeukoflowError
+from leukoflow.inference import compiled_inference
+from leukoflow.runtime import backend_name, decide, device_info, versions
 
 log = logging.getLogger(__name__)
 
 
-def backend_name():
-    """The active Keras backend ("tensorflow", "jax", ...)."""
-    import keras
-
-    return keras.backend.backend()
-
-
-def has_gpu():
-    """True when the active backend sees a GPU."""
-    backend = backend_name()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend() == "gpu"
-    return False
-
-
-def resolve_jit(setting):
-    """XLA on or off from the config value auto | on | off (auto = on with a GPU).
-
-    The JAX backend always compiles with XLA, whatever the setting.
-    """
-    if backend_name() == "jax" or setting in ("on", True):
-        return True
-    if setting in ("off", False):
-        return False
-    return has_gpu()
-
-
-def device_info():
-    """A short description of the device the backend computes on, e.g. 'GPU: NVIDIA H100'."""
-    backend = backend_name()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            details = tf.config.experimental.get_device_details(gpus[0])
-            return f"GPU: {details.get('device_name', gpus[0].name)}"
-    elif backend == "jax":
-        import jax
-
-        device = jax.devices()[0]
-        if device.platform == "gpu":
-            return f"GPU: {device.device_kind}"
-    return f"CPU: {cpu_model()} ({os.cpu_count()} cores)"
-
-
-def cpu_model():
-    """The CPU model name from /proc/cpuinfo, or what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def versions():
-    """Keras and backend library versions."""
-    import keras
-
-    out = {"keras": keras.__version__}
-    backend = backend_name()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        out["tensorflow"] = tf.__version__
-    elif backend == "jax":
-        import jax
-
-        out["jax"] = jax.__version__
-    return out
-
-
-def model_precision(model):
+def model_precision(model) -> str:
     """The compute dtypes of the model's layers, e.g. 'float32' or 'bfloat16+float32'."""
     dtypes = sorted({layer.dtype_policy.compute_dtype for layer in model.layers})
     return "+".join(dtypes)
-
-
-def compiled_inference(model, jit_compile=False):
-    """A function float32 batch (N, H, W, 3) -> P(all) (N,) numpy, compiled once per shape.
-
-    The one backend dispatch of inference: TensorFlow traces `model(x, training=False)` in a
-    `tf.function` (XLA when `jit_compile`); JAX jits `model.stateless_call` over the
-    model's current variables (always XLA).
-    """
-    backend = backend_name()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        @tf.function(jit_compile=bool(jit_compile), reduce_retracing=True)
-        def call(x):
-            return model(x, training=False)
-
-        def predict(x):
-            return np.asarray(call(tf.convert_to_tensor(x)), dtype="float32").reshape(-1)
-
-        return predict
-    if backend == "jax":
-        import jax
-
-        trainable = [v.value for v in model.trainable_variables]
-        non_trainable = [v.value for v in model.non_trainable_variables]
-
-        @jax.jit
-        def call(trainable, non_trainable, x):
-            outputs, _ = model.stateless_call(trainable, non_trainable, x, training=False)
-            return outputs
-
-        def predict(x):
-            out = call(trainable, non_trainable, x)
-            return np.asarray(out, dtype="float32").reshape(-1)
-
-        return predict
-    raise LeukoflowError(
-        f"backend {backend!r} is not supported for inference; use tensorflow or jax"
-    )
 
 
 def _times_ms(fn, x, calls):
@@ -221,8 +100,18 @@ def naive_predict_latency(model, calls=20, warmup=2, seed=0):
 
 
 def time_model(model, warmup=5, calls=100, batch_size=32, jit_compile="auto"):
-    """The timing record of one model: latency, throughput and what they were measured on."""
-    jit = resolve_jit(jit_compile)
+    """The timing record of one model: latency, throughput and what they were measured on.
+
+    Args:
+        model: the Keras classifier.
+        warmup, calls, batch_size: as `measure_compiled`.
+        jit_compile: the `jit_compile` setting (auto | on | off), decided by
+            `leukoflow.runtime.decide`.
+
+    Returns:
+        The record (latency, throughput, device, backend, precision, versions, ...).
+    """
+    jit = decide({"jit_compile": jit_compile}).jit_compile
     record = measure_compiled(model, warmup, calls, batch_size, jit)
     record.update(
         device=device_info(),
@@ -239,7 +128,11 @@ def time_model(model, warmup=5, calls=100, batch_size=32, jit_compile="auto"):
 
 
 def run_timing(model_path, settings, warmup, calls, batch_size, out):
-    """The `timing` job: load the model, time it, write the JSON record."""
+    """The `timing` job: load the model, time it, write the JSON record to `out`.
+
+    Raises:
+        LeukoflowError: for fewer than 50 calls (no p95) or a missing model.
+    """
     from leukoflow.models import load_model
 
     if calls < 50:

@@ -7,12 +7,29 @@ imports happen inside those functions, so `leukoflow --help` stays fast.
 
 import argparse
 import importlib
+import json
 import logging
 import pkgutil
 import sys
 
 from leukoflow import __version__
 from leukoflow.errors import LeukoflowError
+
+
+def json_object(text: str) -> dict:
+    """An argparse `type`: a JSON object given on the command line.
+
+    Raises:
+        argparse.ArgumentTypeError: when `text` is not JSON or not an object (argparse then
+            names the option and exits with status 2).
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def build_parser():
@@ -31,7 +48,10 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of the `leukoflow` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage error (status 2)
+        return done.code
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
