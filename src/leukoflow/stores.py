@@ -17,6 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from leukoflow.atomic import atomic_path
+from leukoflow.diskspace import require_space, store_bytes
 from leukoflow.errors import LeukoflowError
 from leukoflow.images import open_rgb
 from leukoflow.stain import BACKGROUND_MAX, foreground_mask, normalize_with_status
@@ -172,6 +173,7 @@ def build_store(rows, dataset, reference, size, npy_path, threads=1, progress=Tr
     index = make_index(rows)
     tasks = list(enumerate(index["path"]))
     shape = (len(tasks), size, size, 3)
+    require_space(Path(npy_path).parent, store_bytes(len(tasks), size), f"the store {npy_path}")
     fallbacks = 0
     with atomic_path(npy_path) as tmp_npy, atomic_path(store_index_path(npy_path)) as tmp_csv:
         store = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=shape)

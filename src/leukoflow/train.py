@@ -31,6 +31,7 @@ import pandas as pd
 from leukoflow import runtime
 from leukoflow.atomic import atomic_path
 from leukoflow.checkpoint import Checkpoint, assign_values, fingerprint, variable_values
+from leukoflow.diskspace import require_space, training_bytes
 from leukoflow.errors import ConfigError, LeukoflowError
 from leukoflow.loader import TrainBatches, balanced_class_weights, ordered_batches
 from leukoflow.stores import open_store
@@ -240,6 +241,16 @@ def _build(arch, settings, weights_file, load_weights=True):
     return model
 
 
+def _check_space(arch, model, outputs):
+    """Stop before the first epoch when the checkpoints and the model will not fit the disk.
+
+    A checkpoint left by a killed run is replaced, so its bytes count as free.
+    """
+    kept = sum(f.stat().st_size for f in outputs.checkpoint.rglob("*") if f.is_file())
+    needed = training_bytes(model.count_params()) - kept
+    require_space(outputs.checkpoint.parent, needed, f"training {arch} (checkpoints and model)")
+
+
 def _check_store(images, name, size):
     if images.ndim != 4 or images.shape[1:] != (size, size, 3) or images.dtype != np.uint8:
         raise LeukoflowError(
@@ -316,6 +327,7 @@ def train(
     val_labels = val_index["y"].to_numpy()
 
     model = _build(arch, settings, weights_file)  # checks the weights file first
+    _check_space(arch, model, outputs)
     checkpoint = Checkpoint(
         outputs.checkpoint,
         fingerprint(arch, settings, train_store, val_store, weights_file),

@@ -5,12 +5,20 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
+from leukoflow.runlock import release_stale_locks
 from leukoflow.settings import arch_config_hash, check_config, merged_settings
 
 validate(config, workflow.source_path("../../config/schema.yaml"), set_default=True)
 check_config(config)
+
+# A run killed outright (SIGKILL, power loss) leaves Snakemake's locks behind; the next run
+# removes them when no other run of this workflow is alive here (leukoflow.runlock).
+if workflow.is_main_process:
+    for stale in release_stale_locks():
+        logger.warning(f"removed the stale Snakemake lock {stale} of a run that was killed")
 
 ARCHS = list(config["architectures"])
 CV_FOLDS = config["cv"]["folds"]
