@@ -8,17 +8,24 @@ the previous or the new checkpoint; one with another fingerprint (other settings
 inputs) is discarded.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from leukoflow.atomic import atomic_dir
 from leukoflow.errors import LeukoflowError
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +38,22 @@ def _file_identity(path):
     return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
 
 
-def fingerprint(arch: str, settings: dict, train_store, val_store, weights_file) -> str:
+def fingerprint(
+    arch: str,
+    settings: dict,
+    train_store: str | Path,
+    val_store: str | Path,
+    weights_file: str | Path | None,
+) -> str:
     """What a checkpoint belongs to, as a sha256 hex digest.
 
     Args:
         arch: the architecture.
         settings: its merged training settings.
-        train_store, val_store: the stores trained and validated on (path, size, time and
-            the contents of their index CSVs count).
-        weights_file: the initial weights file, or None.
+        train_store: the store trained on (its path, size, modification time and the
+            contents of its index CSV count).
+        val_store: the store validated on (counted the same way).
+        weights_file: the initial weights file (path, size and time count), or None.
 
     Returns:
         The digest of those and of the Keras backend.
@@ -63,15 +77,22 @@ def fingerprint(arch: str, settings: dict, train_store, val_store, weights_file)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def variable_values(variables) -> list:
+def variable_values(variables: Sequence[keras.Variable]) -> list[np.ndarray]:
     """Copies of the current values of Keras variables, as numpy arrays, in order."""
     import keras
 
     return [np.array(keras.ops.convert_to_numpy(v.value)) for v in variables]
 
 
-def assign_values(variables, arrays, what: str) -> None:
+def assign_values(
+    variables: Sequence[keras.Variable], arrays: Sequence[np.ndarray], what: str
+) -> None:
     """Assign saved arrays to Keras `variables`, in order.
+
+    Args:
+        variables: the model's (or optimizer's) variables.
+        arrays: one array per variable, of its shape.
+        what: what they are, for the error message (e.g. "optimizer variables").
 
     Raises:
         LeukoflowError: naming `what` when the number or the shapes do not match.
@@ -88,18 +109,24 @@ def assign_values(variables, arrays, what: str) -> None:
 
 
 class Checkpoint:
-    """The `checkpoint/` folder: `state.json`, `model.npz`, `optimizer.npz`, `best.npz`."""
+    """The `checkpoint/` folder: `state.json`, `model.npz`, `optimizer.npz`, `best.npz`.
 
-    def __init__(self, folder, fingerprint_hex):
+    Args:
+        folder: the checkpoint folder (need not exist).
+        fingerprint_hex: what the checkpoint must belong to (`fingerprint`).
+    """
+
+    def __init__(self, folder: str | Path, fingerprint_hex: str):
         self.folder = Path(folder)
         self.fingerprint = fingerprint_hex
 
-    def load(self):
-        """The saved state (dict) if the folder exists and has our fingerprint, else None.
+    def load(self) -> dict | None:
+        """The saved state if the folder exists and has our fingerprint, else None.
 
         Temporary folders of an interrupted save are removed; if the job died between
         removing the old folder and renaming the new one, the complete new one (its
-        `state.json` is written last) takes its place.
+        `state.json` is written last) takes its place. A checkpoint with another
+        fingerprint (or an unreadable `state.json`) is deleted.
         """
         self._recover()
         state_file = self.folder / "state.json"
@@ -116,6 +143,7 @@ class Checkpoint:
         return state
 
     def _recover(self):
+        """Finish or clean up an interrupted save (see `load`)."""
         partial = sorted(
             self.folder.parent.glob(f".{self.folder.name}.*"), key=lambda p: p.stat().st_mtime
         )
@@ -126,13 +154,27 @@ class Checkpoint:
         for path in partial:
             shutil.rmtree(path, ignore_errors=True)
 
-    def arrays(self, name):
-        """The arrays saved in `name`.npz, in order."""
+    def arrays(self, name: str) -> list[np.ndarray]:
+        """The arrays saved in `name`.npz (`model`, `optimizer` or `best`), in order."""
         with np.load(self.folder / f"{name}.npz") as data:
             return [data[f"a{i}"] for i in range(len(data.files))]
 
-    def save(self, state, model, best_changed, best_values):
-        """Write the folder atomically; `best.npz` is hard-linked when it did not change."""
+    def save(
+        self,
+        state: dict,
+        model: keras.Model,
+        best_changed: bool,
+        best_values: Sequence[np.ndarray],
+    ) -> None:
+        """Write the folder atomically.
+
+        Args:
+            state: the JSON-able training state (the fingerprint is added).
+            model: the compiled model; its variables and its optimizer's are saved.
+            best_changed: whether `best_values` changed since the last save; if not,
+                `best.npz` is hard-linked from the previous folder.
+            best_values: the best epoch's model variables.
+        """
         state = dict(state, fingerprint=self.fingerprint)
         with atomic_dir(self.folder) as tmp:
             _save_npz(tmp / "model.npz", variable_values(model.variables))
@@ -144,11 +186,13 @@ class Checkpoint:
                 os.link(previous, tmp / "best.npz")
             (tmp / "state.json").write_text(json.dumps(state))
 
-    def remove(self):
+    def remove(self) -> None:
+        """Delete the folder, if there is one."""
         if self.folder.exists():
             shutil.rmtree(self.folder)
 
 
 def _save_npz(path, arrays):
+    """Save `arrays` in one .npz file as `a0`, `a1`, ... (their order is kept)."""
     with open(path, "wb") as f:
         np.savez(f, **{f"a{i}": a for i, a in enumerate(arrays)})

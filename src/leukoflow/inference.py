@@ -2,21 +2,28 @@
 
 `compiled_inference` is the one backend dispatch of fast inference (TensorFlow: a
 `tf.function` of `model(x, training=False)`; JAX: `jax.jit` of `model.stateless_call`).
-Evaluation, timing, saliency and `leukoflow predict` all call it, and all predict through
-`predict_arrays`, so a bundle gives the probabilities evaluate wrote.
+Evaluation, timing, saliency and `leukoflow predict` all call it. Evaluation (through
+`predict_store`) and `leukoflow predict` both predict through `predict_arrays` (the same
+padding, the same test-time rotations), so a bundle gives the probabilities evaluate wrote.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from leukoflow.errors import LeukoflowError
 from leukoflow.runtime import backend_name
 
+if TYPE_CHECKING:
+    import keras
+
 PredictFn = Callable[[np.ndarray], np.ndarray]
 
 
-def compiled_inference(model, jit_compile: bool = False) -> PredictFn:
+def compiled_inference(model: keras.Model, jit_compile: bool = False) -> PredictFn:
     """A function float32 batch (N, H, W, 3) in [0, 255] -> P(all) float32 (N,) as numpy.
 
     Args:
@@ -67,7 +74,8 @@ def rotation_transform(angle_deg: float, height: int, width: int) -> np.ndarray:
 
     Args:
         angle_deg: rotation angle about the image centre, degrees.
-        height, width: image size, pixels.
+        height: image height, pixels.
+        width: image width, pixels.
 
     Returns:
         float32 (8,): output pixel (x, y) samples the input at R(x - c) + c.
@@ -82,10 +90,17 @@ def rotation_transform(angle_deg: float, height: int, width: int) -> np.ndarray:
 
 
 def rotate_batch(images: np.ndarray, angle_deg: float) -> np.ndarray:
-    """Rotate a float32 batch (N, H, W, 3) by `angle_deg`; exact for multiples of 90 degrees.
+    """Rotate a batch of images about their centre; exact for multiples of 90 degrees.
 
     Other angles use bilinear keras.ops.image.affine_transform with a black fill (the
     background of the cell images), run by the Keras backend on its device.
+
+    Args:
+        images: float32 (N, H, W, 3).
+        angle_deg: rotation angle, degrees.
+
+    Returns:
+        float32 (N, H, W, 3).
     """
     quarter = angle_deg / 90
     if float(quarter).is_integer():
@@ -101,7 +116,11 @@ def rotate_batch(images: np.ndarray, angle_deg: float) -> np.ndarray:
 
 
 def tta_angles(tta: int) -> list[float]:
-    """The rotation angles of `tta` = k test-time rotations (multiples of 360/k; 0 or 1: none)."""
+    """The rotation angles of `tta` = k test-time rotations (multiples of 360/k; 0 or 1: none).
+
+    Raises:
+        LeukoflowError: for a negative `tta`.
+    """
     if tta < 0:
         raise LeukoflowError(f"tta must be 0 (off) or a number of rotations, got {tta}")
     return [360 * i / tta for i in range(tta)] if tta >= 2 else [0.0]
@@ -110,10 +129,22 @@ def tta_angles(tta: int) -> list[float]:
 def predict_arrays(
     predict_fn: PredictFn, images: np.ndarray, batch_size: int, tta: int = 0
 ) -> np.ndarray:
-    """P(all) float32 (n,) of at most `batch_size` uint8 or float images (n, s, s, 3).
+    """The probabilities of `all` of one batch of images.
 
     The batch is padded with black images to `batch_size` rows, so the compiled function
     sees one shape; `tta` = k >= 2 averages the k rotations by multiples of 360/k degrees.
+
+    Args:
+        predict_fn: from `compiled_inference`.
+        images: uint8 or float (n, s, s, 3) in [0, 255], n <= `batch_size`.
+        batch_size: rows of every call of `predict_fn`.
+        tta: test-time rotations (0 or 1: off).
+
+    Returns:
+        float32 (n,).
+
+    Raises:
+        LeukoflowError: when n > `batch_size` or `tta` is negative.
     """
     n = len(images)
     if n == 0:
@@ -128,13 +159,19 @@ def predict_arrays(
 def predict_store(
     predict_fn: PredictFn, images: np.ndarray, batch_size: int = 32, tta: int = 0
 ) -> np.ndarray:
-    """P(all) float32 (N,) of a uint8 store (N, H, W, 3), in store order, batch by batch.
+    """The probabilities of `all` of a whole store, in store order, batch by batch.
 
     Args:
         predict_fn: from `compiled_inference`.
-        images: the store (a memmap is fine).
+        images: the store, uint8 (N, H, W, 3) (a memmap is fine).
         batch_size: rows per call; the last batch is padded (`predict_arrays`).
         tta: test-time rotations (0 or 1: off).
+
+    Returns:
+        float32 (N,).
+
+    Raises:
+        LeukoflowError: for a negative `tta`.
     """
     from tqdm import tqdm
 

@@ -1,7 +1,7 @@
 """Where and how a job computes: the device, the precision and the compilation, decided once.
 
-Every job that runs a model (train, evaluate, timing, saliency, predict) asks `decide` and
-nothing else, so the same settings give the same choices everywhere:
+`decide` makes every choice from an architecture's settings, in one place, so the same
+settings give the same choices everywhere:
 
 - device: a GPU when the active Keras backend sees one, else the CPU;
 - precision (`mixed_precision`): `auto` is `mixed_bfloat16` on a GPU and `float32` on a
@@ -11,6 +11,10 @@ nothing else, so the same settings give the same choices everywhere:
 - TensorFlow's graph optimiser (Grappler) stays on only on a GPU: on a CPU it made the
   first (tracing) training step of EfficientNetV2M at 64 px take 98 instead of 72 CPU s
   with the same per-step time, and XLA on a CPU 154 CPU s and each step five times slower.
+
+Training applies every decision (`apply`); evaluate, timing and `leukoflow predict` run the
+saved float32 model and take the compilation decision only. Saliency does not ask: it runs
+the saved model with TensorFlow's XLA off (JAX compiles anyway).
 
 This module imports Keras only inside its functions (the Snakefile need not load it).
 """

@@ -18,16 +18,17 @@ their median, so a few odd training images do not move it.
 
 Degenerate images (fewer than `MIN_STAIN_PIXELS` stained pixels, stain vectors closer than
 `MIN_STAIN_ANGLE_DEG`, or no stain concentration; Reinhard: fewer than `MIN_STAIN_PIXELS`
-foreground pixels) are not normalised: `normalize` returns them unchanged apart from the
-black background (documented fallback, logged at debug level), or raises
-`DegenerateStainError` with `on_degenerate="raise"`. A Reinhard channel with no spread
-(standard deviation below 1e-3) is shifted to the target mean, not scaled. Output pixels
-are never NaN.
+counted pixels, the foreground without its rim) are not normalised: `normalize` returns
+them unchanged apart from the black background (documented fallback, logged at debug
+level), or raises `DegenerateStainError` with `on_degenerate="raise"`. A Reinhard channel
+with no spread (standard deviation below 1e-3) is shifted to the target mean, not scaled.
+Output pixels are never NaN.
 """
 
 import functools
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,7 @@ class DegenerateStainError(LeukoflowError):
     """An image whose stain cannot be estimated (nearly blank, or one stain only)."""
 
 
-def foreground_mask(image, background_max=BACKGROUND_MAX):
+def foreground_mask(image: np.ndarray, background_max: int = BACKGROUND_MAX) -> np.ndarray:
     """Bool (H, W): True where some channel of the uint8 RGB image exceeds `background_max`."""
     flat = np.ascontiguousarray(image).reshape(-1, 3)
     return (_brightest(flat) > background_max).reshape(image.shape[:-1])
@@ -67,11 +68,20 @@ def _brightest(flat):
     return np.maximum(np.maximum(flat[:, 0], flat[:, 1]), flat[:, 2])
 
 
-def interior(fg, shape, radius):
-    """Bool (N,): `fg` (N,) eroded by a (2 radius + 1) square in the image of `shape` (H, W).
+def interior(fg: np.ndarray, shape: tuple[int, int], radius: int) -> np.ndarray:
+    """The foreground without its rim: `fg` eroded by a (2 radius + 1) square.
 
     The anti-aliased rim of a segmented cell mixes its stain with black (a grey OD
-    direction); the statistics leave it out.
+    direction); the statistics leave it out. With `radius` > 0 the image border counts
+    as background too.
+
+    Args:
+        fg: bool (N,), the foreground of an image of `shape`, flattened.
+        shape: (H, W) with H * W = N.
+        radius: pixels taken off the rim.
+
+    Returns:
+        bool (N,).
     """
     inner = fg.reshape(shape).copy()
     for _ in range(radius):
@@ -98,8 +108,8 @@ def _od_lut(io):
     return -np.log((np.arange(256) + 1.0) / io)
 
 
-def optical_density(flat, io):
-    """Optical density float32 (3, N), channel-first, of uint8 pixels (N, 3)."""
+def optical_density(flat: np.ndarray, io: float) -> np.ndarray:
+    """Optical density -log((v + 1) / io), float32 (3, N), of uint8 pixels (N, 3)."""
     od = np.empty((3, flat.shape[0]), dtype=np.float32)
     np.add(flat.T, np.float32(1), out=od)
     np.log(od, out=od)
@@ -226,11 +236,27 @@ def _params(method, mask, **overrides):
     return params
 
 
-def fit_reference(images, method, mask=True, **params):
-    """Fit a reference on an iterable of uint8 (H, W, 3) images; the median of per-image fits.
+def fit_reference(
+    images: Iterable[np.ndarray], method: str, mask: bool = True, **params: float
+) -> dict:
+    """Fit a reference: the median of per-image estimates.
 
-    Degenerate images are skipped (and counted in `skipped`); LeukoflowError if all are.
-    `params` override the method's defaults (Macenko: io, alpha, beta; any: background_max).
+    Degenerate images are skipped (and counted in `skipped`).
+
+    Args:
+        images: uint8 (H, W, 3) each.
+        method: one of `METHODS`.
+        mask: leave the background and the cell's rim out of the statistics.
+        **params: overrides of the method's defaults (Macenko: io, alpha, beta; any:
+            background_max, edge).
+
+    Returns:
+        The reference (JSON-able): `method`, `version`, `params`, the method's targets,
+        `images` (the images fitted) and `skipped`.
+
+    Raises:
+        LeukoflowError: for an unknown method or parameter, or when every image is
+            degenerate.
     """
     if method not in METHODS:
         raise LeukoflowError(f"unknown stain method {method!r}; allowed: {', '.join(METHODS)}")
@@ -290,10 +316,18 @@ def _reinhard_apply(flat, brightest, counted, reference):
     return np.multiply(out, np.float32(255), out=out)
 
 
-def normalize_with_status(image, reference):
-    """Normalise uint8 (H, W, 3) with `reference`: (uint8 (H, W, 3), None or fallback reason).
+def normalize_with_status(image: np.ndarray, reference: dict) -> tuple[np.ndarray, str | None]:
+    """Normalise an image to `reference`, and say whether it fell back.
 
     Method `none` returns a copy of the image as it is.
+
+    Args:
+        image: uint8 (H, W, 3).
+        reference: from `fit_reference` or `load_reference`.
+
+    Returns:
+        (normalised, reason): uint8 (H, W, 3), and None, or why the image is degenerate
+        (then it is returned unchanged apart from its black background).
     """
     method = reference["method"]
     if method == "none":
@@ -317,12 +351,22 @@ def normalize_with_status(image, reference):
     return out.reshape(image.shape), None
 
 
-def normalize(image, reference, on_degenerate="identity"):
-    """Normalise a uint8 RGB image (H, W, 3) to `reference`; uint8 (H, W, 3).
+def normalize(image: np.ndarray, reference: dict, on_degenerate: str = "identity") -> np.ndarray:
+    """Normalise a uint8 RGB image to `reference`.
 
-    Values are truncated to uint8 as torchstain does. A degenerate image is returned
-    unchanged apart from its background (`on_degenerate="identity"`) or raises
-    DegenerateStainError (`"raise"`).
+    Values are truncated to uint8 as torchstain does.
+
+    Args:
+        image: uint8 (H, W, 3).
+        reference: from `fit_reference` or `load_reference`.
+        on_degenerate: `identity`: a degenerate image is returned unchanged apart from
+            its background (logged at debug level); `raise`: it raises.
+
+    Returns:
+        uint8 (H, W, 3).
+
+    Raises:
+        DegenerateStainError: for a degenerate image with `on_degenerate="raise"`.
     """
     out, reason = normalize_with_status(image, reference)
     if reason is not None:
@@ -332,13 +376,18 @@ def normalize(image, reference, on_degenerate="identity"):
     return out
 
 
-def save_reference(reference, path):
+def save_reference(reference: dict, path: str | Path) -> None:
     """Write a reference dict as JSON, atomically."""
     write_text(path, json.dumps(reference, indent=2, sort_keys=True) + "\n")
 
 
-def load_reference(path):
-    """Read and check a reference JSON written by `save_reference`."""
+def load_reference(path: str | Path) -> dict:
+    """Read and check a reference JSON written by `save_reference`.
+
+    Raises:
+        LeukoflowError: naming the file when it cannot be read or parsed, is not a
+            reference, has another `version`, or lacks its method's targets.
+    """
     try:
         reference = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:

@@ -3,11 +3,13 @@
 `build_reference` samples training images of one split, fits the reference
 (`leukoflow.stain.fit_reference`), measures how much the between-subject spread of mean
 foreground optical density shrinks once normalised (training and held-out samples), and
-draws a before/after figure. The algorithm itself is in `leukoflow.stain`.
+draws a before/after figure; it writes each of the three to the path it is given. The
+algorithm itself is in `leukoflow.stain`.
 """
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +29,22 @@ from leukoflow.stain import (
 log = logging.getLogger(__name__)
 
 
-def mean_foreground_od(image, mask):
-    """Mean optical density (3,) float64 of the pixels of uint8 `image` where `mask` (H*W,)."""
+def mean_foreground_od(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean optical density (io 256) of the masked pixels of an image.
+
+    Args:
+        image: uint8 (H, W, 3).
+        mask: bool (H * W,) or (H, W), the pixels that count.
+
+    Returns:
+        float64 (3,); NaN when the mask is empty.
+    """
     flat = np.ascontiguousarray(image).reshape(-1, 3)
     od = optical_density(flat, 256).take(np.flatnonzero(mask.reshape(-1)), axis=1)
     return od.mean(axis=1, dtype=np.float64) if od.shape[1] else np.full(3, np.nan)
 
 
-def sample_rows(rows, n, seed):
+def sample_rows(rows: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     """At most `n` of `rows`, drawn with `seed`, in their original order."""
     return rows.sample(n=min(n, len(rows)), random_state=seed).sort_index()
 
@@ -46,13 +56,24 @@ def _read_rows(rows, dataset):
     return [read_rgb(Path(dataset) / rel) for rel in rows["path"]]
 
 
-def stain_spread(subjects, images, reference):
+def stain_spread(subjects: Sequence[str], images: Sequence[np.ndarray], reference: dict) -> dict:
     """Between-subject spread of mean foreground OD, before and after normalisation.
 
     The foreground leaves out the cell's rim, as the statistics of the methods do.
-    subjects: (n,) subject of each uint8 image. Returns per-channel standard deviations
-    across subjects of the per-subject mean OD, their mean, and `reduction` = 1 - after /
-    before (0.5 = the spread halved).
+
+    Args:
+        subjects: the subject of each image.
+        images: uint8 (H, W, 3) each.
+        reference: the stain reference applied.
+
+    Returns:
+        `subjects`, `images`, the per-channel standard deviations across subjects of the
+        per-subject mean OD (`od_std_before`, `od_std_after`), their means
+        (`spread_before`, `spread_after`) and `reduction` = 1 - after / before (0.5 = the
+        spread halved).
+
+    Raises:
+        LeukoflowError: when the images come from fewer than two subjects.
     """
     rows = []
     for subject, image in zip(subjects, images, strict=True):
@@ -79,8 +100,14 @@ def stain_spread(subjects, images, reference):
     }
 
 
-def example_figure(subjects, images, reference, path, cells=4):
-    """Save a before/after PNG of up to `cells` images of different subjects."""
+def example_figure(
+    subjects: Sequence[str],
+    images: Sequence[np.ndarray],
+    reference: dict,
+    path: str | Path,
+    cells: int = 4,
+) -> None:
+    """Save a before/after PNG of up to `cells` images of different subjects, atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,22 +137,43 @@ def example_figure(subjects, images, reference, path, cells=4):
 
 
 def build_reference(
-    split,
-    dataset,
-    split_id,
-    method,
-    images=200,
-    image=None,
-    seed=0,
-    out=None,
-    spread_path=None,
-    examples_path=None,
-):
+    split: pd.DataFrame,
+    dataset: str | Path,
+    split_id: str,
+    method: str,
+    images: int = 200,
+    image: str | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    spread_path: str | Path | None = None,
+    examples_path: str | Path | None = None,
+) -> tuple[dict, dict]:
     """Fit a reference on the training subset of `split_id` and write its three outputs.
 
     Fits on a sample of `images` training images (or on the one dataset image `image`),
     then measures the stain spread on that sample plus a sample of the other subsets
-    (applied only). Returns (reference, spread).
+    (applied only).
+
+    Args:
+        split: the split table (`leukoflow.split`).
+        dataset: the dataset folder the split's paths start from.
+        split_id: `main` or `fold{k}`.
+        method: one of `leukoflow.stain.METHODS`.
+        images: training images sampled (and as many of the other subsets).
+        image: fit on this one image instead (path relative to `dataset`); None: the sample.
+        seed: seed of the samples.
+        out: the reference JSON to write; None: not written.
+        spread_path: the spread JSON (`stain_spread`) to write; None: not written.
+        examples_path: the before/after PNG to write; None: not written.
+
+    Returns:
+        (reference, spread).
+
+    Raises:
+        LeukoflowError: for an unknown split id, an empty training subset, a reference
+            that cannot be fitted (every image degenerate), or a sample of fewer than two
+            subjects.
+        BadImageError: naming an image that cannot be read as RGB.
     """
     from leukoflow.split import subset_rows
 

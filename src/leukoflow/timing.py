@@ -2,13 +2,18 @@
 
 The function timed is `leukoflow.inference.compiled_inference`, the one evaluation and
 `predict` use; `naive_predict_latency` times `model.predict` per image, the slow path it
-is compared with.
+is compared with. `run_timing` is the `timing` job.
 """
+
+from __future__ import annotations
 
 import json
 import logging
 import platform
 import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,10 +22,13 @@ from leukoflow.errors import LeukoflowError
 from leukoflow.inference import compiled_inference
 from leukoflow.runtime import backend_name, decide, device_info, versions
 
+if TYPE_CHECKING:
+    import keras
+
 log = logging.getLogger(__name__)
 
 
-def model_precision(model) -> str:
+def model_precision(model: keras.Model) -> str:
     """The compute dtypes of the model's layers, e.g. 'float32' or 'bfloat16+float32'."""
     dtypes = sorted({layer.dtype_policy.compute_dtype for layer in model.layers})
     return "+".join(dtypes)
@@ -36,26 +44,52 @@ def _times_ms(fn, x, calls):
     return times
 
 
-def random_batch(batch_size, input_size, seed=0):
+def random_batch(batch_size: int, input_size: int, seed: int = 0) -> np.ndarray:
     """A float32 batch of random pixel values in [0, 255], shape (batch, size, size, 3)."""
     rng = np.random.default_rng(seed)
     return rng.uniform(0, 255, size=(batch_size, input_size, input_size, 3)).astype("float32")
 
 
-def input_size_of(model):
-    """The square input size of a model (pixels); a clear error for other shapes."""
+def input_size_of(model: keras.Model) -> int:
+    """The side of a model's square input, pixels.
+
+    Raises:
+        LeukoflowError: when the input is not (None, size, size, 3).
+    """
     shape = model.input_shape
     if len(shape) != 4 or shape[1] is None or shape[1] != shape[2]:
         raise LeukoflowError(f"model input shape {shape} is not (None, size, size, 3)")
     return int(shape[1])
 
 
-def measure_compiled(model, warmup=5, calls=100, batch_size=32, jit_compile=False, seed=0):
+def measure_compiled(
+    model: keras.Model,
+    warmup: int = 5,
+    calls: int = 100,
+    batch_size: int = 32,
+    jit_compile: bool = False,
+    seed: int = 0,
+) -> dict:
     """Batch-1 latency and batch throughput of the compiled inference function.
 
-    Returns {latency_ms: {median, p95, mean, min}, throughput_images_per_s, ...}. Each call
-    waits for its result. Throughput: images per second over max(10, calls // 5) calls of a
-    full batch after `warmup` warm-up calls.
+    Each call waits for its result. Throughput: images per second over max(10, calls // 5)
+    calls of a full batch after `warmup` warm-up calls. The inputs are random.
+
+    Args:
+        model: the Keras classifier (square input).
+        warmup: untimed calls before each measurement (at least 1).
+        calls: timed batch-1 calls (at least 1).
+        batch_size: the batch of the throughput.
+        jit_compile: compile with XLA (TensorFlow).
+        seed: seed of the random inputs.
+
+    Returns:
+        `latency_ms` and `batch_ms` ({median, p95, mean, min}),
+        `throughput_images_per_s`, `calls`, `batch_calls`, `warmup`.
+
+    Raises:
+        LeukoflowError: for `calls` or `warmup` below 1, or a model whose input is not
+            square.
     """
     if calls < 1 or warmup < 1:
         raise LeukoflowError(f"timing needs calls >= 1 and warmup >= 1, got {calls}, {warmup}")
@@ -78,7 +112,7 @@ def measure_compiled(model, warmup=5, calls=100, batch_size=32, jit_compile=Fals
     }
 
 
-def summarise(times_ms):
+def summarise(times_ms: np.ndarray) -> dict[str, float]:
     """{median, p95, mean, min} of a vector of times in ms."""
     return {
         "median": float(np.median(times_ms)),
@@ -88,7 +122,9 @@ def summarise(times_ms):
     }
 
 
-def naive_predict_latency(model, calls=20, warmup=2, seed=0):
+def naive_predict_latency(
+    model: keras.Model, calls: int = 20, warmup: int = 2, seed: int = 0
+) -> dict[str, float]:
     """Batch-1 latency summary (ms) of `model.predict` called once per image (the slow path)."""
     x = random_batch(1, input_size_of(model), seed)
 
@@ -99,17 +135,30 @@ def naive_predict_latency(model, calls=20, warmup=2, seed=0):
     return summarise(_times_ms(predict, x, calls))
 
 
-def time_model(model, warmup=5, calls=100, batch_size=32, jit_compile="auto"):
+def time_model(
+    model: keras.Model,
+    warmup: int = 5,
+    calls: int = 100,
+    batch_size: int = 32,
+    jit_compile: str = "auto",
+) -> dict:
     """The timing record of one model: latency, throughput and what they were measured on.
 
     Args:
         model: the Keras classifier.
-        warmup, calls, batch_size: as `measure_compiled`.
+        warmup: as `measure_compiled`.
+        calls: as `measure_compiled`.
+        batch_size: as `measure_compiled`.
         jit_compile: the `jit_compile` setting (auto | on | off), decided by
             `leukoflow.runtime.decide`.
 
     Returns:
-        The record (latency, throughput, device, backend, precision, versions, ...).
+        The record of `measure_compiled` with device, backend, precision, jit_compile,
+        batch sizes, input size, versions, host and time (UTC).
+
+    Raises:
+        ConfigError: for a `jit_compile` outside auto, on, off.
+        LeukoflowError: as `measure_compiled`.
     """
     jit = decide({"jit_compile": jit_compile}).jit_compile
     record = measure_compiled(model, warmup, calls, batch_size, jit)
@@ -127,10 +176,29 @@ def time_model(model, warmup=5, calls=100, batch_size=32, jit_compile="auto"):
     return record
 
 
-def run_timing(model_path, settings, warmup, calls, batch_size, out):
+def run_timing(
+    model_path: str | Path,
+    settings: Mapping,
+    warmup: int,
+    calls: int,
+    batch_size: int,
+    out: str | Path,
+) -> dict:
     """The `timing` job: load the model, time it, write the JSON record to `out`.
 
+    Args:
+        model_path: the trained `model.keras`.
+        settings: the architecture's merged settings (`architecture`, `jit_compile`).
+        warmup: untimed calls first.
+        calls: timed batch-1 calls (at least 50, for a p95).
+        batch_size: the batch of the throughput.
+        out: the JSON record to write.
+
+    Returns:
+        The record (`time_model`, with `architecture`).
+
     Raises:
+        ConfigError: as `time_model`.
         LeukoflowError: for fewer than 50 calls (no p95) or a missing model.
     """
     from leukoflow.models import load_model

@@ -16,17 +16,21 @@ with a cosine decay over the phase's steps. Early stopping (`patience` epochs wi
 better validation F1) acts only in the unfrozen phase.
 
 Speed: one compiled train step and one compiled predict step per phase (all batches full);
-precision and XLA as `leukoflow.runtime.decide` says. `compile_model` and
-`train_one_epoch` are the pieces a throughput benchmark reuses.
+precision and XLA as `leukoflow.runtime.decide` says.
 """
+
+from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from leukoflow import runtime
 from leukoflow.atomic import atomic_path
@@ -35,6 +39,9 @@ from leukoflow.diskspace import require_space, training_bytes
 from leukoflow.errors import ConfigError, LeukoflowError
 from leukoflow.loader import TrainBatches, balanced_class_weights, ordered_batches
 from leukoflow.stores import open_store
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +87,19 @@ class Phase:
     frozen: bool
 
 
-def check_settings(settings):
-    """Raise ConfigError naming the missing training keys."""
+def check_settings(settings: Mapping) -> None:
+    """Check that the merged training settings have every key of `REQUIRED_KEYS`.
+
+    Raises:
+        ConfigError: naming the missing keys.
+    """
     missing = [key for key in REQUIRED_KEYS if key not in settings]
     if missing:
         raise ConfigError(f"training settings lack {', '.join(missing)}")
 
 
-def phases(settings):
-    """The training phases (see the module docstring)."""
+def phases(settings: Mapping) -> list[Phase]:
+    """The training phases of the settings, in order (see the module docstring)."""
     epochs = settings["epochs"]
     if settings["weights"] == "none":
         return [Phase("train", 0, epochs, settings["learning_rate"], frozen=False)]
@@ -101,7 +112,7 @@ def phases(settings):
     return result
 
 
-def set_backbone_frozen(model, frozen):
+def set_backbone_frozen(model: keras.Model, frozen: bool) -> None:
     """Freeze (or unfreeze) every layer but the head. Frozen BatchNorm runs in inference mode."""
     from leukoflow.models import backbone_layers
 
@@ -109,10 +120,26 @@ def set_backbone_frozen(model, frozen):
         layer.trainable = not frozen
 
 
-def compile_model(model, learning_rate, decay_steps, weight_decay, jit_compile):
+def compile_model(
+    model: keras.Model,
+    learning_rate: float,
+    decay_steps: int,
+    weight_decay: float,
+    jit_compile: bool,
+) -> keras.Model:
     """Compile for binary classification: AdamW with cosine decay over `decay_steps` steps.
 
-    Loss binary cross-entropy, metric accuracy. Returns the model.
+    Loss binary cross-entropy, metric accuracy.
+
+    Args:
+        model: the classifier.
+        learning_rate: the initial learning rate.
+        decay_steps: steps of the cosine decay (at least 1 is used).
+        weight_decay: AdamW's decoupled weight decay.
+        jit_compile: compile the train and predict steps with XLA.
+
+    Returns:
+        `model`, compiled.
     """
     import keras
 
@@ -128,8 +155,17 @@ def compile_model(model, learning_rate, decay_steps, weight_decay, jit_compile):
     return model
 
 
-def train_one_epoch(model, batches):
-    """Train on every `(images, labels, sample_weights)` of `batches`; mean loss and accuracy."""
+def train_one_epoch(
+    model: keras.Model, batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> tuple[float, float]:
+    """Train on every `(images, labels, sample_weights)` of `batches`.
+
+    Returns:
+        (loss, accuracy): their means over the batches.
+
+    Raises:
+        LeukoflowError: when `batches` is empty.
+    """
     losses, accuracies = [], []
     for images, labels, weights in batches:
         logs = model.train_on_batch(images, labels, sample_weight=weights, return_dict=True)
@@ -166,7 +202,7 @@ def consumption_images_per_second(arch, size, batch_size, steps=10, settings=Non
         keras.config.set_dtype_policy("float32")
 
 
-def predict_probabilities(model, images, batch_size):
+def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
     """Probabilities of `all`, float32 `(N,)`, for uint8 images `(N, s, s, 3)` in store order."""
     out = np.empty(len(images), dtype=np.float32)
     for start, batch in ordered_batches(images, batch_size):
@@ -176,8 +212,13 @@ def predict_probabilities(model, images, batch_size):
     return out
 
 
-def validation_metrics(labels, probabilities):
-    """`val_loss` (binary cross-entropy), `val_accuracy` and `val_weighted_f1` at threshold 0.5."""
+def validation_metrics(labels: ArrayLike, probabilities: ArrayLike) -> dict[str, float]:
+    """`val_loss` (binary cross-entropy), `val_accuracy` and `val_weighted_f1` at threshold 0.5.
+
+    Args:
+        labels: (N,) 0/1.
+        probabilities: (N,) probabilities of `all` (clipped to [1e-7, 1 - 1e-7] for the loss).
+    """
     from sklearn.metrics import f1_score
 
     labels = np.asarray(labels, dtype=np.float64)
@@ -192,7 +233,7 @@ def validation_metrics(labels, probabilities):
     }
 
 
-def current_learning_rate(model):
+def current_learning_rate(model: keras.Model) -> float:
     """The optimizer's learning rate at its current step, as a float."""
     import keras
 
@@ -252,6 +293,7 @@ def _check_space(arch, model, outputs):
 
 
 def _check_store(images, name, size):
+    """Raise LeukoflowError unless `images` is uint8 (N, size, size, 3)."""
     if images.ndim != 4 or images.shape[1:] != (size, size, 3) or images.dtype != np.uint8:
         raise LeukoflowError(
             f"{name} store holds {images.dtype} {images.shape}; "
@@ -269,7 +311,13 @@ class TrainOutputs:
     checkpoint: Path
 
     @classmethod
-    def of(cls, model, history, val_predictions, checkpoint) -> "TrainOutputs":
+    def of(
+        cls,
+        model: str | Path,
+        history: str | Path,
+        val_predictions: str | Path,
+        checkpoint: str | Path,
+    ) -> TrainOutputs:
         """The outputs from four paths (str or Path)."""
         return cls(Path(model), Path(history), Path(val_predictions), Path(checkpoint))
 
@@ -286,7 +334,8 @@ def train(
 
     Args:
         arch: the architecture (a registry name).
-        train_store, val_store: `.npy` image stores with their `.csv` index (column `y`).
+        train_store: the training `.npy` image store, its `.csv` index beside it (column `y`).
+        val_store: the validation store, likewise.
         settings: the merged training settings (`REQUIRED_KEYS`).
         weights_file: the weights file of "imagenet" or of a path, or None.
         outputs: the model, history and validation-prediction files to write and the
@@ -296,8 +345,10 @@ def train(
         The history table (`HISTORY_COLUMNS`).
 
     Raises:
-        ConfigError: when settings are missing.
-        LeukoflowError: for a store of the wrong shape or a weights file that does not fit.
+        ConfigError: when settings are missing, or `mixed_precision` or `jit_compile` has
+            a value outside `leukoflow.runtime`'s choices.
+        LeukoflowError: for a missing or broken store, a store of the wrong shape, or a
+            weights file that is missing or does not fit.
     """
     import keras
 

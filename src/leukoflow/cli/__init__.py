@@ -32,7 +32,7 @@ def json_object(text: str) -> dict:
     return value
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand of every module in this package."""
     parser = argparse.ArgumentParser(
         prog="leukoflow",
@@ -46,8 +46,16 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    """Entry point of the `leukoflow` console script; returns the exit status."""
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `leukoflow` console script.
+
+    Args:
+        argv: the arguments after the program name; None: `sys.argv[1:]`.
+
+    Returns:
+        The exit status: the subcommand's (0 unless it says otherwise), or 2 for a usage
+        error or a `LeukoflowError` (its message printed to stderr).
+    """
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help, --version, or a usage error (status 2)

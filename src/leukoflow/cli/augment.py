@@ -3,7 +3,7 @@
 import argparse
 
 
-def run_augment(args):
+def run_augment(args: argparse.Namespace) -> None:
     """Write the augmented store (and its index) from the training store; examples PNG."""
     from leukoflow.augment import AugmentSpec, augment_store
     from leukoflow.stores import check_index_path
@@ -28,7 +28,7 @@ def run_augment(args):
     )
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `augment`."""
     on_off = argparse.BooleanOptionalAction
     p = subparsers.add_parser(

@@ -1,9 +1,11 @@
-"""Subcommands `evaluate`, `timing` and `saliency`: what is measured of a trained model."""
+"""Subcommands `evaluate`, `timing`, `saliency` and `report`: what is measured of the models."""
+
+import argparse
 
 from leukoflow.cli import json_object
 
 
-def run_evaluate(args):
+def run_evaluate(args: argparse.Namespace) -> None:
     """Predict val and test, threshold on val, write metrics and predictions."""
     from leukoflow.evaluate import run_evaluate as evaluate
 
@@ -20,21 +22,21 @@ def run_evaluate(args):
     )
 
 
-def run_timing(args):
+def run_timing(args: argparse.Namespace) -> None:
     """Time batch-1 latency and batch throughput of the compiled model."""
     from leukoflow.timing import run_timing as timing
 
     timing(args.model, args.settings, args.warmup, args.calls, args.batch_size, args.out)
 
 
-def run_saliency(args):
+def run_saliency(args: argparse.Namespace) -> None:
     """Saliency maps of test cells, their measures and the figure."""
     from leukoflow.saliency import run_saliency as saliency
 
     saliency(args.model, args.test, args.settings, args.saliency, args.measures, args.figure)
 
 
-def run_report(args):
+def run_report(args: argparse.Namespace) -> None:
     """Table I, plots, metrics.json and the HTML report."""
     from leukoflow.report import build_report
 
@@ -42,6 +44,7 @@ def run_report(args):
 
 
 def _settings_option(parser):
+    """Add `--settings`, the architecture's merged settings as a JSON object."""
     parser.add_argument(
         "--settings",
         type=json_object,
@@ -50,7 +53,7 @@ def _settings_option(parser):
     )
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `evaluate`, `timing`, `saliency` and `report`."""
     p = subparsers.add_parser("evaluate", help="score a trained model on the test subset")
     p.add_argument("--model", required=True, help="model.keras written by `leukoflow train`")

@@ -20,7 +20,7 @@ written, with the reasons); 2 for a usage error (missing or incompatible bundle,
 """
 
 
-def run_bundle(args):
+def run_bundle(args: argparse.Namespace) -> None:
     """Write a bundle folder: the model and bundle.json."""
     from leukoflow.bundle import write_bundle
 
@@ -29,7 +29,7 @@ def run_bundle(args):
     )
 
 
-def run_predict(args):
+def run_predict(args: argparse.Namespace) -> int:
     """Classify images; exit status 1 when not a single image could be classified."""
     from leukoflow.bundle import load_bundle
     from leukoflow.predict import configure_model_threads, predict
@@ -51,7 +51,7 @@ def run_predict(args):
     return 0
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `bundle` and `predict`."""
     p = subparsers.add_parser("bundle", help="package a trained model for `leukoflow predict`")
     p.add_argument("--model", required=True, help="trained model.keras")

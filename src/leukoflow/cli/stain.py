@@ -1,11 +1,12 @@
 """Subcommands `stain-reference` and `stores`: the stain reference, then the image stores."""
 
+import argparse
 import logging
 
 log = logging.getLogger(__name__)
 
 
-def run_stain_reference(args):
+def run_stain_reference(args: argparse.Namespace) -> None:
     """Fit the stain reference on a split's training subjects; write reference, spread, figure."""
     from leukoflow.split import read_manifest
     from leukoflow.stain_reference import build_reference
@@ -24,7 +25,7 @@ def run_stain_reference(args):
     )
 
 
-def run_stores(args):
+def run_stores(args: argparse.Namespace) -> None:
     """Write the stain-normalised store of one subset of one split at one size."""
     from leukoflow.split import read_manifest, subset_rows
     from leukoflow.stain import load_reference
@@ -42,7 +43,7 @@ def run_stores(args):
     )
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `stain-reference` and `stores`."""
     p = subparsers.add_parser(
         "stain-reference", help="fit the stain reference on a split's training subjects"

@@ -1,13 +1,15 @@
-"""`leukoflow train` and `leukoflow fetch-weights`."""
+"""Subcommands `train` and `fetch-weights`: train one architecture, download ImageNet weights."""
+
+import argparse
 
 from leukoflow.cli import json_object
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` and `fetch-weights` subcommands."""
     train = subparsers.add_parser(
         "train",
-        help="train one architecture (resumes from OUT_DIR/checkpoint)",
+        help="train one architecture (resumes from --checkpoint)",
         description="Train one architecture on an image store; writes the model, the history "
         "and the validation predictions, resuming from --checkpoint when it was written with "
         "the same settings and inputs.",
@@ -42,7 +44,7 @@ def register(subparsers):
     fetch.set_defaults(func=run_fetch_weights)
 
 
-def run_train(args):
+def run_train(args: argparse.Namespace) -> None:
     """Train one architecture."""
     from leukoflow.train import TrainOutputs, train
 
@@ -50,7 +52,7 @@ def run_train(args):
     train(args.arch, args.train, args.val, args.settings, args.weights_file or None, outputs)
 
 
-def run_fetch_weights(args):
+def run_fetch_weights(args: argparse.Namespace) -> None:
     """Download and save the ImageNet weights."""
     from leukoflow.models import fetch_imagenet_weights
 

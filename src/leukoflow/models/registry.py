@@ -32,8 +32,12 @@ ARCHITECTURES = {
 }
 
 
-def get_spec(name):
-    """The spec of architecture `name`; a clear error lists the known names."""
+def get_spec(name: str) -> ArchSpec:
+    """The spec of architecture `name`.
+
+    Raises:
+        ConfigError: listing the known names when `name` is not one.
+    """
     from leukoflow.errors import ConfigError
 
     if name not in ARCHITECTURES:
