@@ -83,7 +83,7 @@ class ReportData:
     """What the report is made of, read from its inputs.
 
     Optional inputs that were missing are None (or absent from the dicts) and have a
-    sentence in `notes`; the plots add notes of their own.
+    sentence in `notes`.
     """
 
     archs: list[str]
