@@ -1,4 +1,4 @@
-"""Subcommands `evaluate`, `timing`, `saliency` and `report`: what is measured of the models."""
+"""Subcommands `evaluate`, `timing` and `saliency`: what is measured of a trained model."""
 
 import argparse
 
@@ -36,13 +36,6 @@ def run_saliency(args: argparse.Namespace) -> None:
     saliency(args.model, args.test, args.settings, args.saliency, args.measures, args.figure)
 
 
-def run_report(args: argparse.Namespace) -> None:
-    """Table I, plots, metrics.json and the HTML report."""
-    from leukoflow.report import build_report
-
-    build_report(args.results, args.archs, args.folds, args.out_dir)
-
-
 def _settings_option(parser):
     """Add `--settings`, the architecture's merged settings as a JSON object."""
     parser.add_argument(
@@ -54,7 +47,7 @@ def _settings_option(parser):
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `evaluate`, `timing`, `saliency` and `report`."""
+    """Add `evaluate`, `timing` and `saliency`."""
     p = subparsers.add_parser("evaluate", help="score a trained model on the test subset")
     p.add_argument("--model", required=True, help="model.keras written by `leukoflow train`")
     p.add_argument("--val", required=True, help="validation store (.npy); sets the threshold")
@@ -96,10 +89,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--measures", required=True, help="saliency measures JSON to write")
     p.add_argument("--figure", required=True, help="saliency figure PNG to write")
     p.set_defaults(func=run_saliency)
-
-    p = subparsers.add_parser("report", help="Table I, plots and the HTML report")
-    p.add_argument("--results", required=True, help="the results folder of the workflow")
-    p.add_argument("--archs", nargs="+", required=True, help="architectures, in table order")
-    p.add_argument("--folds", type=int, default=0, help="cross-validation folds (0 = none)")
-    p.add_argument("--out-dir", required=True, help="where table1.*, report.html, plots/ go")
-    p.set_defaults(func=run_report)
