@@ -1,9 +1,10 @@
 """Training throughput of every architecture on one accelerator: Keras 3 on JAX, bf16, XLA.
 
 For each architecture of `leukoflow.models.registry` at its native input size, build the
-model (random weights), compile it as `leukoflow train` does (`leukoflow.train.runtime_options`
-and `compile_model`: AdamW, cosine decay, XLA) under the `mixed_bfloat16` policy, and train a
-fixed number of steps on random images of the real shape held on the device. Prints, per
+model (random weights), compile it as `leukoflow train` does (`leukoflow.runtime.decide`
+and `leukoflow.train.compile_model`: AdamW, cosine decay, XLA) under the `mixed_bfloat16`
+policy, and train a fixed number of steps on random images of the real shape held on the
+device. Prints, per
 architecture as it finishes: images/s, step time, compile time, model FLOPs (forward pass
 counted from the layers' shapes, x3 for a training step) and the achieved TFLOP/s against the
 card's dense bf16 peak. Ends with an estimate of the paper's full experiment (six
@@ -103,18 +104,19 @@ def measure(arch, size, batch, steps, warmup, precision, host_data, seed=0):
     import jax
     import keras
 
+    from leukoflow import runtime
     from leukoflow.models import build_model
-    from leukoflow.train import compile_model, runtime_options
+    from leukoflow.train import compile_model
 
-    options = runtime_options({"mixed_precision": precision, "jit_compile": "on"}, gpu=True)
-    keras.config.set_dtype_policy(options["dtype_policy"])
+    decided = runtime.decide({"mixed_precision": precision, "jit_compile": "on"}, gpu=True)
+    runtime.apply(decided)
     keras.utils.set_random_seed(seed)
     try:
         start = time.perf_counter()
         model = build_model(arch, size, weights="none")
         build_s = time.perf_counter() - start
         flops = forward_flops(model)
-        compile_model(model, 1e-4, 1000, 1e-4, options["jit_compile"])
+        compile_model(model, 1e-4, 1000, 1e-4, decided.jit_compile)
         rng = np.random.default_rng(seed)
         images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
         labels = rng.integers(0, 2, batch).astype(np.float32)
@@ -140,8 +142,8 @@ def measure(arch, size, batch, steps, warmup, precision, host_data, seed=0):
         "batch_size": batch,
         "steps": steps,
         "warmup_steps": warmup,
-        "dtype_policy": options["dtype_policy"],
-        "jit_compile": options["jit_compile"],
+        "dtype_policy": decided.dtype_policy,
+        "jit_compile": decided.jit_compile,
         "data_on_host": host_data,
         "parameters": params,
         "build_s": build_s,

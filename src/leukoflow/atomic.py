@@ -4,6 +4,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -15,12 +16,20 @@ def _umask():
 
 
 @contextlib.contextmanager
-def atomic_path(path, suffix=None):
+def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it to `path` if the block succeeds.
 
     The temporary file keeps the target's suffix (or `suffix`) so libraries that look at
     the extension (numpy, Keras) behave as for the final name, and gets the permissions of
-    a normally created file (mkstemp makes it private). On error it is removed.
+    a normally created file (mkstemp makes it private). On error it is removed. The parent
+    folder is created if needed.
+
+    Args:
+        path: the file to write.
+        suffix: the temporary file's suffix; None keeps the suffix of `path`.
+
+    Yields:
+        The temporary path (an empty file exists there) to write to.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,8 +51,18 @@ def atomic_path(path, suffix=None):
 
 
 @contextlib.contextmanager
-def atomic_dir(path):
-    """Yield a temporary folder beside `path`; replace `path` with it if the block succeeds."""
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; replace `path` with it if the block succeeds.
+
+    A folder already at `path` is removed just before the rename; on error the temporary
+    folder is removed and `path` is left as it was.
+
+    Args:
+        path: the folder to write (replaced as a whole).
+
+    Yields:
+        The empty temporary folder to fill.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -58,7 +77,7 @@ def atomic_dir(path):
             shutil.rmtree(tmp)
 
 
-def write_text(path, text):
+def write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from leukoflow.atomic import atomic_path
+from leukoflow.diskspace import require_space, store_bytes
 from leukoflow.errors import ConfigError, LeukoflowError
 from leukoflow.stain import foreground_mask
 from leukoflow.stores import open_store
@@ -331,6 +332,8 @@ def augment_store(
         len(out_index) - n,
         out_index["y"].value_counts().sort_index().to_dict(),
     )
+    what = f"the augmented store {out_npy}"
+    require_space(out_npy.parent, store_bytes(len(out_index), images.shape[1]), what)
     with atomic_path(out_npy) as tmp:
         shape = (len(out_index), *images.shape[1:])
         # header and size now; the rows are written through short-lived mappings

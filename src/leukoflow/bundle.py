@@ -8,10 +8,13 @@ A bundle is a folder with two files:
   (`["hem", "all"]`, index = label), `positive_class` (`"all"`), `stain_reference` (the
   reference fitted on the training subjects, embedded), `threshold` (the decision threshold
   chosen on validation: `all` when probability >= threshold), `test_metrics`, `config_hash`,
-  `settings`, `versions` (leukoflow, keras, backend, numpy) and `created` (UTC, ISO 8601).
+  `settings`, `versions` (leukoflow, keras, numpy, the backend's name and its package's
+  version) and `created` (UTC, ISO 8601).
 
 Bundles are self-contained: copying the folder is enough to use the model elsewhere.
 """
+
+from __future__ import annotations
 
 import datetime
 import json
@@ -20,11 +23,15 @@ import shutil
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from leukoflow import CLASS_NAMES, POSITIVE_CLASS, __version__
-from leukoflow.atomic import atomic_path, write_text
+from leukoflow.atomic import atomic_dir
 from leukoflow.errors import LeukoflowError
 from leukoflow.stain import METHODS, load_reference
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +45,27 @@ REQUIRED_KEYS = ("architecture", "input_size", "class_names", "threshold", "stai
 class Bundle:
     """A loaded bundle: the Keras model and the metadata of `bundle.json`."""
 
-    model: object
+    model: keras.Model
     meta: dict
     path: Path
 
     @property
-    def architecture(self):
+    def architecture(self) -> str:
+        """The architecture's registry name."""
         return self.meta["architecture"]
 
     @property
-    def input_size(self):
+    def input_size(self) -> int:
         """Side of the square model input, pixels."""
         return int(self.meta["input_size"])
 
     @property
-    def threshold(self):
+    def threshold(self) -> float:
         """Decision threshold on the probability of `all` (inclusive)."""
         return float(self.meta["threshold"])
 
     @property
-    def reference(self):
+    def reference(self) -> dict:
         """The stain reference, in the form `leukoflow.stain.normalize` takes."""
         return self.meta["stain_reference"]
 
@@ -92,22 +100,32 @@ def _read_json(path, what):
         raise LeukoflowError(f"{what} {path} is not valid JSON ({error})") from None
 
 
-def _copy(source, target):
-    """Copy `source` to `target` atomically.
+def write_bundle(
+    model_path: str | Path,
+    metrics_path: str | Path,
+    reference_path: str | Path,
+    settings: dict,
+    config_hash: str,
+    out_dir: str | Path,
+) -> Path:
+    """Write the bundle folder `out_dir` (replaced as a whole, atomically).
 
-    A copy, not a hard link: Snakemake touches a job's outputs, and touching a link to the
-    training job's model would make every job downstream of training look out of date.
-    """
-    with atomic_path(target) as tmp:
-        shutil.copyfile(source, tmp)
+    Args:
+        model_path: the trained `model.keras` (copied into the bundle).
+        metrics_path: evaluate's `metrics.json` (keys `threshold` and `test`).
+        reference_path: the stain reference JSON the stores were built with.
+        settings: the architecture's merged settings (with `architecture` and
+            `input_size`).
+        config_hash: the hash of the configuration the model came from.
+        out_dir: the bundle folder to write.
 
+    Returns:
+        The path of `bundle.json`.
 
-def write_bundle(model_path, metrics_path, reference_path, settings, config_hash, out_dir):
-    """Write a bundle into `out_dir` from a trained model and what evaluate and stain wrote.
-
-    `metrics_path` is evaluate's `metrics.json` (keys `threshold` and `test`); `reference_path`
-    the stain reference JSON; `settings` the architecture's merged settings (a dict with
-    `architecture` and `input_size`). Returns the path of `bundle.json`.
+    Raises:
+        LeukoflowError: naming the file when the model is missing, the metrics file is
+            missing, not JSON or lacks a key, the reference cannot be read, or `settings`
+            lacks a key.
     """
     model_path, out_dir = Path(model_path), Path(out_dir)
     if not model_path.is_file():
@@ -134,16 +152,24 @@ def write_bundle(model_path, metrics_path, reference_path, settings, config_hash
         "versions": _package_versions(),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _copy(model_path, out_dir / MODEL_FILE)
-    meta_path = out_dir / META_FILE
-    write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    with atomic_dir(out_dir) as tmp:
+        # a copy, not a hard link: Snakemake touches a job's outputs, and touching a link
+        # to the training job's model would make every job after training look out of date
+        shutil.copyfile(model_path, tmp / MODEL_FILE)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     log.info("bundle of %s written to %s", meta["architecture"], out_dir)
-    return meta_path
+    return out_dir / META_FILE
 
 
-def read_meta(bundle_dir):
-    """The checked metadata of the bundle in `bundle_dir` (does not load the model)."""
+def read_meta(bundle_dir: str | Path) -> dict:
+    """The checked metadata of the bundle in `bundle_dir` (does not load the model).
+
+    Raises:
+        LeukoflowError: naming the file when the folder or `bundle.json` is missing, the
+            JSON is broken or not an object, its format is newer than this leukoflow
+            reads, a required key is missing, the stain reference is not one, or the
+            class names differ.
+    """
     bundle_dir = Path(bundle_dir)
     if not bundle_dir.is_dir():
         raise LeukoflowError(f"model bundle {bundle_dir} is not a folder")
@@ -178,8 +204,13 @@ def read_meta(bundle_dir):
     return meta
 
 
-def load_bundle(bundle_dir):
-    """Load the bundle in `bundle_dir`: its metadata checked, its model in Keras safe mode."""
+def load_bundle(bundle_dir: str | Path) -> Bundle:
+    """Load the bundle in `bundle_dir`: its metadata checked, its model in Keras safe mode.
+
+    Raises:
+        LeukoflowError: as `read_meta`, or when the model file is missing or its input
+            does not match the bundle's `input_size`.
+    """
     from leukoflow.models import load_model
 
     bundle_dir = Path(bundle_dir)

@@ -1,20 +1,30 @@
-"""Test-set evaluation: threshold chosen on validation, metrics, subject bootstrap, TTA.
+"""Test-set evaluation: threshold chosen on validation, metrics, subject bootstrap.
 
-The positive class is `all` (label 1). Every metric is computed by one vectorised function,
-`weighted_metrics`, on integer sample weights: weights of ones give the plain metrics, and
-the multiplicities of a bootstrap resample give the metrics of the resampled pool without
-copying images. Resampling is over **subjects** (all images of a drawn subject come along),
-stratified by the subject's label, because images of one subject are not independent.
+The positive class is `all` (label 1). Every reported metric is computed by one vectorised
+function, `weighted_metrics`, on integer sample weights: weights of ones give the plain
+metrics, and the multiplicities of a bootstrap resample give the metrics of the resampled
+pool without copying images. Resampling is over **subjects** (all images of a drawn subject
+come along), stratified by the subject's label, because images of one subject are not
+independent. `run_evaluate` is the `evaluate` job: it predicts the validation and test
+stores and writes the metrics and both prediction tables.
 """
+
+from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from leukoflow.atomic import atomic_path, write_text
 from leukoflow.errors import LeukoflowError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +89,24 @@ def _ece(y, p, w, bins=ECE_BINS):
     return _safe_div(gap.sum(axis=1), count.sum(axis=1))
 
 
-def weighted_metrics(y, p, predicted, w):
+def weighted_metrics(
+    y: ArrayLike, p: ArrayLike, predicted: ArrayLike, w: ArrayLike
+) -> dict[str, np.ndarray]:
     """Every metric of predictions under integer sample weights.
 
-    y, predicted: (N,) 0/1 labels and decisions; p: (N,) probability of `all`;
-    w: (B, N) non-negative weights (one row per resample). Returns {name: (B,) array};
-    `confusion` is (B, 2, 2) as [[tn, fp], [fn, tp]] (rows = truth, scikit-learn order).
     Conventions follow scikit-learn: zero_division=0, macro/weighted F1 over the labels
     present in truth or prediction, balanced accuracy over the labels present in truth.
+
+    Args:
+        y: (N,) 0/1 labels.
+        p: (N,) probabilities of `all`.
+        predicted: (N,) 0/1 decisions.
+        w: (B, N) non-negative weights, one row per resample ((N,) is one row).
+
+    Returns:
+        {name: (B,) array} for `CI_METRICS` (`roc_auc` is NaN where a resample lacks a
+        class, `pr_auc` where it lacks `all`), and `confusion` (B, 2, 2) as
+        [[tn, fp], [fn, tp]] (rows = truth, scikit-learn order).
     """
     y = np.asarray(y, float)
     p = np.asarray(p, float)
@@ -122,10 +142,17 @@ def weighted_metrics(y, p, predicted, w):
     }
 
 
-def binary_metrics(y, p, threshold):
-    """The metrics of probabilities `p` (N,) against labels `y` (N,) at `threshold`.
+def binary_metrics(y: ArrayLike, p: ArrayLike, threshold: float) -> dict:
+    """The metrics of probabilities against labels at one threshold.
 
-    A cell is called `all` when p >= threshold. Returns plain floats and a 2x2 int list.
+    Args:
+        y: (N,) 0/1 labels.
+        p: (N,) probabilities of `all`; a cell is called `all` when p >= threshold.
+        threshold: the decision threshold.
+
+    Returns:
+        The metrics of `weighted_metrics` as plain floats (None where undefined),
+        `confusion` as a 2x2 int list, `n` and `n_all` (images, `all` images).
     """
     y = np.asarray(y, int)
     p = np.asarray(p, float)
@@ -138,12 +165,23 @@ def binary_metrics(y, p, threshold):
     return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in out.items()}
 
 
-def choose_threshold(y_val, p_val, rule="max_f1"):
+def choose_threshold(y_val: ArrayLike, p_val: ArrayLike, rule: str = "max_f1") -> float:
     """The decision threshold from VALIDATION labels and probabilities only.
 
-    rule "0.5": 0.5. rule "max_f1": the threshold maximising the F1 of `all` on the
-    validation set, placed halfway between the lowest probability called `all` and the next
-    lower distinct probability (the highest such threshold when several tie).
+    Args:
+        y_val: (N,) 0/1 validation labels.
+        p_val: (N,) validation probabilities of `all`.
+        rule: "0.5": 0.5. "max_f1": the threshold maximising the F1 of `all` on the
+            validation set, placed halfway between the lowest probability called `all`
+            and the next lower distinct probability (the highest such threshold when
+            several tie).
+
+    Returns:
+        The threshold; a cell is `all` when its probability >= it.
+
+    Raises:
+        LeukoflowError: for an unknown rule, or with "max_f1" when the validation set has
+            no `all` cell.
     """
     if rule == "0.5":
         return 0.5
@@ -165,12 +203,23 @@ def choose_threshold(y_val, p_val, rule="max_f1"):
     return float((upper + lower) / 2)
 
 
-def subject_resamples(subjects, labels, n_resamples, seed):
-    """Bootstrap weights (B, N): subjects drawn with replacement within each label.
+def subject_resamples(
+    subjects: ArrayLike, labels: ArrayLike, n_resamples: int, seed: int
+) -> np.ndarray:
+    """Bootstrap weights: subjects drawn with replacement within each label.
 
-    subjects: (N,) subject id of each image; labels: (N,) 0/1. A subject's label is the
-    majority label of its images. Each resample draws, for each label, as many subjects
-    as there are with that label; an image's weight is how often its subject was drawn.
+    A subject's label is the majority label of its images. Each resample draws, for each
+    label, as many subjects as there are with that label; an image's weight is how often
+    its subject was drawn.
+
+    Args:
+        subjects: (N,) subject id of each image.
+        labels: (N,) 0/1.
+        n_resamples: B, the number of resamples.
+        seed: seed of the draws.
+
+    Returns:
+        float (B, N) weights.
     """
     subjects = np.asarray(subjects).astype(str)
     labels = np.asarray(labels, int)
@@ -187,19 +236,39 @@ def subject_resamples(subjects, labels, n_resamples, seed):
     return counts[:, inverse]
 
 
-def image_resamples(n_images, n_resamples, seed):
+def image_resamples(n_images: int, n_resamples: int, seed: int) -> np.ndarray:
     """Bootstrap weights (B, N) of plain image resampling (the naive CI, for comparison)."""
     rng = np.random.default_rng(seed)
     return rng.multinomial(n_images, np.full(n_images, 1.0 / n_images), size=n_resamples)
 
 
 def _chunks(total, size=250):
+    """Slices of `range(total)`, `size` at a time."""
     for start in range(0, total, size):
         yield slice(start, min(total, start + size))
 
 
-def bootstrap_ci(y, p, predicted, weights, level=0.95):
-    """Percentile CIs {metric: [lo, hi]} from bootstrap weights (B, N), in chunks of 250."""
+def bootstrap_ci(
+    y: ArrayLike,
+    p: ArrayLike,
+    predicted: ArrayLike,
+    weights: np.ndarray,
+    level: float = 0.95,
+) -> dict[str, list[float | None]]:
+    """Percentile confidence intervals of `CI_METRICS` from bootstrap weights.
+
+    Args:
+        y: (N,) 0/1 labels.
+        p: (N,) probabilities of `all`.
+        predicted: (N,) 0/1 decisions.
+        weights: (B, N), from `subject_resamples` or `image_resamples` (read 250 rows at
+            a time).
+        level: the coverage of the interval.
+
+    Returns:
+        {metric: [lo, hi]}; resamples where a metric is undefined are left out, and
+        [None, None] when it is undefined in all.
+    """
     parts = {m: [] for m in CI_METRICS}
     for rows in _chunks(len(weights)):
         values = weighted_metrics(y, p, predicted, weights[rows])
@@ -224,11 +293,29 @@ def _f1(y, predicted, w):
     return _safe_div(2 * tp, w @ predicted + w @ y)
 
 
-def paired_bootstrap(y, subjects, predicted_a, predicted_b, n_resamples=2000, seed=0):
+def paired_bootstrap(
+    y: ArrayLike,
+    subjects: ArrayLike,
+    predicted_a: ArrayLike,
+    predicted_b: ArrayLike,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Share of subject resamples in which F1 of `a` exceeds F1 of `b` on the same test set.
 
     Both models are scored on each same resample of subjects (paired), so the share is the
-    bootstrap probability that `a` is really better than `b`. Returns (share, mean F1 gap).
+    bootstrap probability that `a` is really better than `b`.
+
+    Args:
+        y: (N,) 0/1 labels of the test images.
+        subjects: (N,) subject of each image.
+        predicted_a: (N,) 0/1 decisions of model a.
+        predicted_b: (N,) 0/1 decisions of model b.
+        n_resamples: resamples of subjects (`subject_resamples`).
+        seed: seed of the resamples.
+
+    Returns:
+        (share, mean F1 gap a - b).
     """
     weights = subject_resamples(subjects, y, n_resamples, seed)
     wins, gaps = [], []
@@ -240,7 +327,7 @@ def paired_bootstrap(y, subjects, predicted_a, predicted_b, n_resamples=2000, se
     return float(np.concatenate(wins).mean()), float(np.concatenate(gaps).mean())
 
 
-def per_subject_accuracy(frame):
+def per_subject_accuracy(frame: pd.DataFrame) -> list[dict]:
     """[{subject, label, n, accuracy}] from a predictions frame (y, predicted, subject)."""
     grouped = frame.assign(correct=frame["y"] == frame["predicted"]).groupby("subject")
     table = grouped.agg(y=("y", "mean"), n=("y", "size"), accuracy=("correct", "mean"))
@@ -255,11 +342,29 @@ def per_subject_accuracy(frame):
     ]
 
 
-def evaluate_predictions(val, test, threshold_rule="max_f1", n_bootstrap=2000, seed=0):
+def evaluate_predictions(
+    val: pd.DataFrame,
+    test: pd.DataFrame,
+    threshold_rule: str = "max_f1",
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """Metrics of validation and test predictions; the threshold comes from `val` only.
 
-    val, test: frames with columns row, path, subject, y, probability_all. Returns
-    (metrics dict, val frame, test frame), the frames with a `predicted` column added.
+    Args:
+        val: validation predictions (`predictions_frame`: row, path, subject, y,
+            probability_all).
+        test: test predictions, likewise.
+        threshold_rule: the rule of `choose_threshold`.
+        n_bootstrap: subject resamples of the test CIs.
+        seed: seed of the resamples.
+
+    Returns:
+        (metrics, val, test): the metrics dict (threshold, test and val metrics, CIs,
+        per-subject accuracy, counts) and the two frames with a `predicted` column added.
+
+    Raises:
+        LeukoflowError: when a frame lacks a column or is empty, or as `choose_threshold`.
     """
     for name, frame in (("val", val), ("test", test)):
         missing = {"subject", "y", "probability_all"} - set(frame.columns)
@@ -294,86 +399,77 @@ def evaluate_predictions(val, test, threshold_rule="max_f1", n_bootstrap=2000, s
     return metrics, val, test
 
 
-def rotation_transform(angle_deg, height, width):
-    """The 8-parameter projective transform (keras.ops.image.affine_transform) of a rotation.
+def predictions_frame(index: pd.DataFrame, probabilities: ArrayLike) -> pd.DataFrame:
+    """The predictions table: row, path, subject, y (and `predicted` later) from a store index.
 
-    Rotates by `angle_deg` about the image centre; output pixel (x, y) samples the input at
-    R(x - c) + c.
+    Args:
+        index: the store's index.
+        probabilities: (N,) probabilities of `all`, in store order.
+
+    Returns:
+        Columns row, path, subject (text), y, probability_all.
     """
-    theta = np.deg2rad(angle_deg)
-    cos, sin = np.cos(theta), np.sin(theta)
-    cx, cy = (width - 1) / 2, (height - 1) / 2
-    return np.array(
-        [cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, 0, 0],
-        dtype="float32",
-    )
-
-
-def rotate_batch(images, angle_deg):
-    """Rotate a float32 batch (N, H, W, 3) by `angle_deg`; exact for multiples of 90 degrees.
-
-    Other angles use bilinear keras.ops.image.affine_transform with a black fill (the
-    background of the cell images), run by the Keras backend on its device.
-    """
-    quarter = angle_deg / 90
-    if float(quarter).is_integer():
-        return np.ascontiguousarray(np.rot90(images, k=int(quarter) % 4, axes=(1, 2)))
-    import keras
-
-    transform = rotation_transform(angle_deg, images.shape[1], images.shape[2])
-    transform = np.repeat(transform[None], len(images), axis=0)
-    rotated = keras.ops.image.affine_transform(
-        images, transform, interpolation="bilinear", fill_mode="constant", fill_value=0
-    )
-    return keras.ops.convert_to_numpy(rotated)
-
-
-def predict_store(predict_fn, images, batch_size=32, tta=0):
-    """P(all) (N,) for a uint8 store (N, H, W, 3) through a compiled `predict_fn`.
-
-    Batches are converted to float32 in [0, 255]; the last batch is padded to `batch_size`
-    so the compiled function sees one shape. `tta` = k >= 2 averages the k rotations by
-    multiples of 360/k degrees (0 or 1: no test-time augmentation).
-    """
-    from tqdm import tqdm
-
-    angles = [360 * i / tta for i in range(tta)] if tta >= 2 else [0.0]
-    out = np.empty(len(images), dtype="float32")
-    for start in tqdm(range(0, len(images), batch_size), desc="predict", leave=False):
-        batch = np.asarray(images[start : start + batch_size], dtype="float32")
-        n = len(batch)
-        if n < batch_size:
-            batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), "float32")])
-        probs = np.mean([predict_fn(rotate_batch(batch, a)) for a in angles], axis=0)
-        out[start : start + n] = probs[:n]
-    return out
-
-
-def predictions_frame(index, probabilities):
-    """The predictions table: row, path, subject, y (and `predicted` later) from a store index."""
     frame = index[["row", "path", "subject", "y"]].copy()
     frame["subject"] = frame["subject"].astype(str)
     frame["probability_all"] = np.asarray(probabilities, float)
     return frame
 
 
-def write_evaluation(out_dir, metrics, val, test):
-    """Write metrics.json, val_predictions.csv and test_predictions.csv atomically."""
-    out_dir = Path(out_dir)
-    for name, frame in (("val_predictions.csv", val), ("test_predictions.csv", test)):
-        with atomic_path(out_dir / name) as tmp:
+def write_evaluation(
+    metrics: Mapping,
+    val: pd.DataFrame,
+    test: pd.DataFrame,
+    metrics_out: str | Path,
+    val_out: str | Path,
+    test_out: str | Path,
+) -> None:
+    """Write the metrics JSON and the validation and test prediction CSVs, atomically."""
+    for path, frame in ((val_out, val), (test_out, test)):
+        with atomic_path(path) as tmp:
             frame[PREDICTION_COLUMNS].to_csv(tmp, index=False)
-    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_text(metrics_out, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
-def run_evaluate(model_path, val_store, test_store, settings, evaluate_config, out_dir):
-    """The `evaluate` job: predict val and test, choose the threshold on val, score test."""
+def run_evaluate(
+    model_path: str | Path,
+    val_store: str | Path,
+    test_store: str | Path,
+    settings: dict,
+    evaluate_config: dict,
+    metrics_out: str | Path,
+    val_out: str | Path,
+    test_out: str | Path,
+    split_id: str = "main",
+) -> dict:
+    """The `evaluate` job: predict val and test, choose the threshold on val, score test.
+
+    Args:
+        model_path: the trained `model.keras`.
+        val_store: the validation store (`.npy`, index beside); sets the threshold.
+        test_store: the test store.
+        settings: the architecture's merged settings (`architecture`, `batch_size`,
+            `jit_compile`, `mixed_precision`).
+        evaluate_config: the config's `evaluate` block (threshold, bootstrap, tta, seed).
+        metrics_out: metrics JSON to write.
+        val_out: validation predictions CSV to write (`PREDICTION_COLUMNS`).
+        test_out: test predictions CSV to write.
+        split_id: the split the model belongs to (recorded in the metrics).
+
+    Returns:
+        The metrics dict.
+
+    Raises:
+        ConfigError: for a `jit_compile` or `mixed_precision` outside the allowed values.
+        LeukoflowError: for a missing or broken model or store, an unknown threshold
+            rule, or a validation subset without `all` cells.
+    """
+    from leukoflow.inference import compiled_inference, predict_store
     from leukoflow.models import load_model
+    from leukoflow.runtime import decide
     from leukoflow.stores import open_store
-    from leukoflow.timing import compiled_inference, resolve_jit
 
     model = load_model(model_path)
-    predict_fn = compiled_inference(model, jit_compile=resolve_jit(settings.get("jit_compile")))
+    predict_fn = compiled_inference(model, jit_compile=decide(settings).jit_compile)
     batch_size = int(settings.get("batch_size", 32))
     tta = int(evaluate_config.get("tta", 0))
     frames = []
@@ -390,11 +486,11 @@ def run_evaluate(model_path, val_store, test_store, settings, evaluate_config, o
     )
     metrics.update(
         architecture=settings.get("architecture", Path(model_path).parent.name),
-        split=Path(out_dir).parent.parent.name,
+        split=split_id,
         tta=tta,
         model=str(model_path),
     )
-    write_evaluation(out_dir, metrics, val, test)
+    write_evaluation(metrics, val, test, metrics_out, val_out, test_out)
     log.info(
         "test F1 %.3f, weighted F1 %.3f at threshold %.3f",
         metrics["test"]["f1"],

@@ -13,15 +13,20 @@ IMAGE_EXTENSIONS = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 class BadImageError(LeukoflowError):
-    """A file that is not a readable 3-channel RGB image; the message names it and why."""
+    """A file that is not a readable 3-channel RGB image; the message names it and why.
 
-    def __init__(self, path, reason):
+    Attributes:
+        path: the file, as text.
+        reason: why it cannot be used, without the path (e.g. "empty file").
+    """
+
+    def __init__(self, path: str | Path, reason: str):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
 
 
-def is_image_name(path):
+def is_image_name(path: str | Path) -> bool:
     """True when the file name has one of the image extensions (any case)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
@@ -49,18 +54,40 @@ def _load_rgb(source, path):
     return image
 
 
-def decode_rgb(data, path="<bytes>"):
-    """Decode image bytes to a uint8 array (H, W, 3); BadImageError if that is not possible."""
+def decode_rgb(data: bytes, path: str | Path = "<bytes>") -> np.ndarray:
+    """Decode the bytes of an image file to an RGB array.
+
+    Args:
+        data: the file's contents.
+        path: the name used in error messages.
+
+    Returns:
+        uint8 (H, W, 3).
+
+    Raises:
+        BadImageError: when `data` is empty, not an image, truncated or corrupt, or not
+            3-channel RGB.
+    """
     if not data:
         raise BadImageError(path, "empty file")
     with _load_rgb(io.BytesIO(data), path) as image:
         return np.asarray(image, dtype=np.uint8)
 
 
-def open_rgb(path):
-    """Read an image file as a loaded PIL RGB image; BadImageError names the file and why not.
+def open_rgb(path: str | Path) -> Image.Image:
+    """Read an image file as a loaded PIL RGB image.
 
     Cheaper than `read_rgb` where PIL does the next step (no copy into numpy).
+
+    Args:
+        path: the image file.
+
+    Returns:
+        The decoded image, mode RGB (the caller closes it).
+
+    Raises:
+        BadImageError: naming the file when it cannot be read, is empty, is not an image,
+            is truncated or corrupt, or is not 3-channel RGB.
     """
     try:
         handle = open(path, "rb")  # closed below, once the image is loaded
@@ -73,7 +100,17 @@ def open_rgb(path):
         return _load_rgb(handle, path)
 
 
-def read_rgb(path):
-    """Read an image file as a uint8 array (H, W, 3); BadImageError names the file and why not."""
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as an RGB array.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        uint8 (H, W, 3).
+
+    Raises:
+        BadImageError: as `open_rgb`.
+    """
     with open_rgb(path) as image:
         return np.asarray(image, dtype=np.uint8)

@@ -54,19 +54,26 @@ class Ingested:
 
     manifest: pd.DataFrame
     quarantine: pd.DataFrame
-    ignored: list = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
     @property
-    def found(self):
+    def found(self) -> int:
         """Image candidates found (ignored non-image files excluded)."""
         return len(self.manifest) + len(self.quarantine)
 
 
-def parse_name(name):
-    """Parse `UID_{subject}_{image}_{cell}_{label}.bmp` into (subject, label).
+def parse_name(name: str | Path) -> tuple[str, str]:
+    """Parse a C-NMC file name `UID_{subject}_{image}_{cell}_{all|hem}.bmp`.
 
-    The subject is normalised: `h3` and `H3` are one subject, written `H3`.
-    Raises ValueError with the reason when the name is outside the convention.
+    Args:
+        name: the file name or path (only its stem counts).
+
+    Returns:
+        (subject, label): the subject normalised (`h3` and `H3` are one subject, written
+        `H3`) and `all` or `hem`.
+
+    Raises:
+        ValueError: with the reason, when the name is outside the convention.
     """
     match = NAME_PATTERN.match(Path(name).stem)
     if not match:
@@ -135,8 +142,20 @@ def _prelim_candidates(root, files):
     return candidates
 
 
-def find_candidates(root):
-    """Walk the dataset; return (image candidates, ignored non-image files), sorted by path."""
+def find_candidates(root: str | Path) -> tuple[list[Candidate], list[str]]:
+    """Walk the dataset and say what each image file's location and name tell.
+
+    Args:
+        root: the dataset folder.
+
+    Returns:
+        (candidates, ignored): the image candidates sorted by path, and the non-image
+        files (paths relative to `root`) other than the preliminary-test labels CSV.
+
+    Raises:
+        LeukoflowError: when `root` is not a folder or holds no image, or when it has
+            preliminary-test images and their labels CSV is missing or lacks columns.
+    """
     root = Path(root)
     if not root.is_dir():
         raise LeukoflowError(f"{root}: dataset folder does not exist")
@@ -171,8 +190,17 @@ def find_candidates(root):
     return sorted(candidates, key=lambda c: c.path), ignored
 
 
-def check_file(args):
-    """Read one file once: (sha256, width, height, problem) from the same bytes."""
+def check_file(args: tuple[str, str]) -> tuple[str, int, int, str]:
+    """Read one file once: its SHA-256 and the image check come from the same bytes.
+
+    Args:
+        args: (dataset root, path relative to it), one tuple so that a process pool's
+            `map` can pass it.
+
+    Returns:
+        (sha256, width, height, problem): problem is "" for a good RGB image, else the
+        reason (sha256 "" when the file cannot be read; width and height 0 when bad).
+    """
     root, rel = args
     path = Path(root) / rel
     try:
@@ -205,8 +233,23 @@ def _leaked(rows):
     return reasons
 
 
-def ingest(root, threads=1):
-    """Check every image candidate under `root`; bad files become quarantine rows."""
+def ingest(root: str | Path, threads: int = 1) -> Ingested:
+    """Check every image candidate under `root`; bad files become quarantine rows.
+
+    A file is bad when its location or name breaks the convention, it is not a readable
+    RGB image, or its bytes also appear under another subject (leakage).
+
+    Args:
+        root: the dataset folder.
+        threads: worker processes that read and check the files.
+
+    Returns:
+        The manifest (`MANIFEST_COLUMNS`), quarantine (`QUARANTINE_COLUMNS`) and ignored
+        files.
+
+    Raises:
+        LeukoflowError: as `find_candidates`.
+    """
     candidates, ignored = find_candidates(root)
     jobs = [(str(root), c.path) for c in candidates]
     with ProcessPoolExecutor(max_workers=max(1, threads)) as pool:
@@ -244,10 +287,25 @@ def ingest(root, threads=1):
     )
 
 
-def write_ingest(result, manifest_path, quarantine_path=None, on_bad="error"):
-    """Write the manifest (and quarantine list); in `error` mode raise if any file is bad.
+def write_ingest(
+    result: Ingested,
+    manifest_path: str | Path,
+    quarantine_path: str | Path | None = None,
+    on_bad: str = "error",
+) -> None:
+    """Write the manifest (and quarantine list), atomically; log the counts.
 
     The log reconciles the counts: found = used + quarantined (+ ignored non-image files).
+
+    Args:
+        result: what `ingest` found.
+        manifest_path: the manifest CSV to write.
+        quarantine_path: the quarantine CSV to write; None: not written.
+        on_bad: `error` (write nothing if any file is bad) or `quarantine`.
+
+    Raises:
+        LeukoflowError: for another `on_bad`.
+        BadDatasetError: in `error` mode when any file is bad, listing every one.
     """
     from leukoflow.atomic import atomic_path
 

@@ -1,8 +1,9 @@
 """Classifying new cell images with a model bundle (`leukoflow predict`).
 
-Every image goes through `leukoflow.stores.prepare_image` (the aspect-keeping centred
-resize, then stain normalisation with the bundle's reference), exactly as the training and
-test stores were built, so a bundle gives the same probabilities as evaluate did.
+Every image goes through `leukoflow.stores.prepare_image` (the square frame centred on the
+cell, the Lanczos resize, then stain normalisation with the bundle's reference), exactly as
+the training and test stores were built, so a bundle gives the same probabilities as
+evaluate did.
 
 Speed: a pool of worker threads reads and prepares whole batches ahead of the model (at
 most `workers + 1` batches in flight), while the main thread runs the model's compiled
@@ -10,13 +11,17 @@ inference function (the one evaluate uses) on the previous batch, so preparation
 the model's compute.
 """
 
+from __future__ import annotations
+
 import csv
 import logging
 import os
 from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -26,7 +31,12 @@ from leukoflow import CLASS_NAMES
 from leukoflow.atomic import atomic_path
 from leukoflow.errors import LeukoflowError
 from leukoflow.images import BadImageError, is_image_name, open_rgb
+from leukoflow.inference import predict_arrays, tta_angles
 from leukoflow.stores import prepare_image
+
+if TYPE_CHECKING:
+    from leukoflow.bundle import Bundle
+    from leukoflow.inference import PredictFn
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +53,13 @@ class Prediction:
     error: str | None
 
 
-def collect_inputs(paths):
+def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
     """The files to classify, in the order given.
 
     A folder contributes every file under it (recursively, sorted) whose extension is one of
-    `leukoflow.images.IMAGE_EXTENSIONS` in any case, and nothing else; any other path is
-    kept as given, whatever its extension (it gets an error row if it cannot be read).
+    `leukoflow.images.IMAGE_EXTENSIONS` in any case, and nothing else (a warning when it has
+    none); any other path is kept as given, whatever its extension (it gets an error row
+    if it cannot be read).
     """
     files = []
     for given in map(Path, paths):
@@ -65,7 +76,9 @@ def collect_inputs(paths):
     return files
 
 
-def prepare_file(path, reference, size):
+def prepare_file(
+    path: str | Path, reference: dict, size: int
+) -> tuple[np.ndarray | None, str | None]:
     """Read and prepare one file: (uint8 (size, size, 3), None), or (None, why it failed)."""
     try:
         return prepare_image(open_rgb(path), reference, size), None
@@ -75,11 +88,19 @@ def prepare_file(path, reference, size):
         return None, str(error)
 
 
-def prepare_batch(paths, reference, size):
-    """Prepare a batch of files.
+def prepare_batch(
+    paths: Sequence[str | Path], reference: dict, size: int
+) -> tuple[np.ndarray, list[str | None]]:
+    """Read and prepare a batch of files (`prepare_file`).
 
-    Returns (images, errors): uint8 `(n_ok, size, size, 3)` for the files that could be
-    used, in order, and one entry per path, None for a used file or the reason it was not.
+    Args:
+        paths: the files.
+        reference: the stain reference.
+        size: side of the model input, pixels.
+
+    Returns:
+        (images, errors): uint8 `(n_ok, size, size, 3)` for the files that could be used,
+        in order, and one entry per path, None for a used file or the reason it was not.
     """
     images, errors = [], []
     for path in paths:
@@ -92,41 +113,37 @@ def prepare_batch(paths, reference, size):
     return np.stack(images), errors
 
 
-def make_predict_fn(bundle):
+def make_predict_fn(bundle: Bundle) -> PredictFn:
     """The compiled inference function of the bundle's model, as evaluate builds it.
 
-    float32 batch (N, size, size, 3) in [0, 255] -> P(all) float32 (N,); XLA as the bundle's
-    settings say (`jit_compile`, auto = on with a GPU).
-    """
-    from leukoflow.timing import compiled_inference, resolve_jit
+    Returns:
+        float32 batch (N, size, size, 3) in [0, 255] -> P(all) float32 (N,); XLA as
+        `leukoflow.runtime.decide` says for the bundle's settings.
 
-    jit = resolve_jit(bundle.meta.get("settings", {}).get("jit_compile", "auto"))
+    Raises:
+        ConfigError: for a `jit_compile` or `mixed_precision` in the bundle's settings
+            outside the allowed values.
+        LeukoflowError: on a backend other than TensorFlow or JAX.
+    """
+    from leukoflow.inference import compiled_inference
+    from leukoflow.runtime import decide
+
+    jit = decide(bundle.meta.get("settings", {})).jit_compile
     return compiled_inference(bundle.model, jit_compile=jit)
 
 
-def predict_arrays(predict_fn, images, batch_size, tta=0):
-    """P(all) float32 `(n,)` for prepared uint8 images `(n, size, size, 3)`, n <= batch_size.
-
-    As evaluate's `predict_store` does: the batch is padded with black images to
-    `batch_size` (one compiled shape), and `tta` = k >= 2 averages the k rotations by
-    multiples of 360/k degrees (`leukoflow.evaluate.rotate_batch`; 0 or 1: off).
-    """
-    from leukoflow.evaluate import rotate_batch
-
-    n = len(images)
-    if n == 0:
-        return np.zeros(0, np.float32)
-    batch = np.zeros((batch_size, *images.shape[1:]), np.float32)
-    batch[:n] = images
-    angles = [360 * i / tta for i in range(tta)] if tta >= 2 else [0.0]
-    return np.mean([predict_fn(rotate_batch(batch, a)) for a in angles], axis=0)[:n]
-
-
-def configure_model_threads(threads):
+def configure_model_threads(threads: int | None) -> None:
     """Set the model's intra-op threads (TensorFlow backend) before the model is loaded.
 
-    None keeps the backend's default (all usable cores). Other backends take their thread
-    settings from the environment (XLA_FLAGS for JAX), so this only logs there.
+    Other backends take their thread settings from the environment (XLA_FLAGS for JAX), so
+    this only logs there.
+
+    Args:
+        threads: the number of threads; None keeps the backend's default (all usable
+            cores).
+
+    Raises:
+        LeukoflowError: for `threads` below 1.
     """
     if threads is None:
         return
@@ -145,26 +162,44 @@ def configure_model_threads(threads):
         log.warning("TensorFlow is already initialised; --model-threads %d ignored", threads)
 
 
-def default_workers():
+def default_workers() -> int:
     """Preparation workers: the cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def iter_predictions(
-    bundle, files, batch_size=32, tta=0, workers=None, progress=True, predict_fn=None
-):
+    bundle: Bundle,
+    files: Sequence[str | Path],
+    batch_size: int = 32,
+    tta: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+    predict_fn: PredictFn | None = None,
+) -> Iterator[Prediction]:
     """Yield one `Prediction` per file, in order.
 
     Batches of `batch_size` files are read and prepared by `workers` threads, at most
-    `workers + 1` batches ahead of the model; the main thread runs `predict_fn` (default:
-    `make_predict_fn(bundle)`) on each batch as soon as it is ready. Threads, not processes:
-    decoding, stain normalisation and resizing run in numpy and PIL with the GIL released,
-    and threads cost nothing to start and pass arrays without copies.
+    `workers + 1` batches ahead of the model; the main thread runs `predict_fn` on each
+    batch as soon as it is ready. Threads, not processes: decoding, stain normalisation and
+    resizing run in numpy and PIL with the GIL released, and threads cost nothing to start
+    and pass arrays without copies.
+
+    Args:
+        bundle: the loaded model bundle.
+        files: the image files (`collect_inputs`).
+        batch_size: files per batch (at least 1).
+        tta: test-time rotations (0 or 1: off).
+        workers: preparation threads; None: `default_workers()`.
+        progress: show a progress bar.
+        predict_fn: the inference function; None: `make_predict_fn(bundle)`.
+
+    Raises:
+        LeukoflowError: for a batch size or worker count below 1 or a negative `tta`
+            (before any file is read), or as `make_predict_fn`.
     """
     if batch_size < 1:
         raise LeukoflowError(f"--batch-size must be at least 1, got {batch_size}")
-    if tta < 0:
-        raise LeukoflowError(f"--tta must be 0 (off) or a number of rotations, got {tta}")
+    tta_angles(tta)  # checks tta before any image is read
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise LeukoflowError(f"--threads must be at least 1, got {workers}")
@@ -201,7 +236,7 @@ def iter_predictions(
             bar.update(len(batch))
 
 
-def write_predictions(predictions, threshold, out):
+def write_predictions(predictions: Iterable[Prediction], threshold: float, out: str | Path) -> int:
     """Write the predictions CSV (columns `COLUMNS`) atomically; returns the rows written."""
     rows = 0
     with atomic_path(out) as tmp, open(tmp, "w", newline="") as handle:
@@ -216,11 +251,34 @@ def write_predictions(predictions, threshold, out):
     return rows
 
 
-def predict(bundle, inputs, out, batch_size=32, tta=0, workers=None, progress=True):
+def predict(
+    bundle: Bundle,
+    inputs: Iterable[str | Path],
+    out: str | Path,
+    batch_size: int = 32,
+    tta: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> tuple[int, int]:
     """Classify the images in `inputs` (files and folders) and write the CSV `out`.
 
     Every file gets exactly one row in input order; a file that cannot be used gets its
-    reason in `error` and empty `probability_all` and `label`. Returns (rows, classified).
+    reason in `error` and empty `probability_all` and `label`.
+
+    Args:
+        bundle: the loaded model bundle.
+        inputs: image files and folders (`collect_inputs`).
+        out: the predictions CSV to write (`COLUMNS`).
+        batch_size: files per model call.
+        tta: test-time rotations (0 or 1: off).
+        workers: preparation threads; None: `default_workers()`.
+        progress: show a progress bar.
+
+    Returns:
+        (rows, classified): the rows written and how many files were classified.
+
+    Raises:
+        LeukoflowError: as `iter_predictions`.
     """
     files = collect_inputs(inputs)
     counts = {"classified": 0}

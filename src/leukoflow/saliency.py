@@ -14,19 +14,34 @@ Maps are (N, H, W) non-negative float32. Measures (per method, mean over the cel
 - model-randomisation sanity check (Adebayo et al. 2018): Spearman rank correlation, on
   cell pixels, between the maps of the trained model and of a copy with re-initialised
   weights; it must be below 0.5 for the map to depend on what the model learned.
+
+`run_saliency` is the `saliency` job: it picks test cells, measures every method and writes
+the measures JSON and the figure.
 """
+
+from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from leukoflow.atomic import atomic_path, write_text
 from leukoflow.errors import LeukoflowError
 
+if TYPE_CHECKING:
+    import keras
+    import pandas as pd
+
+    from leukoflow.inference import PredictFn
+
 log = logging.getLogger(__name__)
 
+GradientFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 METHODS = ("vanilla", "smoothgrad", "integrated_gradients", "gradcam")
 SANITY_LIMIT = 0.5
 DELETION_STEPS = 16
@@ -44,11 +59,21 @@ def _class_score(probability, sign):
     return keras.ops.sum(keras.ops.convert_to_tensor(sign, dtype=p.dtype) * logit)
 
 
-def gradient_function(model):
-    """fn(x, sign) -> d(sum sign * logit(model(x))) / dx as numpy, for float32 batch x.
+def gradient_function(model: keras.Model) -> GradientFn:
+    """The input gradient of the signed class score, as a numpy function.
 
-    The one backend dispatch of saliency. `model` may be any Keras model with a single
-    input and a probability output (the classifier, or its head above a feature map).
+    The one backend dispatch of saliency.
+
+    Args:
+        model: any Keras model with a single input and a probability output (the
+            classifier, or its head above a feature map).
+
+    Returns:
+        fn(x, sign) -> d(sum sign * logit(model(x))) / dx, for a float32 batch x and
+        signs (N,) (+1 for `all`, -1 for `hem`); the gradient has the shape of x.
+
+    Raises:
+        LeukoflowError: on a backend other than TensorFlow or JAX.
     """
     import keras
 
@@ -84,19 +109,23 @@ def gradient_function(model):
 
 
 def _signs(labels):
+    """+1 for label 1 (`all`), -1 otherwise, float32."""
     return np.where(np.asarray(labels) == 1, 1.0, -1.0).astype("float32")
 
 
 def _channel_abs(grads):
+    """|gradient| summed over the channel axis, float32 (N, H, W)."""
     return np.abs(grads).sum(axis=-1).astype("float32")
 
 
-def vanilla(grad_fn, images, labels):
+def vanilla(grad_fn: GradientFn, images: np.ndarray, labels: ArrayLike) -> np.ndarray:
     """|d score / d x| summed over channels: (N, H, W)."""
     return _channel_abs(grad_fn(images, _signs(labels)))
 
 
-def smoothgrad(grad_fn, images, labels, samples=16, seed=0):
+def smoothgrad(
+    grad_fn: GradientFn, images: np.ndarray, labels: ArrayLike, samples: int = 16, seed: int = 0
+) -> np.ndarray:
     """Mean over `samples` noisy copies (std 15% of 255) of the vanilla map: (N, H, W)."""
     rng = np.random.default_rng(seed)
     total = np.zeros(images.shape[:3], "float32")
@@ -106,7 +135,9 @@ def smoothgrad(grad_fn, images, labels, samples=16, seed=0):
     return total / samples
 
 
-def integrated_gradients(grad_fn, images, labels, steps=32):
+def integrated_gradients(
+    grad_fn: GradientFn, images: np.ndarray, labels: ArrayLike, steps: int = 32
+) -> np.ndarray:
     """|x * mean gradient along the path from the black image to x| (midpoint rule): (N, H, W).
 
     The black baseline is the background of the cell images.
@@ -117,7 +148,9 @@ def integrated_gradients(grad_fn, images, labels, steps=32):
     return _channel_abs(images * total / steps)
 
 
-def gradcam(model, images, labels, layer_name):
+def gradcam(
+    model: keras.Model, images: np.ndarray, labels: ArrayLike, layer_name: str
+) -> np.ndarray:
     """Grad-CAM on layer `layer_name`, bilinearly resized to the input: (N, H, W).
 
     ReLU of the feature maps weighted by the spatial mean of the class score's gradient.
@@ -135,9 +168,33 @@ def gradcam(model, images, labels, layer_name):
 
 
 def saliency_maps(
-    model, images, labels, methods=METHODS, layer_name=None, samples=16, steps=32, seed=0
-):
-    """{method: (N, H, W) map} for float32 images (N, H, W, 3) in [0, 255] and 0/1 labels."""
+    model: keras.Model,
+    images: ArrayLike,
+    labels: ArrayLike,
+    methods: Sequence[str] = METHODS,
+    layer_name: str | None = None,
+    samples: int = 16,
+    steps: int = 32,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """The saliency maps of `methods` for a batch of cells.
+
+    Args:
+        model: the classifier.
+        images: float32 (N, H, W, 3) in [0, 255].
+        labels: (N,) 0/1; each map explains the cell's own class.
+        methods: some of `METHODS`.
+        layer_name: Grad-CAM's layer; None: the last feature map.
+        samples: SmoothGrad's noisy copies.
+        steps: Integrated Gradients' steps.
+        seed: seed of SmoothGrad's noise.
+
+    Returns:
+        {method: float32 (N, H, W) non-negative map}.
+
+    Raises:
+        LeukoflowError: for an unknown method, or on a backend other than TensorFlow or JAX.
+    """
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise LeukoflowError(f"saliency.methods: unknown {sorted(unknown)}; allowed: {METHODS}")
@@ -160,19 +217,21 @@ def saliency_maps(
     return maps
 
 
-def cell_masks(images):
+def cell_masks(images: ArrayLike) -> np.ndarray:
     """Cell pixels (N, H, W) bool: brightest channel above MASK_LEVEL (the background is black)."""
     return np.asarray(images).max(axis=-1) > MASK_LEVEL
 
 
-def mass_in_cell(maps, masks):
+def mass_in_cell(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Share (N,) of each map's total mass on its cell's pixels."""
     total = maps.sum(axis=(1, 2))
     inside = (maps * masks).sum(axis=(1, 2))
     return np.divide(inside, total, out=np.zeros_like(total), where=total > 0)
 
 
-def deletion_images(image, order, steps=DELETION_STEPS):
+def deletion_images(
+    image: np.ndarray, order: np.ndarray, steps: int = DELETION_STEPS
+) -> np.ndarray:
     """(steps + 1, H, W, 3): `image` with the first k/steps of pixels in `order` set to black."""
     h, w = image.shape[:2]
     position = np.empty(h * w, int)
@@ -182,11 +241,29 @@ def deletion_images(image, order, steps=DELETION_STEPS):
     return image[None] * keep.reshape(steps + 1, h, w, 1)
 
 
-def deletion_auc(predict_fn, images, labels, maps, steps=DELETION_STEPS, seed=None):
+def deletion_auc(
+    predict_fn: PredictFn,
+    images: np.ndarray,
+    labels: ArrayLike,
+    maps: np.ndarray,
+    steps: int = DELETION_STEPS,
+    seed: int | None = None,
+) -> np.ndarray:
     """Area (N,) under the true-class probability as the most salient pixels are deleted.
 
-    The x axis is the deleted share of pixels (0 to 1, trapezoid rule). With `seed` set,
-    pixels are deleted in a random order instead (the baseline a map should beat).
+    The x axis is the deleted share of pixels (0 to 1, trapezoid rule).
+
+    Args:
+        predict_fn: float32 batch (M, H, W, 3) -> P(all) (M,).
+        images: (N, H, W, 3) in [0, 255].
+        labels: (N,) 0/1.
+        maps: (N, H, W) saliency maps.
+        steps: deletion steps (each calls `predict_fn` on `steps` + 1 images).
+        seed: None: delete in order of saliency; set: in a random order drawn with it
+            (the baseline a map should beat).
+
+    Returns:
+        float (N,), in [0, 1].
     """
     rng = np.random.default_rng(seed)
     out = np.empty(len(images))
@@ -200,7 +277,7 @@ def deletion_auc(predict_fn, images, labels, maps, steps=DELETION_STEPS, seed=No
     return out
 
 
-def rank_correlation(maps_a, maps_b, masks):
+def rank_correlation(maps_a: np.ndarray, maps_b: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Spearman correlation (N,) between two sets of maps, on the cell pixels of each image.
 
     A constant map (no ranking) counts as uncorrelated (0).
@@ -215,7 +292,7 @@ def rank_correlation(maps_a, maps_b, masks):
     return out
 
 
-def randomised_copy(model, seed=0):
+def randomised_copy(model: keras.Model, seed: int = 0) -> keras.Model:
     """A copy of `model` with the same architecture and freshly initialised weights."""
     import keras
 
@@ -223,8 +300,20 @@ def randomised_copy(model, seed=0):
     return keras.models.clone_model(model)
 
 
-def select_cells(index, n_cells, seed=0):
-    """Rows of `n_cells` test cells, half of each class where possible, in a seeded order."""
+def select_cells(index: pd.DataFrame, n_cells: int, seed: int = 0) -> np.ndarray:
+    """Store rows of `n_cells` test cells, half of each class where possible, drawn with `seed`.
+
+    Args:
+        index: the test store's index (column `y`).
+        n_cells: cells to pick.
+        seed: seed of the draw.
+
+    Returns:
+        The rows, sorted.
+
+    Raises:
+        LeukoflowError: when the store has only one class.
+    """
     rng = np.random.default_rng(seed)
     y = index["y"].to_numpy()
     if len(np.unique(y)) < 2:
@@ -237,9 +326,24 @@ def select_cells(index, n_cells, seed=0):
     return np.sort(np.concatenate(chosen))
 
 
-def measure(model, images, labels, methods=METHODS, samples=16, steps=32, seed=0, layer_name=None):
-    """Maps of the trained and the re-initialised model, and every measure; (maps, measures)."""
-    from leukoflow.timing import compiled_inference
+def measure(
+    model: keras.Model,
+    images: ArrayLike,
+    labels: ArrayLike,
+    methods: Sequence[str] = METHODS,
+    samples: int = 16,
+    steps: int = 32,
+    seed: int = 0,
+    layer_name: str | None = None,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Maps of the trained and the re-initialised model, and every measure.
+
+    The arguments are those of `saliency_maps`.
+
+    Returns:
+        (maps, measures): the trained model's maps and `measures_of` them.
+    """
+    from leukoflow.inference import compiled_inference
 
     images = np.asarray(images, "float32")
     labels = np.asarray(labels, int)
@@ -249,11 +353,28 @@ def measure(model, images, labels, methods=METHODS, samples=16, steps=32, seed=0
     return maps, measures_of(maps, random_maps, images, labels, compiled_inference(model), seed)
 
 
-def measures_of(maps, random_maps, images, labels, predict_fn, seed=0):
-    """The measures of maps {method: (N, H, W)} against the re-initialised model's maps.
+def measures_of(
+    maps: Mapping[str, np.ndarray],
+    random_maps: Mapping[str, np.ndarray],
+    images: np.ndarray,
+    labels: ArrayLike,
+    predict_fn: PredictFn,
+    seed: int = 0,
+) -> dict:
+    """The measures of the maps, against the re-initialised model's maps.
 
-    predict_fn: float32 batch (M, H, W, 3) -> P(all) (M,). Returns the `saliency.json` dict
-    (without the run's identification).
+    Args:
+        maps: {method: (N, H, W)} of the trained model.
+        random_maps: the same methods' maps of the re-initialised model.
+        images: float32 (N, H, W, 3) in [0, 255].
+        labels: (N,) 0/1.
+        predict_fn: float32 batch (M, H, W, 3) -> P(all) (M,).
+        seed: seed of the random deletion order.
+
+    Returns:
+        The `saliency.json` dict (without the run's identification): per method the
+        mean and per-cell measures and the sanity verdict, plus cell area, random
+        deletion AUC and the cells' probabilities.
     """
     masks = cell_masks(images)
     random_order = deletion_auc(predict_fn, images, labels, next(iter(maps.values())), seed=seed)
@@ -283,7 +404,14 @@ def measures_of(maps, random_maps, images, labels, predict_fn, seed=0):
     }
 
 
-def saliency_figure(images, labels, probabilities, maps, out, title=""):
+def saliency_figure(
+    images: np.ndarray,
+    labels: ArrayLike,
+    probabilities: ArrayLike,
+    maps: Mapping[str, np.ndarray],
+    out: str | Path,
+    title: str = "",
+) -> None:
     """Fig. 1 of the paper, extended: per cell, image and maps on one row, overlays below."""
     import matplotlib
 
@@ -321,11 +449,35 @@ def saliency_figure(images, labels, probabilities, maps, out, title=""):
     plt.close(fig)
 
 
-def run_saliency(model_path, test_store, settings, saliency_config, out_dir):
-    """The `saliency` job: choose test cells, measure every method, write JSON and figure."""
+def run_saliency(
+    model_path: str | Path,
+    test_store: str | Path,
+    settings: Mapping,
+    saliency_config: Mapping,
+    measures_out: str | Path,
+    figure_out: str | Path,
+) -> dict:
+    """The `saliency` job: choose test cells, measure every method, write JSON and figure.
+
+    Args:
+        model_path: the trained `model.keras`.
+        test_store: the test store (`.npy`, index beside).
+        settings: the architecture's merged settings (`architecture`).
+        saliency_config: the config's `saliency` block (methods, cells,
+            smoothgrad_samples, ig_steps, seed).
+        measures_out: the measures JSON to write.
+        figure_out: the figure PNG to write.
+
+    Returns:
+        The measures dict.
+
+    Raises:
+        LeukoflowError: for a missing model or store, a test store with one class, an
+            unknown method, or a backend other than TensorFlow or JAX.
+    """
     from leukoflow.models import load_model
+    from leukoflow.runtime import backend_name
     from leukoflow.stores import open_store
-    from leukoflow.timing import backend_name
 
     model = load_model(model_path)
     images, index = open_store(test_store)
@@ -353,15 +505,14 @@ def run_saliency(model_path, test_store, settings, saliency_config, out_dir):
         ],
         settings={k: saliency_config.get(k) for k in ("smoothgrad_samples", "ig_steps", "seed")},
     )
-    out_dir = Path(out_dir)
-    write_text(out_dir / "saliency.json", json.dumps(measures, indent=2, sort_keys=True) + "\n")
+    write_text(measures_out, json.dumps(measures, indent=2, sort_keys=True) + "\n")
     shown = [int(np.flatnonzero(labels == 0)[0]), int(np.flatnonzero(labels == 1)[0])]
     saliency_figure(
         cells[shown],
         labels[shown],
         np.asarray(measures["probability_all"])[shown],
         {m: maps[m][shown] for m in methods},
-        out_dir / "saliency.png",
+        figure_out,
         title=arch,
     )
     for method, result in measures["methods"].items():

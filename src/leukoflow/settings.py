@@ -6,14 +6,23 @@ Imported by the Snakefile while planning, so it does not import Keras.
 import copy
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from leukoflow.errors import ConfigError
 from leukoflow.models.registry import ARCHITECTURES
 
 
-def deep_merge(base, overrides):
-    """A copy of `base` with `overrides` applied; nested mappings merge key by key."""
+def deep_merge(base: Mapping, overrides: Mapping | None) -> dict:
+    """A copy of `base` with `overrides` applied; nested mappings merge key by key.
+
+    Args:
+        base: the defaults (not modified).
+        overrides: the values that replace them; None or empty changes nothing.
+
+    Returns:
+        A deep copy: changing it changes neither argument.
+    """
     merged = copy.deepcopy(base)
     for key, value in (overrides or {}).items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -23,11 +32,19 @@ def deep_merge(base, overrides):
     return merged
 
 
-def merged_settings(config, arch):
+def merged_settings(config: Mapping, arch: str) -> dict:
     """The `training` block updated by `architectures[arch]`, native size filled in.
 
     This is exactly what the architecture's jobs get as `params`, so changing one
     architecture's block changes only its jobs' params.
+
+    Args:
+        config: the validated workflow configuration.
+        arch: an architecture named under `architectures`.
+
+    Returns:
+        The merged settings; `input_size` is the architecture's native size when not set,
+        and `architecture` is `arch`.
     """
     settings = deep_merge(config["training"], config["architectures"][arch])
     if settings.get("input_size") is None:
@@ -36,11 +53,18 @@ def merged_settings(config, arch):
     return settings
 
 
-def arch_config_hash(config, arch):
+def arch_config_hash(config: Mapping, arch: str) -> str:
     """A short, stable hash of what one architecture's model depends on.
 
     The data blocks (dataset, split, cv, stain, augment) and that architecture's merged
     settings: changing another architecture does not change it.
+
+    Args:
+        config: the validated workflow configuration.
+        arch: an architecture named under `architectures`.
+
+    Returns:
+        16 hexadecimal digits (the start of a SHA-256).
     """
     relevant = {key: config.get(key) for key in ("dataset", "split", "cv", "stain", "augment")}
     relevant["settings"] = merged_settings(config, arch)
@@ -48,8 +72,19 @@ def arch_config_hash(config, arch):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def check_config(config, base_dir="."):
-    """Raise ConfigError naming the key and the allowed values for what the schema cannot check."""
+def check_config(config: Mapping, base_dir: str | Path = ".") -> None:
+    """Check what the schema cannot: architectures, weights, sizes, folds, dataset folder.
+
+    Args:
+        config: the configuration, already validated (and filled) by the schema.
+        base_dir: the folder `dataset.path` is relative to.
+
+    Raises:
+        ConfigError: naming the key and the allowed values, for an unknown architecture,
+            `weights: imagenet` for an architecture without ImageNet weights, an
+            `input_size` below the architecture's minimum, `cv.folds: 1`, or a missing
+            `dataset.path` folder with `dataset.source: folder`.
+    """
     unknown = [name for name in config["architectures"] if name not in ARCHITECTURES]
     if unknown:
         raise ConfigError(
@@ -63,8 +98,8 @@ def check_config(config, base_dir="."):
                 f"architectures.{arch}.weights: {arch} has no ImageNet weights; "
                 "allowed: 'none' or the path of a weights file"
             )
-        if settings["input_size"] < 32 or (arch == "Xception" and settings["input_size"] < 71):
-            minimum = 71 if arch == "Xception" else 32
+        minimum = ARCHITECTURES[arch].min_size
+        if settings["input_size"] < minimum:
             raise ConfigError(
                 f"architectures.{arch}.input_size: {settings['input_size']} is too small; "
                 f"{arch} needs at least {minimum} pixels"

@@ -1,9 +1,14 @@
 """Subject-disjoint splits: holdout (stratified, subjects as groups), official C-NMC folds, k folds.
 
-Every subject lands in exactly one subset; the split is checked before it is written.
+The split table is the manifest with two columns added: `subset` (train, val or test) and
+`cv_fold` (the cross-validation fold of a non-test subject, -1 for none). Every subject
+lands in exactly one subset (and one fold); `make_split` checks that before it returns.
+`subset_rows` reads a subset of split `main` or of a fold `fold{k}` from the table.
 """
 
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,8 +38,23 @@ def _holdout_subjects(manifest, fraction, seed):
     return set(manifest["subject"].iloc[held])
 
 
-def holdout_split(manifest, val_fraction, test_fraction, seed):
-    """Assign `subset` by subject: test first, then validation from the rest."""
+def holdout_split(
+    manifest: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int
+) -> pd.DataFrame:
+    """Assign `subset` by subject: test first, then validation from the rest.
+
+    Args:
+        manifest: the manifest (columns `subject`, `label`).
+        val_fraction: share of the images for validation, about.
+        test_fraction: share of the images for test, about.
+        seed: seed of the draws (validation uses `seed + 1`).
+
+    Returns:
+        The manifest with a `subset` column.
+
+    Raises:
+        LeukoflowError: when there are too few subjects for the fractions.
+    """
     test = _holdout_subjects(manifest, test_fraction, seed)
     rest = manifest[~manifest["subject"].isin(test)]
     val = _holdout_subjects(rest, val_fraction / (1 - test_fraction), seed + 1)
@@ -46,8 +66,27 @@ def holdout_split(manifest, val_fraction, test_fraction, seed):
     return manifest.assign(subset=subset)
 
 
-def official_split(manifest, train_folds, val_folds, test_folds):
-    """Assign `subset` from the C-NMC folds (`0`, `1`, `2`, `prelim_test`)."""
+def official_split(
+    manifest: pd.DataFrame,
+    train_folds: Sequence[str],
+    val_folds: Sequence[str],
+    test_folds: Sequence[str],
+) -> pd.DataFrame:
+    """Assign `subset` from the C-NMC folds (`0`, `1`, `2`, `prelim_test`).
+
+    Args:
+        manifest: the manifest (column `fold`).
+        train_folds: folds for training.
+        val_folds: folds for validation.
+        test_folds: folds for test.
+
+    Returns:
+        The manifest rows of the named folds with a `subset` column; images of other
+        folds are left out (and logged).
+
+    Raises:
+        LeukoflowError: when a fold is given to two subsets or a subset gets no image.
+    """
     mapping = {}
     for subset, folds in (("train", train_folds), ("val", val_folds), ("test", test_folds)):
         for fold in folds:
@@ -68,8 +107,20 @@ def official_split(manifest, train_folds, val_folds, test_folds):
     return result
 
 
-def assign_cv_folds(split, k, seed):
-    """Add `cv_fold`: the non-test subjects in k stratified, subject-disjoint folds (-1 = test)."""
+def assign_cv_folds(split: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
+    """Add `cv_fold`: the non-test subjects in k stratified, subject-disjoint folds (-1 = test).
+
+    Args:
+        split: rows with `subset`, `subject` and `label`.
+        k: number of folds; below 2 every row gets -1.
+        seed: seed of the fold assignment.
+
+    Returns:
+        A copy of `split` with the `cv_fold` column.
+
+    Raises:
+        LeukoflowError: when there are fewer non-test subjects than folds.
+    """
     split = split.assign(cv_fold=-1)
     if k < 2:
         return split
@@ -86,11 +137,22 @@ def assign_cv_folds(split, k, seed):
     return split
 
 
-def subset_rows(split, split_id, subset):
+def subset_rows(split: pd.DataFrame, split_id: str, subset: str) -> pd.DataFrame:
     """The rows of `subset` (train/val/test) in split `split_id` (`main` or `fold{k}`).
 
     `main` uses the `subset` column. Fold k trains on the non-test subjects whose
     `cv_fold != k`, validates on `cv_fold == k`, and tests on the shared `test` subset.
+
+    Args:
+        split: the split table.
+        split_id: `main` or `fold{k}`.
+        subset: `train`, `val` or `test`.
+
+    Returns:
+        The rows, with their index in `split`.
+
+    Raises:
+        LeukoflowError: for an unknown subset or split id, or a fold the table lacks.
     """
     if subset not in SUBSETS:
         raise LeukoflowError(f"unknown subset {subset!r}; allowed: {', '.join(SUBSETS)}")
@@ -107,8 +169,12 @@ def subset_rows(split, split_id, subset):
     return pool[pool["cv_fold"] == k] if subset == "val" else pool[pool["cv_fold"] != k]
 
 
-def check_disjoint(split):
-    """Raise LeukoflowError if any subject appears in two subsets (or two CV folds)."""
+def check_disjoint(split: pd.DataFrame) -> None:
+    """Check that every subject is in one subset and at most one CV fold.
+
+    Raises:
+        LeukoflowError: naming the subjects found in two subsets (or two folds).
+    """
     subsets = split.groupby("subject")["subset"].nunique()
     shared = sorted(subsets[subsets > 1].index)
     if shared:
@@ -119,7 +185,7 @@ def check_disjoint(split):
         raise LeukoflowError(f"subjects in more than one CV fold: {', '.join(shared)}")
 
 
-def split_report(split):
+def split_report(split: pd.DataFrame) -> pd.DataFrame:
     """Subjects and images per class per subset (and CV fold), as a small table."""
     keys = ["subset", "label"] + (["cv_fold"] if (split["cv_fold"] >= 0).any() else [])
     return (
@@ -130,17 +196,37 @@ def split_report(split):
 
 
 def make_split(
-    manifest,
-    mode,
-    seed=0,
-    val_fraction=0.15,
-    test_fraction=0.2,
-    k=0,
-    train_folds=("0", "1"),
-    val_folds=("2",),
-    test_folds=("prelim_test",),
-):
-    """The split table: manifest columns + `subset` + `cv_fold`, rows in manifest order."""
+    manifest: pd.DataFrame,
+    mode: str,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    k: int = 0,
+    train_folds: Sequence[str] = ("0", "1"),
+    val_folds: Sequence[str] = ("2",),
+    test_folds: Sequence[str] = ("prelim_test",),
+) -> pd.DataFrame:
+    """The split table: manifest columns + `subset` + `cv_fold`, rows in manifest order.
+
+    Args:
+        manifest: the manifest written by `leukoflow ingest` (`read_manifest`).
+        mode: `holdout` (subjects drawn by fraction), `official` (the C-NMC folds) or
+            `kfold` (as holdout, and `k` CV folds of the non-test subjects).
+        seed: seed of every draw.
+        val_fraction: holdout and kfold: share of the images for validation.
+        test_fraction: holdout and kfold: share of the images for test.
+        k: CV folds of the non-test subjects (0: none; `kfold` needs 2 or more).
+        train_folds: official mode: the C-NMC folds for training.
+        val_folds: official mode: the folds for validation.
+        test_folds: official mode: the folds for test.
+
+    Returns:
+        The split table (official mode: only the rows of the named folds).
+
+    Raises:
+        LeukoflowError: for an empty manifest, an unknown mode, `kfold` with k < 2, too
+            few subjects, or folds that leave a subset empty.
+    """
     if manifest.empty:
         raise LeukoflowError("the manifest has no images")
     if mode == "official":
@@ -156,6 +242,6 @@ def make_split(
     return split.reset_index(drop=True)
 
 
-def read_manifest(path):
-    """Read a manifest CSV with the text columns kept as text."""
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a manifest (or split) CSV with the text columns kept as text."""
     return pd.read_csv(path, dtype={"subject": str, "fold": str, "label": str, "path": str})

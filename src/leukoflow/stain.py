@@ -3,8 +3,13 @@
 Mask-aware: background pixels (every channel at most `BACKGROUND_MAX`) take no part in the
 statistics and are exactly black in the output; neither does the cell's `EDGE_PX` rim, where
 anti-aliasing mixes the stain with black. With the mask switched off the methods
-compute what torchstain's numpy normalisers compute, in float32 instead of float64 and with
-the pixels held channel-first (3, N) so each step is one vectorised pass.
+compute what torchstain's numpy normalisers compute, with the pixels held channel-first
+(3, N) so each step is one vectorised pass: optical densities and concentrations in
+float32, the Macenko mean and Gram matrix in float64 (float32 sums left the stain vectors
+~1e-4 off, by an amount that depended on the BLAS build).
+
+This module is the algorithm only; `leukoflow.stain_reference` is the workflow step that
+fits the reference on the training subjects and measures what it does.
 
 A reference is a small JSON-able dict: `method`, `version`, the method's parameters and its
 target (Macenko: stain matrix (3, 2) and 99th-percentile concentrations (2,); Reinhard:
@@ -13,20 +18,20 @@ their median, so a few odd training images do not move it.
 
 Degenerate images (fewer than `MIN_STAIN_PIXELS` stained pixels, stain vectors closer than
 `MIN_STAIN_ANGLE_DEG`, or no stain concentration; Reinhard: fewer than `MIN_STAIN_PIXELS`
-foreground pixels) are not normalised: `normalize` returns them unchanged apart from the
-black background (documented fallback, logged at debug level), or raises
-`DegenerateStainError` with `on_degenerate="raise"`. A Reinhard channel with no spread
-(standard deviation below 1e-3) is shifted to the target mean, not scaled. Output pixels
-are never NaN.
+counted pixels, the foreground without its rim) are not normalised: `normalize` returns
+them unchanged apart from the black background (documented fallback, logged at debug
+level), or raises `DegenerateStainError` with `on_degenerate="raise"`. A Reinhard channel
+with no spread (standard deviation below 1e-3) is shifted to the target mean, not scaled.
+Output pixels are never NaN.
 """
 
 import functools
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from leukoflow.atomic import write_text
 from leukoflow.errors import LeukoflowError
@@ -52,7 +57,7 @@ class DegenerateStainError(LeukoflowError):
     """An image whose stain cannot be estimated (nearly blank, or one stain only)."""
 
 
-def foreground_mask(image, background_max=BACKGROUND_MAX):
+def foreground_mask(image: np.ndarray, background_max: int = BACKGROUND_MAX) -> np.ndarray:
     """Bool (H, W): True where some channel of the uint8 RGB image exceeds `background_max`."""
     flat = np.ascontiguousarray(image).reshape(-1, 3)
     return (_brightest(flat) > background_max).reshape(image.shape[:-1])
@@ -63,11 +68,20 @@ def _brightest(flat):
     return np.maximum(np.maximum(flat[:, 0], flat[:, 1]), flat[:, 2])
 
 
-def _interior(fg, shape, radius):
-    """Bool (N,): `fg` (N,) eroded by a (2 radius + 1) square in the image of `shape` (H, W).
+def interior(fg: np.ndarray, shape: tuple[int, int], radius: int) -> np.ndarray:
+    """The foreground without its rim: `fg` eroded by a (2 radius + 1) square.
 
     The anti-aliased rim of a segmented cell mixes its stain with black (a grey OD
-    direction); the statistics leave it out.
+    direction); the statistics leave it out. With `radius` > 0 the image border counts
+    as background too.
+
+    Args:
+        fg: bool (N,), the foreground of an image of `shape`, flattened.
+        shape: (H, W) with H * W = N.
+        radius: pixels taken off the rim.
+
+    Returns:
+        bool (N,).
     """
     inner = fg.reshape(shape).copy()
     for _ in range(radius):
@@ -85,7 +99,7 @@ def _statistics_mask(image, brightest, params):
     if not params["mask"]:
         return None, None
     fg = brightest > params["background_max"]
-    return fg, _interior(fg, image.shape[:2], params["edge"])
+    return fg, interior(fg, image.shape[:2], params["edge"])
 
 
 @functools.lru_cache(maxsize=8)
@@ -94,8 +108,8 @@ def _od_lut(io):
     return -np.log((np.arange(256) + 1.0) / io)
 
 
-def _optical_density(flat, io):
-    """Optical density float32 (3, N), channel-first, of uint8 pixels (N, 3)."""
+def optical_density(flat: np.ndarray, io: float) -> np.ndarray:
+    """Optical density -log((v + 1) / io), float32 (3, N), of uint8 pixels (N, 3)."""
     od = np.empty((3, flat.shape[0]), dtype=np.float32)
     np.add(flat.T, np.float32(1), out=od)
     np.log(od, out=od)
@@ -203,7 +217,7 @@ def _estimate(image, method, params):
     brightest = _brightest(flat)
     _, counted = _statistics_mask(image, brightest, params)
     if method == "macenko":
-        od = _optical_density(flat, params["io"])
+        od = optical_density(flat, params["io"])
         stains, max_c = _macenko_estimate(od, brightest, counted, params)
         return {"stain_matrix": stains, "max_concentrations": max_c}
     means, stds = _reinhard_estimate(_rgb_to_lab(flat), counted)
@@ -222,11 +236,27 @@ def _params(method, mask, **overrides):
     return params
 
 
-def fit_reference(images, method, mask=True, **params):
-    """Fit a reference on an iterable of uint8 (H, W, 3) images; the median of per-image fits.
+def fit_reference(
+    images: Iterable[np.ndarray], method: str, mask: bool = True, **params: float
+) -> dict:
+    """Fit a reference: the median of per-image estimates.
 
-    Degenerate images are skipped (and counted in `skipped`); LeukoflowError if all are.
-    `params` override the method's defaults (Macenko: io, alpha, beta; any: background_max).
+    Degenerate images are skipped (and counted in `skipped`).
+
+    Args:
+        images: uint8 (H, W, 3) each.
+        method: one of `METHODS`.
+        mask: leave the background and the cell's rim out of the statistics.
+        **params: overrides of the method's defaults (Macenko: io, alpha, beta; any:
+            background_max, edge).
+
+    Returns:
+        The reference (JSON-able): `method`, `version`, `params`, the method's targets,
+        `images` (the images fitted) and `skipped`.
+
+    Raises:
+        LeukoflowError: for an unknown method or parameter, or when every image is
+            degenerate.
     """
     if method not in METHODS:
         raise LeukoflowError(f"unknown stain method {method!r}; allowed: {', '.join(METHODS)}")
@@ -262,7 +292,7 @@ def fit_reference(images, method, mask=True, **params):
 def _macenko_apply(flat, brightest, counted, reference):
     """Normalised pixels float32 (3, N), channel-first, of uint8 pixels (N, 3) (Macenko)."""
     params = reference["params"]
-    od = _optical_density(flat, params["io"])
+    od = optical_density(flat, params["io"])
     stains, max_c = _macenko_estimate(od, brightest, counted, params)
     ref_stains = np.asarray(reference["stain_matrix"])
     scale = np.asarray(reference["max_concentrations"]) / max_c
@@ -286,10 +316,18 @@ def _reinhard_apply(flat, brightest, counted, reference):
     return np.multiply(out, np.float32(255), out=out)
 
 
-def normalize_with_status(image, reference):
-    """Normalise uint8 (H, W, 3) with `reference`: (uint8 (H, W, 3), None or fallback reason).
+def normalize_with_status(image: np.ndarray, reference: dict) -> tuple[np.ndarray, str | None]:
+    """Normalise an image to `reference`, and say whether it fell back.
 
     Method `none` returns a copy of the image as it is.
+
+    Args:
+        image: uint8 (H, W, 3).
+        reference: from `fit_reference` or `load_reference`.
+
+    Returns:
+        (normalised, reason): uint8 (H, W, 3), and None, or why the image is degenerate
+        (then it is returned unchanged apart from its black background).
     """
     method = reference["method"]
     if method == "none":
@@ -313,12 +351,22 @@ def normalize_with_status(image, reference):
     return out.reshape(image.shape), None
 
 
-def normalize(image, reference, on_degenerate="identity"):
-    """Normalise a uint8 RGB image (H, W, 3) to `reference`; uint8 (H, W, 3).
+def normalize(image: np.ndarray, reference: dict, on_degenerate: str = "identity") -> np.ndarray:
+    """Normalise a uint8 RGB image to `reference`.
 
-    Values are truncated to uint8 as torchstain does. A degenerate image is returned
-    unchanged apart from its background (`on_degenerate="identity"`) or raises
-    DegenerateStainError (`"raise"`).
+    Values are truncated to uint8 as torchstain does.
+
+    Args:
+        image: uint8 (H, W, 3).
+        reference: from `fit_reference` or `load_reference`.
+        on_degenerate: `identity`: a degenerate image is returned unchanged apart from
+            its background (logged at debug level); `raise`: it raises.
+
+    Returns:
+        uint8 (H, W, 3).
+
+    Raises:
+        DegenerateStainError: for a degenerate image with `on_degenerate="raise"`.
     """
     out, reason = normalize_with_status(image, reference)
     if reason is not None:
@@ -328,13 +376,18 @@ def normalize(image, reference, on_degenerate="identity"):
     return out
 
 
-def save_reference(reference, path):
+def save_reference(reference: dict, path: str | Path) -> None:
     """Write a reference dict as JSON, atomically."""
     write_text(path, json.dumps(reference, indent=2, sort_keys=True) + "\n")
 
 
-def load_reference(path):
-    """Read and check a reference JSON written by `save_reference`."""
+def load_reference(path: str | Path) -> dict:
+    """Read and check a reference JSON written by `save_reference`.
+
+    Raises:
+        LeukoflowError: naming the file when it cannot be read or parsed, is not a
+            reference, has another `version`, or lacks its method's targets.
+    """
     try:
         reference = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
@@ -355,142 +408,3 @@ def load_reference(path):
     if missing or "params" not in reference:
         raise LeukoflowError(f"{path}: stain reference lacks {', '.join(missing or ['params'])}")
     return reference
-
-
-def mean_foreground_od(image, mask):
-    """Mean optical density (3,) float64 of the pixels of uint8 `image` where `mask` (H*W,)."""
-    flat = np.ascontiguousarray(image).reshape(-1, 3)
-    od = _optical_density(flat, 256).take(np.flatnonzero(mask.reshape(-1)), axis=1)
-    return od.mean(axis=1, dtype=np.float64) if od.shape[1] else np.full(3, np.nan)
-
-
-def sample_rows(rows, n, seed):
-    """At most `n` of `rows`, drawn with `seed`, in their original order."""
-    return rows.sample(n=min(n, len(rows)), random_state=seed).sort_index()
-
-
-def _read_rows(rows, dataset):
-    """The images of split rows, uint8 (H, W, 3) each; a bad file raises BadImageError."""
-    from leukoflow.images import read_rgb
-
-    return [read_rgb(Path(dataset) / rel) for rel in rows["path"]]
-
-
-def stain_spread(subjects, images, reference):
-    """Between-subject spread of mean foreground OD, before and after normalisation.
-
-    The foreground leaves out the cell's rim, as the statistics of the methods do.
-    subjects: (n,) subject of each uint8 image. Returns per-channel standard deviations
-    across subjects of the per-subject mean OD, their mean, and `reduction` = 1 - after /
-    before (0.5 = the spread halved).
-    """
-    rows = []
-    for subject, image in zip(subjects, images, strict=True):
-        params = reference["params"]
-        fg = foreground_mask(image, params["background_max"])
-        mask = _interior(fg.reshape(-1), fg.shape, params["edge"])
-        before = mean_foreground_od(image, mask)
-        after = mean_foreground_od(normalize(image, reference), mask)
-        rows.append([subject, *before, *after])
-    columns = ["subject", "b0", "b1", "b2", "a0", "a1", "a2"]
-    per_subject = pd.DataFrame(rows, columns=columns).groupby("subject").mean()
-    if len(per_subject) < 2:
-        raise LeukoflowError("the stain spread needs images of at least two subjects")
-    std = per_subject.std(ddof=1)
-    before, after = std[["b0", "b1", "b2"]].to_numpy(), std[["a0", "a1", "a2"]].to_numpy()
-    return {
-        "subjects": len(per_subject),
-        "images": len(rows),
-        "od_std_before": before.round(5).tolist(),
-        "od_std_after": after.round(5).tolist(),
-        "spread_before": round(float(before.mean()), 5),
-        "spread_after": round(float(after.mean()), 5),
-        "reduction": round(float(1 - after.mean() / before.mean()), 4),
-    }
-
-
-def example_figure(subjects, images, reference, path, cells=4):
-    """Save a before/after PNG of up to `cells` images of different subjects."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from leukoflow.atomic import atomic_path
-
-    chosen, seen = [], set()
-    for subject, image in zip(subjects, images, strict=True):
-        if subject not in seen:
-            seen.add(subject)
-            chosen.append((subject, image))
-        if len(chosen) == cells:
-            break
-    fig, axes = plt.subplots(2, len(chosen), figsize=(2.2 * len(chosen), 4.6), squeeze=False)
-    for column, (subject, image) in enumerate(chosen):
-        for row, (shown, label) in enumerate(
-            [(image, "before"), (normalize(image, reference), reference["method"])]
-        ):
-            axes[row, column].imshow(shown)
-            axes[row, column].set_title(f"{subject}: {label}", fontsize=8)
-            axes[row, column].axis("off")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-
-
-def build_reference(
-    split,
-    dataset,
-    split_id,
-    method,
-    images=200,
-    image=None,
-    seed=0,
-    out=None,
-    spread_path=None,
-    examples_path=None,
-):
-    """Fit a reference on the training subset of `split_id` and write its three outputs.
-
-    Fits on a sample of `images` training images (or on the one dataset image `image`),
-    then measures the stain spread on that sample plus a sample of the other subsets
-    (applied only). Returns (reference, spread).
-    """
-    from leukoflow.split import subset_rows
-
-    train = subset_rows(split, split_id, "train")
-    if train.empty:
-        raise LeukoflowError(f"split {split_id}: the training subset is empty")
-    train_sample = sample_rows(train, images, seed)
-    train_images = _read_rows(train_sample, dataset)
-    if image:
-        fit_images = _read_rows(pd.DataFrame({"path": [image]}), dataset)
-    else:
-        fit_images = train_images
-    reference = fit_reference(fit_images, method)
-    reference["fitted_on"] = {"split": split_id, "image": image or None, "seed": seed}
-    log.info(
-        "%s reference fitted on %s: %d images (%d degenerate skipped)",
-        method,
-        image or f"a sample of the {len(train)} training images",
-        reference["images"],
-        reference["skipped"],
-    )
-    others = split.drop(index=train.index)
-    other_sample = sample_rows(others, images, seed + 1)
-    subjects = list(train_sample["subject"]) + list(other_sample["subject"])
-    spread = stain_spread(subjects, train_images + _read_rows(other_sample, dataset), reference)
-    log.info(
-        "between-subject spread of mean foreground OD: %.4f before, %.4f after (%.0f%% less)",
-        spread["spread_before"],
-        spread["spread_after"],
-        100 * spread["reduction"],
-    )
-    if out:
-        save_reference(reference, out)
-    if spread_path:
-        write_text(spread_path, json.dumps(spread, indent=2) + "\n")
-    if examples_path:
-        example_figure(list(train_sample["subject"]), train_images, reference, examples_path)
-    return reference, spread

@@ -17,6 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from leukoflow.atomic import atomic_path
+from leukoflow.diskspace import require_space, store_bytes
 from leukoflow.errors import LeukoflowError
 from leukoflow.images import open_rgb
 from leukoflow.stain import BACKGROUND_MAX, foreground_mask, normalize_with_status
@@ -29,13 +30,22 @@ STAIN_SIDE = 96  # smallest side normalised: smaller cells have too few pixels f
 FLUSH_ROWS = 512  # rows written between re-mappings of the store (bounds resident memory)
 
 
-def square_crop(image, margin=MARGIN, background_max=BACKGROUND_MAX):
+def square_crop(
+    image: np.ndarray, margin: float = MARGIN, background_max: int = BACKGROUND_MAX
+) -> np.ndarray:
     """The square frame centred on the cell: the image's shorter side, or larger if needed.
 
-    uint8 (H, W, 3) -> uint8 (S, S, 3) with S = max(min(H, W), the cell's larger side plus
-    `margin` of it on each side): the cell centred, black where the square leaves the image.
     Keeping the frame rather than cropping to the cell keeps the cell's size, which tells
     blasts (larger) from normal cells. An image without foreground is padded to a square.
+
+    Args:
+        image: uint8 (H, W, 3), a cell on a black background.
+        margin: space left on each side of the cell, as a share of its larger side.
+        background_max: a pixel whose channels are all at most this is background.
+
+    Returns:
+        uint8 (S, S, 3) with S = max(min(H, W), the cell's larger side plus `margin` of
+        it on each side): the cell centred, black where the square leaves the image.
     """
     mask = foreground_mask(image, background_max)
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
@@ -54,14 +64,14 @@ def square_crop(image, margin=MARGIN, background_max=BACKGROUND_MAX):
     return out
 
 
-def resize_square(image, size):
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     """Resize a square uint8 image (S, S, 3) to (size, size, 3), Lanczos (antialiased)."""
     if image.shape[0] == size:
         return image
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
 
 
-def shrink(image, size):
+def shrink(image: Image.Image, size: int) -> Image.Image:
     """A PIL image box-averaged by the largest whole factor that keeps its shorter side >= size.
 
     The cheap first step of downscaling (`Image.reduce`); `resize_square` does the rest.
@@ -81,14 +91,23 @@ def _prepare(image, reference, size):
     return resize_square(normalised, size), reason
 
 
-def prepare_image(image, reference, size):
-    """Raw RGB image (PIL, or uint8 (H, W, 3)) -> model input uint8 (size, size, 3).
+def prepare_image(image: Image.Image | np.ndarray, reference: dict, size: int) -> np.ndarray:
+    """Turn a raw cell image into the model's input (what the stores and predict both do).
 
     Shrunk by a whole factor towards `size` (`shrink`), framed by `square_crop` (aspect
     ratio and cell size kept, cell centred, black padding), resized with Lanczos, then
-    stain-normalised with `reference` (a dict from `leukoflow.stain`). Normalising after
-    resizing costs (size / side)^2 of normalising the full image: 10x less at 128 px.
-    Below `STAIN_SIDE` px the normalisation runs at that size and a last resize follows.
+    stain-normalised with `reference`. Normalising after resizing costs (size / side)^2 of
+    normalising the full image: 10x less at 128 px. Below `STAIN_SIDE` px the
+    normalisation runs at that size and a last resize follows. A degenerate image keeps
+    its own stain (see `leukoflow.stain`).
+
+    Args:
+        image: a PIL RGB image, or uint8 (H, W, 3).
+        reference: a stain reference (`leukoflow.stain.load_reference`).
+        size: side of the output, pixels.
+
+    Returns:
+        uint8 (size, size, 3).
     """
     return _prepare(image, reference, size)[0]
 
@@ -132,32 +151,78 @@ def _results(tasks, dataset, reference, size, threads):
         yield from pool.imap(_work, tasks, chunksize=chunk)
 
 
-def store_index_path(npy_path):
+def store_index_path(npy_path: str | Path) -> Path:
     """The index CSV of a store: same folder and stem, `.csv`."""
     return Path(npy_path).with_suffix(".csv")
 
 
-def make_index(rows):
-    """The index DataFrame of a store built from split rows (in that order)."""
+def check_index_path(npy_path: str | Path, index_path: str | Path) -> None:
+    """Check that `index_path` is where a store's index lives: the `.csv` beside its `.npy`.
+
+    Args:
+        npy_path: the store.
+        index_path: the index path a caller was given.
+
+    Raises:
+        LeukoflowError: naming both paths when it is not.
+    """
+    expected = store_index_path(npy_path)
+    if Path(index_path) != expected:
+        raise LeukoflowError(
+            f"the index of store {npy_path} is {expected} (same folder and name, .csv); "
+            f"got {index_path}"
+        )
+
+
+def make_index(rows: pd.DataFrame) -> pd.DataFrame:
+    """The index of a store built from split rows (in that order): `INDEX_COLUMNS`.
+
+    `row` numbers the store's images from 0 and `y` is 1 for `all`, 0 for `hem`.
+    """
     index = rows[["path", "label", "subject", "fold", "sha256"]].reset_index(drop=True)
     index.insert(0, "row", np.arange(len(index)))
     index["y"] = (index["label"] == "all").astype(int)
     return index[INDEX_COLUMNS]
 
 
-def build_store(rows, dataset, reference, size, npy_path, threads=1, progress=True):
+def build_store(
+    rows: pd.DataFrame,
+    dataset: str | Path,
+    reference: dict,
+    size: int,
+    npy_path: str | Path,
+    threads: int = 1,
+    progress: bool = True,
+) -> int:
     """Write the store of `rows` (split rows) at `size` px: `npy_path` and its index CSV.
 
-    Returns the number of images whose stain normalisation fell back (see
-    `leukoflow.stain`). A failure leaves neither file (nor a stale temporary one).
-    `threads` > 1 uses spawned worker processes, so a script that calls this needs the
-    `if __name__ == "__main__":` guard.
+    Each image goes through `prepare_image`. A failure leaves neither file (nor a stale
+    temporary one). `threads` > 1 uses spawned worker processes, so a script that calls
+    this needs the `if __name__ == "__main__":` guard.
+
+    Args:
+        rows: split rows (`path` relative to `dataset`, `label`, `subject`, `fold`,
+            `sha256`), in store order.
+        dataset: the dataset folder.
+        reference: the stain reference.
+        size: side of the stored images, pixels (at least 8).
+        npy_path: the store to write; its index is the `.csv` beside it.
+        threads: worker processes.
+        progress: show a progress bar.
+
+    Returns:
+        The number of images whose stain normalisation fell back (see `leukoflow.stain`).
+
+    Raises:
+        LeukoflowError: for a size below 8, or naming the file when an image cannot be
+            read as RGB.
     """
     if size < 8:
         raise LeukoflowError(f"store size {size} px is too small (at least 8)")
     index = make_index(rows)
     tasks = list(enumerate(index["path"]))
     shape = (len(tasks), size, size, 3)
+    require_space(Path(npy_path).parent, store_bytes(len(tasks), size), f"the store {npy_path}")
     fallbacks = 0
     with atomic_path(npy_path) as tmp_npy, atomic_path(store_index_path(npy_path)) as tmp_csv:
         store = np.lib.format.open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=shape)
@@ -188,7 +253,7 @@ def build_store(rows, dataset, reference, size, npy_path, threads=1, progress=Tr
     return fallbacks
 
 
-def open_store(npy_path):
+def open_store(npy_path: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
     """Open a store read-only.
 
     Args:

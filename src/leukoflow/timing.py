@@ -1,150 +1,37 @@
-"""Inference timing: batch-1 latency and batch throughput through a compiled function.
+"""Inference timing: batch-1 latency and batch throughput through the compiled function.
 
-`compiled_inference` is the one backend dispatch for fast inference (TensorFlow:
-`tf.function` of `model(x, training=False)`; JAX: `jax.jit` of `model.stateless_call`). It
-is used by evaluation too. `naive_predict_latency` times `model.predict` per image, the
-slow path the compiled function is compared with.
+The function timed is `leukoflow.inference.compiled_inference`, the one evaluation and
+`predict` use; `naive_predict_latency` times `model.predict` per image, the slow path it
+is compared with. `run_timing` is the `timing` job.
 """
+
+from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from leukoflow.atomic import write_text
 from leukoflow.errors import LeukoflowError
+from leukoflow.inference import compiled_inference
+from leukoflow.runtime import backend_name, decide, device_info, versions
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
 
-def backend_name():
-    """The active Keras backend ("tensorflow", "jax", ...)."""
-    import keras
-
-    return keras.backend.backend()
-
-
-def has_gpu():
-    """True when the active backend sees a GPU."""
-    backend = backend_name()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend() == "gpu"
-    return False
-
-
-def resolve_jit(setting):
-    """XLA on or off from the config value auto | on | off (auto = on with a GPU).
-
-    The JAX backend always compiles with XLA, whatever the setting.
-    """
-    if backend_name() == "jax" or setting in ("on", True):
-        return True
-    if setting in ("off", False):
-        return False
-    return has_gpu()
-
-
-def device_info():
-    """A short description of the device the backend computes on, e.g. 'GPU: NVIDIA H100'."""
-    backend = backend_name()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            details = tf.config.experimental.get_device_details(gpus[0])
-            return f"GPU: {details.get('device_name', gpus[0].name)}"
-    elif backend == "jax":
-        import jax
-
-        device = jax.devices()[0]
-        if device.platform == "gpu":
-            return f"GPU: {device.device_kind}"
-    return f"CPU: {cpu_model()} ({os.cpu_count()} cores)"
-
-
-def cpu_model():
-    """The CPU model name from /proc/cpuinfo, or what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def versions():
-    """Keras and backend library versions."""
-    import keras
-
-    out = {"keras": keras.__version__}
-    backend = backend_name()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        out["tensorflow"] = tf.__version__
-    elif backend == "jax":
-        import jax
-
-        out["jax"] = jax.__version__
-    return out
-
-
-def model_precision(model):
+def model_precision(model: keras.Model) -> str:
     """The compute dtypes of the model's layers, e.g. 'float32' or 'bfloat16+float32'."""
     dtypes = sorted({layer.dtype_policy.compute_dtype for layer in model.layers})
     return "+".join(dtypes)
-
-
-def compiled_inference(model, jit_compile=False):
-    """A function float32 batch (N, H, W, 3) -> P(all) (N,) numpy, compiled once per shape.
-
-    The one backend dispatch of inference: TensorFlow traces `model(x, training=False)` in a
-    `tf.function` (XLA when `jit_compile`); JAX jits `model.stateless_call` over the
-    model's current variables (always XLA).
-    """
-    backend = backend_name()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        @tf.function(jit_compile=bool(jit_compile), reduce_retracing=True)
-        def call(x):
-            return model(x, training=False)
-
-        def predict(x):
-            return np.asarray(call(tf.convert_to_tensor(x)), dtype="float32").reshape(-1)
-
-        return predict
-    if backend == "jax":
-        import jax
-
-        trainable = [v.value for v in model.trainable_variables]
-        non_trainable = [v.value for v in model.non_trainable_variables]
-
-        @jax.jit
-        def call(trainable, non_trainable, x):
-            outputs, _ = model.stateless_call(trainable, non_trainable, x, training=False)
-            return outputs
-
-        def predict(x):
-            out = call(trainable, non_trainable, x)
-            return np.asarray(out, dtype="float32").reshape(-1)
-
-        return predict
-    raise LeukoflowError(
-        f"backend {backend!r} is not supported for inference; use tensorflow or jax"
-    )
 
 
 def _times_ms(fn, x, calls):
@@ -157,26 +44,52 @@ def _times_ms(fn, x, calls):
     return times
 
 
-def random_batch(batch_size, input_size, seed=0):
+def random_batch(batch_size: int, input_size: int, seed: int = 0) -> np.ndarray:
     """A float32 batch of random pixel values in [0, 255], shape (batch, size, size, 3)."""
     rng = np.random.default_rng(seed)
     return rng.uniform(0, 255, size=(batch_size, input_size, input_size, 3)).astype("float32")
 
 
-def input_size_of(model):
-    """The square input size of a model (pixels); a clear error for other shapes."""
+def input_size_of(model: keras.Model) -> int:
+    """The side of a model's square input, pixels.
+
+    Raises:
+        LeukoflowError: when the input is not (None, size, size, 3).
+    """
     shape = model.input_shape
     if len(shape) != 4 or shape[1] is None or shape[1] != shape[2]:
         raise LeukoflowError(f"model input shape {shape} is not (None, size, size, 3)")
     return int(shape[1])
 
 
-def measure_compiled(model, warmup=5, calls=100, batch_size=32, jit_compile=False, seed=0):
+def measure_compiled(
+    model: keras.Model,
+    warmup: int = 5,
+    calls: int = 100,
+    batch_size: int = 32,
+    jit_compile: bool = False,
+    seed: int = 0,
+) -> dict:
     """Batch-1 latency and batch throughput of the compiled inference function.
 
-    Returns {latency_ms: {median, p95, mean, min}, throughput_images_per_s, ...}. Each call
-    waits for its result. Throughput: images per second over max(10, calls // 5) calls of a
-    full batch after `warmup` warm-up calls.
+    Each call waits for its result. Throughput: images per second over max(10, calls // 5)
+    calls of a full batch after `warmup` warm-up calls. The inputs are random.
+
+    Args:
+        model: the Keras classifier (square input).
+        warmup: untimed calls before each measurement (at least 1).
+        calls: timed batch-1 calls (at least 1).
+        batch_size: the batch of the throughput.
+        jit_compile: compile with XLA (TensorFlow).
+        seed: seed of the random inputs.
+
+    Returns:
+        `latency_ms` and `batch_ms` ({median, p95, mean, min}),
+        `throughput_images_per_s`, `calls`, `batch_calls`, `warmup`.
+
+    Raises:
+        LeukoflowError: for `calls` or `warmup` below 1, or a model whose input is not
+            square.
     """
     if calls < 1 or warmup < 1:
         raise LeukoflowError(f"timing needs calls >= 1 and warmup >= 1, got {calls}, {warmup}")
@@ -199,7 +112,7 @@ def measure_compiled(model, warmup=5, calls=100, batch_size=32, jit_compile=Fals
     }
 
 
-def summarise(times_ms):
+def summarise(times_ms: np.ndarray) -> dict[str, float]:
     """{median, p95, mean, min} of a vector of times in ms."""
     return {
         "median": float(np.median(times_ms)),
@@ -209,7 +122,9 @@ def summarise(times_ms):
     }
 
 
-def naive_predict_latency(model, calls=20, warmup=2, seed=0):
+def naive_predict_latency(
+    model: keras.Model, calls: int = 20, warmup: int = 2, seed: int = 0
+) -> dict[str, float]:
     """Batch-1 latency summary (ms) of `model.predict` called once per image (the slow path)."""
     x = random_batch(1, input_size_of(model), seed)
 
@@ -220,9 +135,32 @@ def naive_predict_latency(model, calls=20, warmup=2, seed=0):
     return summarise(_times_ms(predict, x, calls))
 
 
-def time_model(model, warmup=5, calls=100, batch_size=32, jit_compile="auto"):
-    """The timing record of one model: latency, throughput and what they were measured on."""
-    jit = resolve_jit(jit_compile)
+def time_model(
+    model: keras.Model,
+    warmup: int = 5,
+    calls: int = 100,
+    batch_size: int = 32,
+    jit_compile: str = "auto",
+) -> dict:
+    """The timing record of one model: latency, throughput and what they were measured on.
+
+    Args:
+        model: the Keras classifier.
+        warmup: as `measure_compiled`.
+        calls: as `measure_compiled`.
+        batch_size: as `measure_compiled`.
+        jit_compile: the `jit_compile` setting (auto | on | off), decided by
+            `leukoflow.runtime.decide`.
+
+    Returns:
+        The record of `measure_compiled` with device, backend, precision, jit_compile,
+        batch sizes, input size, versions, host and time (UTC).
+
+    Raises:
+        ConfigError: for a `jit_compile` outside auto, on, off.
+        LeukoflowError: as `measure_compiled`.
+    """
+    jit = decide({"jit_compile": jit_compile}).jit_compile
     record = measure_compiled(model, warmup, calls, batch_size, jit)
     record.update(
         device=device_info(),
@@ -238,8 +176,31 @@ def time_model(model, warmup=5, calls=100, batch_size=32, jit_compile="auto"):
     return record
 
 
-def run_timing(model_path, settings, warmup, calls, batch_size, out):
-    """The `timing` job: load the model, time it, write the JSON record."""
+def run_timing(
+    model_path: str | Path,
+    settings: Mapping,
+    warmup: int,
+    calls: int,
+    batch_size: int,
+    out: str | Path,
+) -> dict:
+    """The `timing` job: load the model, time it, write the JSON record to `out`.
+
+    Args:
+        model_path: the trained `model.keras`.
+        settings: the architecture's merged settings (`architecture`, `jit_compile`).
+        warmup: untimed calls first.
+        calls: timed batch-1 calls (at least 50, for a p95).
+        batch_size: the batch of the throughput.
+        out: the JSON record to write.
+
+    Returns:
+        The record (`time_model`, with `architecture`).
+
+    Raises:
+        ConfigError: as `time_model`.
+        LeukoflowError: for fewer than 50 calls (no p95) or a missing model.
+    """
     from leukoflow.models import load_model
 
     if calls < 50:

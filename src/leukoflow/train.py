@@ -1,15 +1,13 @@
 """Training of one architecture: phases, AdamW + cosine decay, best epoch by validation F1, resume.
 
-`train(...)` is what `leukoflow train` runs. It writes into `out_dir`:
-- `model.keras`: the best epoch's model (by validation weighted F1 at threshold 0.5),
-  float32 and without optimizer state;
-- `history.csv`: one row per epoch (`HISTORY_COLUMNS`), training and validation metrics;
-- `val_predictions.csv`: `row,path,subject,y,probability_all` of the best model;
-- `checkpoint/` while training: written atomically after every epoch (model and optimizer
-  variables with the dropout/augmentation RNG states, epoch, best score and weights,
-  history, and a fingerprint of settings and inputs). A job started again with the same
-  fingerprint continues after the last completed epoch; another fingerprint discards it.
-  It is removed once the outputs are written.
+`train(...)` is what `leukoflow train` runs. It writes the files it is given:
+- the model (`model.keras`): the best epoch's model (by validation weighted F1 at
+  threshold 0.5), float32 and without optimizer state;
+- the history (`history.csv`): one row per epoch (`HISTORY_COLUMNS`);
+- the validation predictions: `row,path,subject,y,probability_all` of the best model;
+- the checkpoint folder while training (`leukoflow.checkpoint`): a job started again with
+  the same settings and inputs continues after the last completed epoch. It is removed
+  once the outputs are written.
 
 Phases: a pretrained backbone (weights "imagenet" or a file) trains `warmup_epochs` with the
 backbone frozen at `learning_rate`, then the whole network at `fine_tune_learning_rate`;
@@ -17,29 +15,33 @@ without pretrained weights one phase at `learning_rate`. Each phase has its own 
 with a cosine decay over the phase's steps. Early stopping (`patience` epochs without a
 better validation F1) acts only in the unfrozen phase.
 
-Speed: one compiled train step and one compiled predict step per phase (all batches full).
-`runtime_options` picks mixed precision, XLA and Grappler: on a GPU mixed_bfloat16 and
-XLA; on a CPU float32, and on TensorFlow neither XLA nor Grappler (both made the first,
-tracing step slower; figures in `runtime_options`).
-`compile_model` and `train_one_epoch` are the pieces a throughput benchmark reuses.
+Speed: one compiled train step and one compiled predict step per phase (all batches full);
+precision and XLA as `leukoflow.runtime.decide` says.
 """
 
-import hashlib
-import json
+from __future__ import annotations
+
 import logging
-import os
-import shutil
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
-from leukoflow.atomic import atomic_dir, atomic_path
+from leukoflow import runtime
+from leukoflow.atomic import atomic_path
+from leukoflow.checkpoint import Checkpoint, assign_values, fingerprint, variable_values
+from leukoflow.diskspace import require_space, training_bytes
 from leukoflow.errors import ConfigError, LeukoflowError
 from leukoflow.loader import TrainBatches, balanced_class_weights, ordered_batches
 from leukoflow.stores import open_store
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,6 @@ REQUIRED_KEYS = (
     "jit_compile",
     "seed",
 )
-CHECKPOINT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -86,69 +87,19 @@ class Phase:
     frozen: bool
 
 
-def check_settings(settings):
-    """Raise ConfigError naming the missing training keys."""
+def check_settings(settings: Mapping) -> None:
+    """Check that the merged training settings have every key of `REQUIRED_KEYS`.
+
+    Raises:
+        ConfigError: naming the missing keys.
+    """
     missing = [key for key in REQUIRED_KEYS if key not in settings]
     if missing:
         raise ConfigError(f"training settings lack {', '.join(missing)}")
 
 
-def has_gpu():
-    """Whether the current Keras backend sees a GPU."""
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return any(device.platform == "gpu" for device in jax.devices())
-    return False
-
-
-def runtime_options(settings, gpu=None):
-    """How to run: `{"dtype_policy": str, "jit_compile": bool, "graph_optimizer": bool}`.
-
-    From the mixed_precision / jit_compile settings; auto: mixed_bfloat16 and XLA on a
-    GPU; float32 on a CPU, with XLA only on JAX (where every step is XLA-compiled anyway).
-    graph_optimizer: TensorFlow's Grappler, kept where XLA is off only on a GPU. On a CPU
-    it is off: it cut the first (tracing) step of EfficientNetV2M at 64 px from 98 to
-    72 CPU s with the same per-step time, and XLA on a CPU made it 154 CPU s and each
-    step five times slower.
-    """
-    import keras
-
-    gpu = has_gpu() if gpu is None else gpu
-    precision = settings["mixed_precision"]
-    if precision == "auto":
-        policy = "mixed_bfloat16" if gpu else "float32"
-    else:
-        policy = "float32" if precision == "off" else precision
-    jit = settings["jit_compile"]
-    if jit == "auto":
-        jit_compile = gpu or keras.backend.backend() == "jax"
-    else:
-        jit_compile = jit == "on"
-    return {"dtype_policy": policy, "jit_compile": jit_compile, "graph_optimizer": gpu}
-
-
-def apply_runtime_options(options):
-    """Set the global dtype policy and, on TensorFlow, Grappler on or off (for this process)."""
-    import keras
-
-    keras.config.set_dtype_policy(options["dtype_policy"])
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.optimizer.set_experimental_options(
-            {"disable_meta_optimizer": not options["graph_optimizer"]}
-        )
-
-
-def phases(settings):
-    """The training phases (see the module docstring)."""
+def phases(settings: Mapping) -> list[Phase]:
+    """The training phases of the settings, in order (see the module docstring)."""
     epochs = settings["epochs"]
     if settings["weights"] == "none":
         return [Phase("train", 0, epochs, settings["learning_rate"], frozen=False)]
@@ -161,7 +112,7 @@ def phases(settings):
     return result
 
 
-def set_backbone_frozen(model, frozen):
+def set_backbone_frozen(model: keras.Model, frozen: bool) -> None:
     """Freeze (or unfreeze) every layer but the head. Frozen BatchNorm runs in inference mode."""
     from leukoflow.models import backbone_layers
 
@@ -169,10 +120,26 @@ def set_backbone_frozen(model, frozen):
         layer.trainable = not frozen
 
 
-def compile_model(model, learning_rate, decay_steps, weight_decay, jit_compile):
+def compile_model(
+    model: keras.Model,
+    learning_rate: float,
+    decay_steps: int,
+    weight_decay: float,
+    jit_compile: bool,
+) -> keras.Model:
     """Compile for binary classification: AdamW with cosine decay over `decay_steps` steps.
 
-    Loss binary cross-entropy, metric accuracy. Returns the model.
+    Loss binary cross-entropy, metric accuracy.
+
+    Args:
+        model: the classifier.
+        learning_rate: the initial learning rate.
+        decay_steps: steps of the cosine decay (at least 1 is used).
+        weight_decay: AdamW's decoupled weight decay.
+        jit_compile: compile the train and predict steps with XLA.
+
+    Returns:
+        `model`, compiled.
     """
     import keras
 
@@ -188,8 +155,17 @@ def compile_model(model, learning_rate, decay_steps, weight_decay, jit_compile):
     return model
 
 
-def train_one_epoch(model, batches):
-    """Train on every `(images, labels, sample_weights)` of `batches`; mean loss and accuracy."""
+def train_one_epoch(
+    model: keras.Model, batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> tuple[float, float]:
+    """Train on every `(images, labels, sample_weights)` of `batches`.
+
+    Returns:
+        (loss, accuracy): their means over the batches.
+
+    Raises:
+        LeukoflowError: when `batches` is empty.
+    """
     losses, accuracies = [], []
     for images, labels, weights in batches:
         logs = model.train_on_batch(images, labels, sample_weight=weights, return_dict=True)
@@ -200,7 +176,7 @@ def train_one_epoch(model, batches):
     return float(np.mean(losses)), float(np.mean(accuracies))
 
 
-def predict_probabilities(model, images, batch_size):
+def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
     """Probabilities of `all`, float32 `(N,)`, for uint8 images `(N, s, s, 3)` in store order."""
     out = np.empty(len(images), dtype=np.float32)
     for start, batch in ordered_batches(images, batch_size):
@@ -210,8 +186,13 @@ def predict_probabilities(model, images, batch_size):
     return out
 
 
-def validation_metrics(labels, probabilities):
-    """`val_loss` (binary cross-entropy), `val_accuracy` and `val_weighted_f1` at threshold 0.5."""
+def validation_metrics(labels: ArrayLike, probabilities: ArrayLike) -> dict[str, float]:
+    """`val_loss` (binary cross-entropy), `val_accuracy` and `val_weighted_f1` at threshold 0.5.
+
+    Args:
+        labels: (N,) 0/1.
+        probabilities: (N,) probabilities of `all` (clipped to [1e-7, 1 - 1e-7] for the loss).
+    """
     from sklearn.metrics import f1_score
 
     labels = np.asarray(labels, dtype=np.float64)
@@ -226,124 +207,11 @@ def validation_metrics(labels, probabilities):
     }
 
 
-def current_learning_rate(model):
+def current_learning_rate(model: keras.Model) -> float:
     """The optimizer's learning rate at its current step, as a float."""
     import keras
 
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-
-
-def _file_identity(path):
-    """What identifies an input file cheaply: name, size, modification time."""
-    stat = Path(path).stat()
-    return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
-
-
-def fingerprint(arch, settings, train_store, val_store, weights_file):
-    """sha256 of the architecture, settings, backend and input files (index contents, sizes)."""
-    import keras
-
-    parts = {
-        "version": CHECKPOINT_VERSION,
-        "arch": arch,
-        "settings": settings,
-        "backend": keras.backend.backend(),
-        "inputs": [],
-    }
-    for store in (train_store, val_store):
-        csv = Path(store).with_suffix(".csv")
-        digest = hashlib.sha256(csv.read_bytes()).hexdigest() if csv.is_file() else None
-        parts["inputs"].append([_file_identity(store), digest])
-    if weights_file:
-        parts["inputs"].append(_file_identity(weights_file))
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _values(variables):
-    import keras
-
-    return [np.array(keras.ops.convert_to_numpy(v.value)) for v in variables]
-
-
-def _assign(variables, arrays, what):
-    """Assign saved arrays to `variables`, in order; LeukoflowError if they do not match."""
-    if len(variables) != len(arrays):
-        raise LeukoflowError(
-            f"checkpoint {what} do not match the model: "
-            f"{len(arrays)} saved, {len(variables)} expected"
-        )
-    for variable, array in zip(variables, arrays, strict=True):
-        if array.shape != tuple(variable.shape):
-            raise LeukoflowError(f"checkpoint {what} do not match the model ({variable.path})")
-        variable.assign(array)
-
-
-class Checkpoint:
-    """The `checkpoint/` folder: `state.json`, `model.npz`, `optimizer.npz`, `best.npz`."""
-
-    def __init__(self, folder, fingerprint_hex):
-        self.folder = Path(folder)
-        self.fingerprint = fingerprint_hex
-
-    def load(self):
-        """The saved state (dict) if the folder exists and has our fingerprint, else None.
-
-        Temporary folders of an interrupted save are removed; if the job died between
-        removing the old folder and renaming the new one, the complete new one (its
-        `state.json` is written last) takes its place.
-        """
-        self._recover()
-        state_file = self.folder / "state.json"
-        if not state_file.is_file():
-            return None
-        try:
-            state = json.loads(state_file.read_text())
-        except json.JSONDecodeError:
-            state = {}
-        if state.get("fingerprint") != self.fingerprint:
-            log.warning("discarding checkpoint %s: other settings or inputs", self.folder)
-            shutil.rmtree(self.folder)
-            return None
-        return state
-
-    def _recover(self):
-        partial = sorted(
-            self.folder.parent.glob(f".{self.folder.name}.*"), key=lambda p: p.stat().st_mtime
-        )
-        complete = [p for p in partial if (p / "state.json").is_file()]
-        if complete and not self.folder.exists():
-            os.replace(complete[-1], self.folder)
-            partial.remove(complete[-1])
-        for path in partial:
-            shutil.rmtree(path, ignore_errors=True)
-
-    def arrays(self, name):
-        """The arrays saved in `name`.npz, in order."""
-        with np.load(self.folder / f"{name}.npz") as data:
-            return [data[f"a{i}"] for i in range(len(data.files))]
-
-    def save(self, state, model, best_changed, best_values):
-        """Write the folder atomically; `best.npz` is hard-linked when it did not change."""
-        state = dict(state, fingerprint=self.fingerprint)
-        with atomic_dir(self.folder) as tmp:
-            _save_npz(tmp / "model.npz", _values(model.variables))
-            _save_npz(tmp / "optimizer.npz", _values(model.optimizer.variables))
-            previous = self.folder / "best.npz"
-            if best_changed or not previous.is_file():
-                _save_npz(tmp / "best.npz", best_values)
-            else:
-                os.link(previous, tmp / "best.npz")
-            (tmp / "state.json").write_text(json.dumps(state))
-
-    def remove(self):
-        if self.folder.exists():
-            shutil.rmtree(self.folder)
-
-
-def _save_npz(path, arrays):
-    with open(path, "wb") as f:
-        np.savez(f, **{f"a{i}": a for i, a in enumerate(arrays)})
 
 
 SCRATCH_BN_MOMENTUM = 0.9
@@ -388,7 +256,18 @@ def _build(arch, settings, weights_file, load_weights=True):
     return model
 
 
+def _check_space(arch, model, outputs):
+    """Stop before the first epoch when the checkpoints and the model will not fit the disk.
+
+    A checkpoint left by a killed run is replaced, so its bytes count as free.
+    """
+    kept = sum(f.stat().st_size for f in outputs.checkpoint.rglob("*") if f.is_file())
+    needed = training_bytes(model.count_params()) - kept
+    require_space(outputs.checkpoint.parent, needed, f"training {arch} (checkpoints and model)")
+
+
 def _check_store(images, name, size):
+    """Raise LeukoflowError unless `images` is uint8 (N, size, size, 3)."""
     if images.ndim != 4 or images.shape[1:] != (size, size, 3) or images.dtype != np.uint8:
         raise LeukoflowError(
             f"{name} store holds {images.dtype} {images.shape}; "
@@ -396,27 +275,67 @@ def _check_store(images, name, size):
         )
 
 
-def train(arch, train_store, val_store, settings, weights_file, out_dir):
-    """Train `arch` (resuming from `out_dir/checkpoint` if it fits); returns the history table.
+@dataclass(frozen=True)
+class TrainOutputs:
+    """The files a training job writes, and its checkpoint folder."""
 
-    train_store / val_store: `.npy` image stores with their `.csv` index (column `y`).
-    settings: the merged training settings (`REQUIRED_KEYS`). weights_file: the weights
-    file for "imagenet" or a path, or None.
+    model: Path
+    history: Path
+    val_predictions: Path
+    checkpoint: Path
+
+    @classmethod
+    def of(
+        cls,
+        model: str | Path,
+        history: str | Path,
+        val_predictions: str | Path,
+        checkpoint: str | Path,
+    ) -> TrainOutputs:
+        """The outputs from four paths (str or Path)."""
+        return cls(Path(model), Path(history), Path(val_predictions), Path(checkpoint))
+
+
+def train(
+    arch: str,
+    train_store: str | Path,
+    val_store: str | Path,
+    settings: dict,
+    weights_file: str | Path | None,
+    outputs: TrainOutputs,
+) -> pd.DataFrame:
+    """Train `arch`, resuming from the checkpoint when it fits; write the outputs.
+
+    Args:
+        arch: the architecture (a registry name).
+        train_store: the training `.npy` image store, its `.csv` index beside it (column `y`).
+        val_store: the validation store, likewise.
+        settings: the merged training settings (`REQUIRED_KEYS`).
+        weights_file: the weights file of "imagenet" or of a path, or None.
+        outputs: the model, history and validation-prediction files to write and the
+            checkpoint folder.
+
+    Returns:
+        The history table (`HISTORY_COLUMNS`).
+
+    Raises:
+        ConfigError: when settings are missing, or `mixed_precision` or `jit_compile` has
+            a value outside `leukoflow.runtime`'s choices.
+        LeukoflowError: for a missing or broken store, a store of the wrong shape, or a
+            weights file that is missing or does not fit.
     """
     import keras
 
     check_settings(settings)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     size = settings["input_size"]
     train_images, train_index = open_store(train_store)
     val_images, val_index = open_store(val_store)
     _check_store(train_images, "training", size)
     _check_store(val_images, "validation", size)
 
-    options = runtime_options(settings)
-    log.info("%s: %s", arch, options)
-    apply_runtime_options(options)
+    decided = runtime.decide(settings)
+    log.info("%s: %s", arch, decided.as_dict())
+    runtime.apply(decided)
     keras.utils.set_random_seed(settings["seed"])
 
     class_weights = None
@@ -433,8 +352,9 @@ def train(arch, train_store, val_store, settings, weights_file, out_dir):
     val_labels = val_index["y"].to_numpy()
 
     model = _build(arch, settings, weights_file)  # checks the weights file first
+    _check_space(arch, model, outputs)
     checkpoint = Checkpoint(
-        out_dir / "checkpoint",
+        outputs.checkpoint,
         fingerprint(arch, settings, train_store, val_store, weights_file),
     )
     state = checkpoint.load()
@@ -448,10 +368,10 @@ def train(arch, train_store, val_store, settings, weights_file, out_dir):
             "history": [],
             "best_val_probabilities": [],
         }
-        best_values = _values(model.variables)
+        best_values = variable_values(model.variables)
     else:
         log.info("resuming %s after epoch %d", arch, state["epochs_done"])
-        _assign(model.variables, checkpoint.arrays("model"), "variables")
+        assign_values(model.variables, checkpoint.arrays("model"), "variables")
         best_values = checkpoint.arrays("best")
 
     for phase in phases(settings):
@@ -463,11 +383,11 @@ def train(arch, train_store, val_store, settings, weights_file, out_dir):
             phase.learning_rate,
             (phase.end - phase.start) * len(batches),
             settings["weight_decay"],
-            options["jit_compile"],
+            decided.jit_compile,
         )
         model.optimizer.build(model.trainable_variables)
         if state["epochs_done"] > phase.start:
-            _assign(
+            assign_values(
                 model.optimizer.variables, checkpoint.arrays("optimizer"), "optimizer variables"
             )
         else:
@@ -482,7 +402,7 @@ def train(arch, train_store, val_store, settings, weights_file, out_dir):
             if improved:
                 state.update(best_score=metrics["val_weighted_f1"], best_epoch=epoch, stale=0)
                 state["best_val_probabilities"] = probabilities.tolist()
-                best_values = _values(model.variables)
+                best_values = variable_values(model.variables)
             else:
                 state["stale"] += 1
             row = {"epoch": epoch, "phase": phase.name, "loss": loss, "accuracy": accuracy}
@@ -508,21 +428,21 @@ def train(arch, train_store, val_store, settings, weights_file, out_dir):
                 break
 
     history = pd.DataFrame(state["history"], columns=HISTORY_COLUMNS)
-    _write_outputs(arch, settings, best_values, state, val_index, history, out_dir)
+    _write_outputs(arch, settings, best_values, state, val_index, history, outputs)
     checkpoint.remove()
     return history
 
 
-def _write_outputs(arch, settings, best_values, state, val_index, history, out_dir):
-    """model.keras (float32, no optimizer), history.csv and val_predictions.csv, atomically."""
+def _write_outputs(arch, settings, best_values, state, val_index, history, outputs):
+    """The model (float32, no optimizer), history and validation predictions, atomically."""
     import keras
 
     keras.config.set_dtype_policy("float32")
     final = _build(arch, settings, None, load_weights=False)
-    _assign(final.variables, best_values, "best weights")
-    with atomic_path(out_dir / "model.keras") as tmp:
+    assign_values(final.variables, best_values, "best weights")
+    with atomic_path(outputs.model) as tmp:
         final.save(tmp)
-    with atomic_path(out_dir / "history.csv") as tmp:
+    with atomic_path(outputs.history) as tmp:
         history.to_csv(tmp, index=False)
     predictions = pd.DataFrame(
         {
@@ -533,5 +453,5 @@ def _write_outputs(arch, settings, best_values, state, val_index, history, out_d
             "probability_all": state["best_val_probabilities"],
         }
     )
-    with atomic_path(out_dir / "val_predictions.csv") as tmp:
+    with atomic_path(outputs.val_predictions) as tmp:
         predictions.to_csv(tmp, index=False)

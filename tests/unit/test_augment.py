@@ -299,6 +299,8 @@ def test_cli_switches(stores, tmp_path, capsys):
             str(stores / "train.npy"),
             "--out",
             str(out),
+            "--index",
+            str(out.with_suffix(".csv")),
             "--seed",
             "3",
             "--no-balance",
@@ -321,6 +323,7 @@ def test_cli_switches(stores, tmp_path, capsys):
     assert len(index) == 2 * 13
     assert (index["angle"] == 0).all() and not index[["flip_h", "flip_v"]].any().any()
     assert (index.loc[13:, "noise_std"] == 2.0).all()
-    status = cli_main(["augment", str(stores / "val.npy"), "--out", str(tmp_path / "v.npy")])
+    refused = ["--out", str(tmp_path / "v.npy"), "--index", str(tmp_path / "v.csv")]
+    status = cli_main(["augment", str(stores / "val.npy"), *refused])
     assert status == 2
     assert "only the training store" in capsys.readouterr().err

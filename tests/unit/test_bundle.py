@@ -43,7 +43,7 @@ def write(sources, out_dir):
             "--reference", str(sources / "reference.json"),
             "--settings", settings,
             "--config-hash", "abc123",
-            "--out-dir", str(out_dir),
+            "--out", str(out_dir),
         ]
     )  # fmt: skip
     assert status == 0
@@ -126,7 +126,7 @@ def test_bundle_command_names_a_missing_input(sources, tmp_path, capsys):
             "--metrics", str(tmp_path / "missing.json"),
             "--reference", str(sources / "reference.json"),
             "--settings", json.dumps({"architecture": "SimpleNet", "input_size": SIZE}),
-            "--config-hash", "x", "--out-dir", str(tmp_path / "out"),
+            "--config-hash", "x", "--out", str(tmp_path / "out"),
         ]
     )  # fmt: skip
     assert status == 2

@@ -8,7 +8,7 @@ import pytest
 from sklearn import metrics as skm
 
 from leukoflow import evaluate as ev
-from leukoflow import synth
+from leukoflow import inference, synth
 
 
 def synthetic_predictions(n_subjects=12, per_subject=20, seed=0, skill=1.5):
@@ -176,10 +176,10 @@ def test_rotations_for_tta():
     smooth = 100 + 50 * np.sin(xx / 3) + 40 * np.cos(yy / 4)
     images = np.repeat(smooth[None, ..., None], 3, axis=-1).astype("float32")
     quarter = np.rot90(images, 1, axes=(1, 2))
-    assert np.array_equal(ev.rotate_batch(images, 90), quarter)
-    assert np.array_equal(ev.rotate_batch(images, 0), images)
+    assert np.array_equal(inference.rotate_batch(images, 90), quarter)
+    assert np.array_equal(inference.rotate_batch(images, 0), images)
     # a general angle through keras.ops.image: 45 degrees twice is 90 (same sense) in the disc
-    twice = ev.rotate_batch(ev.rotate_batch(images, 45), 45)
+    twice = inference.rotate_batch(inference.rotate_batch(images, 45), 45)
     disc = (yy - 15.5) ** 2 + (xx - 15.5) ** 2 < 10**2
     assert np.abs(twice - quarter)[:, disc].mean() < 0.05 * np.abs(images - quarter)[:, disc].mean()
 
@@ -193,10 +193,10 @@ def test_predict_store_pads_batches_and_averages_rotations():
         seen.append(x.shape)
         return x[:, 0, 0, 0] / 255.0
 
-    plain = ev.predict_store(corner_brightness, store, batch_size=4)
+    plain = inference.predict_store(corner_brightness, store, batch_size=4)
     assert seen == [(4, 8, 8, 3)] * 2
     assert np.allclose(plain, store[:, 0, 0, 0] / 255.0)
-    tta = ev.predict_store(corner_brightness, store, batch_size=4, tta=4)
+    tta = inference.predict_store(corner_brightness, store, batch_size=4, tta=4)
     corners = store[:, [0, 0, -1, -1], [0, -1, 0, -1], 0].mean(axis=1) / 255.0
     assert np.allclose(tta, corners, atol=1e-6)
 
@@ -218,7 +218,10 @@ def test_evaluate_subcommand_with_a_real_model(tmp_path):
     args = ["evaluate", "--model", str(tmp_path / "model.keras")]
     args += ["--val", str(tmp_path / "val.npy"), "--test", str(tmp_path / "test.npy")]
     args += ["--settings", json.dumps({"architecture": "SimpleNet", "batch_size": 5})]
-    assert main([*args, "--evaluate", json.dumps(config), "--out-dir", str(out)]) == 0
+    outputs = ["--metrics", str(out / "metrics.json"), "--split-id", "main"]
+    outputs += ["--val-predictions", str(out / "val_predictions.csv")]
+    outputs += ["--test-predictions", str(out / "test_predictions.csv")]
+    assert main([*args, "--evaluate", json.dumps(config), *outputs]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["architecture"] == "SimpleNet" and metrics["split"] == "main"
     assert metrics["tta"] == 4 and metrics["threshold"] == 0.5 and metrics["n_test"] == 12
@@ -228,5 +231,5 @@ def test_evaluate_subcommand_with_a_real_model(tmp_path):
     expected = np.mean([model.predict(r, verbose=0).reshape(-1) for r in rotations], axis=0)
     assert np.allclose(test["probability_all"], expected, atol=1e-5)
     assert (test["predicted"] == (test["probability_all"] >= 0.5)).all()
-    bad = [*args, "--evaluate", "{not json", "--out-dir", str(out)]
+    bad = [*args, "--evaluate", "{not json", *outputs]
     assert main(bad) == 2

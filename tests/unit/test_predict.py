@@ -63,8 +63,7 @@ def prepared(workspace, files):
 
 def evaluate_probabilities(workspace, images, tta):
     """What evaluate computes for a store of these prepared images."""
-    from leukoflow.evaluate import predict_store
-    from leukoflow.timing import compiled_inference
+    from leukoflow.inference import compiled_inference, predict_store
 
     return predict_store(compiled_inference(workspace["bundle"].model), images, 32, tta)
 

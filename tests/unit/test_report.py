@@ -17,8 +17,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from leukoflow import evaluate, report, saliency, synth
+from leukoflow import evaluate, saliency, synth
 from leukoflow.errors import LeukoflowError
+from leukoflow.report import ArchFiles, ReportInputs, ReportOutputs, build_report
+from leukoflow.report.table import PAPER_TABLE, aligned_predictions, delta_f1_pct, fmt_paper
 
 ARCHS = ["SimpleNet", "VGG16", "Xception"]
 SKILL = {"SimpleNet": 0.6, "VGG16": 1.5, "Xception": 2.5}
@@ -79,7 +81,15 @@ def make_tree(root, timing_record, folds=0, spread=True):
             test["row"] = np.arange(len(test))
             metrics, val, test = evaluate.evaluate_predictions(val, test, n_bootstrap=200)
             metrics.update(architecture=arch, split=split, tta=0)
-            evaluate.write_evaluation(root / split / "evaluate" / arch, metrics, val, test)
+            out = root / split / "evaluate" / arch
+            evaluate.write_evaluation(
+                metrics,
+                val,
+                test,
+                out / "metrics.json",
+                out / "val_predictions.csv",
+                out / "test_predictions.csv",
+            )
     for arch in ARCHS:
         timing_dir = root / "main" / "timing"
         timing_dir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +128,70 @@ def make_tree(root, timing_record, folds=0, spread=True):
         (root / "main" / "stain" / "spread.json").write_text(json.dumps(spread_numbers))
 
 
+def tree_inputs(root, archs, folds=0):
+    """The report's inputs in a tree written by `make_tree`, each file named."""
+    main = root / "main"
+    return ReportInputs(
+        archs={
+            arch: ArchFiles(
+                metrics=main / "evaluate" / arch / "metrics.json",
+                predictions=main / "evaluate" / arch / "test_predictions.csv",
+                history=main / "train" / arch / "history.csv",
+                timing=main / "timing" / f"{arch}.json",
+                saliency=main / "saliency" / arch / "saliency.json",
+                saliency_png=main / "saliency" / arch / "saliency.png",
+                fold_metrics=tuple(
+                    root / f"fold{k}" / "evaluate" / arch / "metrics.json" for k in range(folds)
+                ),
+            )
+            for arch in archs
+        },
+        folds=folds,
+        stain_spread=main / "stain" / "spread.json",
+        stain_examples=main / "stain" / "examples.png",
+        augment_examples=main / "stores" / "32px" / "train_aug_examples.png",
+    )
+
+
+def tree_outputs(out_dir):
+    """The report's outputs, the workflow's names in `out_dir`."""
+    return ReportOutputs(
+        table_csv=out_dir / "table1.csv",
+        table_md=out_dir / "table1.md",
+        metrics_json=out_dir / "metrics.json",
+        plots=out_dir / "plots",
+        html=out_dir / "report.html",
+    )
+
+
+def cli_args(inputs, out_dir):
+    """`leukoflow report` arguments for `inputs`, outputs under other names in `out_dir`."""
+    files = list(inputs.archs.values())
+    args = ["report", "--archs", *inputs.archs, "--folds", str(inputs.folds)]
+    for option, field in (
+        ("--metrics", "metrics"),
+        ("--predictions", "predictions"),
+        ("--histories", "history"),
+        ("--timings", "timing"),
+        ("--saliency", "saliency"),
+        ("--saliency-figures", "saliency_png"),
+    ):
+        args += [option, *(str(getattr(f, field)) for f in files)]
+    args += ["--fold-metrics", *(str(p) for f in files for p in f.fold_metrics)]
+    args += ["--stain-spread", str(inputs.stain_spread)]
+    args += ["--stain-examples", str(inputs.stain_examples)]
+    args += ["--augment-examples", str(inputs.augment_examples)]
+    for option, name in (
+        ("--table-csv", "t.csv"),
+        ("--table-md", "t.md"),
+        ("--dvc-metrics", "m.json"),
+        ("--plots", "figures"),
+        ("--html", "page.html"),
+    ):
+        args += [option, str(out_dir / name)]
+    return args
+
+
 @pytest.fixture(scope="module")
 def timing_record():
     """A real timing record of a tiny model (the report reads device and latency from it)."""
@@ -133,7 +207,7 @@ def timing_record():
 def rendered(tmp_path_factory, timing_record):
     root = tmp_path_factory.mktemp("results")
     make_tree(root, timing_record, folds=2)
-    table = report.build_report(root, ARCHS, folds=2, out_dir=root)
+    table = build_report(tree_inputs(root, ARCHS, folds=2), tree_outputs(root))
     return root, table
 
 
@@ -264,7 +338,7 @@ def test_missing_optional_inputs_leave_notes(tmp_path, timing_record):
     make_tree(tmp_path, timing_record, spread=False)
     (tmp_path / "main" / "timing" / "VGG16.json").unlink()
     shutil.rmtree(tmp_path / "main" / "saliency" / "Xception")
-    table = report.build_report(tmp_path, ARCHS, out_dir=tmp_path / "out")
+    table = build_report(tree_inputs(tmp_path, ARCHS), tree_outputs(tmp_path / "out"))
     page = (tmp_path / "out" / "report.html").read_text()
     assert "stain spread numbers not found" in page and "timing of VGG16 not found" in page
     assert "saliency of Xception not found" in page
@@ -274,21 +348,21 @@ def test_missing_optional_inputs_leave_notes(tmp_path, timing_record):
 
 def test_missing_evaluation_is_an_error(tmp_path):
     with pytest.raises(LeukoflowError, match="ResNet152V2.*leukoflow evaluate"):
-        report.build_report(tmp_path, ["ResNet152V2"], out_dir=tmp_path)
+        build_report(tree_inputs(tmp_path, ["ResNet152V2"]), tree_outputs(tmp_path))
 
 
 def test_paired_comparison_needs_same_test_images(tmp_path):
     a = predictions(4, 5, 1.0, 0).assign(predicted=1)
     b = a.assign(path=a["path"] + "x")
     with pytest.raises(LeukoflowError, match="same test subset"):
-        report.aligned_predictions({"A": a, "B": b})
+        aligned_predictions({"A": a, "B": b})
 
 
 def test_delta_f1_matches_the_paper():
-    paper_f1 = [report.PAPER_TABLE[a][3] for a in report.PAPER_TABLE]
-    paper_delta = [report.PAPER_TABLE[a][4] for a in report.PAPER_TABLE]
+    paper_f1 = [PAPER_TABLE[a][3] for a in PAPER_TABLE]
+    paper_delta = [PAPER_TABLE[a][4] for a in PAPER_TABLE]
     # the paper's ΔF1 comes from unrounded F1s: ours from its rounded F1s is within 2 points
-    assert np.allclose(report.delta_f1_pct(paper_f1), paper_delta, atol=2.0)
+    assert np.allclose(delta_f1_pct(paper_f1), paper_delta, atol=2.0)
 
 
 @pytest.mark.slow
@@ -297,32 +371,36 @@ def test_page_is_written_by_cli(rendered, tmp_path):
 
     root, _ = rendered
     out = tmp_path / "cli"
-    assert (
-        main(["report", "--results", str(root), "--archs", *ARCHS[:2], "--out-dir", str(out)]) == 0
-    )
-    assert (out / "report.html").is_file() and (out / "plots" / "roc.png").is_file()
-    assert (
-        main(
-            [
-                "report",
-                "--results",
-                str(tmp_path / "nothing"),
-                "--archs",
-                "VGG16",
-                "--out-dir",
-                str(out),
-            ]
-        )
-        == 2
-    )
-    md_rows = [line for line in (out / "table1.md").read_text().splitlines() if line[:2] == "| "]
+    assert main(cli_args(tree_inputs(root, ARCHS[:2], folds=2), out)) == 0
+    for name in ("t.csv", "t.md", "m.json", "page.html", "figures/roc.png", "figures/cv_f1.png"):
+        assert (out / name).is_file(), name
+    assert not (out / "report.html").exists()  # written where named, nowhere else
+    assert main(cli_args(tree_inputs(tmp_path / "nothing", ["VGG16"]), out)) == 2
+    md_rows = [line for line in (out / "t.md").read_text().splitlines() if line[:2] == "| "]
     assert len(md_rows) == 3  # header and two architectures
 
 
-def test_paper_numbers_are_printed_as_in_the_paper():
-    from leukoflow.report import _paper
+def test_cli_wants_one_file_per_architecture(tmp_path, capsys):
+    from leukoflow.cli import main
 
-    assert [_paper(410, 0), _paper(790, 0), _paper(0.80), _paper(9, 1), _paper(-19.2, 1)] == [
+    args = cli_args(tree_inputs(tmp_path, ARCHS, folds=2), tmp_path / "out")
+    timings = args.index("--timings")
+    assert main(args[: timings + 2] + args[timings + 1 + len(ARCHS) :]) == 2
+    assert "--timings: 1 files for 3 architectures" in capsys.readouterr().err
+    fold = args.index("--fold-metrics")
+    assert main(args[: fold + 1] + args[fold + 2 :]) == 2
+    assert "--fold-metrics: 5 files, expected --folds (2) times 3" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_paper_numbers_are_printed_as_in_the_paper():
+    assert [
+        fmt_paper(410, 0),
+        fmt_paper(790, 0),
+        fmt_paper(0.80),
+        fmt_paper(9, 1),
+        fmt_paper(-19.2, 1),
+    ] == [
         "410",
         "790",
         "0.8",

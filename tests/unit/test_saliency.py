@@ -144,8 +144,8 @@ JAX_SCRIPT = """
 import sys, numpy as np
 from leukoflow.models import load_model
 from leukoflow import saliency as sal
-from leukoflow import synth
-from leukoflow.timing import compiled_inference, backend_name
+from leukoflow.inference import compiled_inference
+from leukoflow.runtime import backend_name
 assert backend_name() == "jax"
 model = load_model(sys.argv[1])
 data = np.load(sys.argv[2])
@@ -158,7 +158,7 @@ np.savez(sys.argv[3], probability=compiled_inference(model)(data["images"]), **m
 @pytest.mark.slow
 @pytest.mark.jax
 def test_jax_backend_gives_the_same_maps(model, model_file, tmp_path):
-    from leukoflow.timing import compiled_inference
+    from leukoflow.inference import compiled_inference
 
     images, labels = cells(2)
     np.savez(tmp_path / "cells.npz", images=images, labels=labels)
@@ -206,7 +206,9 @@ def test_saliency_subcommand(model_file, tmp_path):
         "--saliency",
         json.dumps(config),
     ]
-    assert main([*args, "--out-dir", str(tmp_path / "out")]) == 0
+    outputs = ["--measures", str(tmp_path / "out" / "saliency.json")]
+    outputs += ["--figure", str(tmp_path / "out" / "saliency.png")]
+    assert main([*args, *outputs]) == 0
     measures = json.loads((tmp_path / "out" / "saliency.json").read_text())
     assert measures["architecture"] == "SimpleNet" and len(measures["cells"]) == 4
     assert {c["label"] for c in measures["cells"]} == {0, 1}

@@ -195,7 +195,9 @@ def test_stores_cli_writes_the_subset_of_the_split(dataset, tmp_path):
     argv = ["stores", str(tmp_path / "split.csv"), "--dataset", str(root)]
     argv += ["--reference", str(tmp_path / "reference.json"), "--split-id", "main"]
     argv += ["--subset", "val", "--size", "40", "--out", str(out), "--threads", "1"]
-    assert main(argv) == 0
+    assert main([*argv, "--index", str(tmp_path / "elsewhere.csv")]) == 2  # not beside the .npy
+    assert not out.exists()
+    assert main([*argv, "--index", str(out.with_suffix(".csv"))]) == 0
     images, index = open_store(out)
     assert images.shape == (2, 40, 40, 3)
     assert list(index["path"]) == list(rows.loc[rows["subset"] == "val", "path"])

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from leukoflow import timing
+from leukoflow import runtime, timing
+from leukoflow.inference import compiled_inference
 
 SIZE = 32
 
@@ -23,7 +24,7 @@ def model():
 @pytest.mark.slow
 def test_compiled_inference_equals_model_predict(model):
     x = timing.random_batch(5, SIZE, seed=3)
-    compiled = timing.compiled_inference(model)(x)
+    compiled = compiled_inference(model)(x)
     assert compiled.shape == (5,) and compiled.dtype == np.float32
     assert np.allclose(compiled, model.predict(x, verbose=0).reshape(-1), atol=1e-6)
 
@@ -43,8 +44,8 @@ def test_timing_record(model):
 
 
 def test_jit_setting():
-    assert timing.resolve_jit("on") is True and timing.resolve_jit("off") is False
-    assert timing.resolve_jit("auto") == timing.has_gpu()
+    jit = [runtime.decide({"jit_compile": value}).jit_compile for value in ("on", "off", "auto")]
+    assert jit == [True, False, runtime.has_gpu()]
 
 
 @pytest.mark.slow

@@ -12,15 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from leukoflow.checkpoint import Checkpoint, fingerprint
 from leukoflow.errors import ConfigError, LeukoflowError
-from leukoflow.train import (
-    HISTORY_COLUMNS,
-    Phase,
-    phases,
-    runtime_options,
-    train,
-    validation_metrics,
-)
+from leukoflow.runtime import decide
+from leukoflow.train import HISTORY_COLUMNS, Phase, TrainOutputs, phases, validation_metrics
+from leukoflow.train import train as train_into
 
 LEUKOFLOW = str(Path(sys.executable).with_name("leukoflow"))
 
@@ -48,6 +44,31 @@ def settings(**overrides):
     }
     base.update(overrides)
     return base
+
+
+def outputs_in(folder):
+    """The training outputs in one folder, named as the workflow names them."""
+    folder = Path(folder)
+    return TrainOutputs.of(
+        folder / "model.keras",
+        folder / "history.csv",
+        folder / "val_predictions.csv",
+        folder / "checkpoint",
+    )
+
+
+def output_args(folder):
+    """The `leukoflow train` options naming the outputs in one folder."""
+    out = outputs_in(folder)
+    return [
+        "--model", str(out.model), "--history", str(out.history),
+        "--val-predictions", str(out.val_predictions), "--checkpoint", str(out.checkpoint),
+    ]  # fmt: skip
+
+
+def train(arch, train_store, val_store, config, weights_file, folder):
+    """`leukoflow.train.train` writing its outputs into `folder`."""
+    return train_into(arch, train_store, val_store, config, weights_file, outputs_in(folder))
 
 
 def easy_store(stem, n, size=32, seed=0):
@@ -87,14 +108,26 @@ def test_phases_two_for_pretrained_one_from_scratch():
     ]
 
 
-def test_runtime_options_follow_the_device():
-    gpu = runtime_options(settings(), gpu=True)
-    assert gpu == {"dtype_policy": "mixed_bfloat16", "jit_compile": True, "graph_optimizer": True}
-    cpu = runtime_options(settings(), gpu=False)
-    assert cpu == {"dtype_policy": "float32", "jit_compile": False, "graph_optimizer": False}
-    forced = runtime_options(settings(mixed_precision="mixed_float16", jit_compile="on"), gpu=False)
-    assert forced["dtype_policy"] == "mixed_float16" and forced["jit_compile"]
-    assert runtime_options(settings(mixed_precision="off"), gpu=True)["dtype_policy"] == "float32"
+def test_runtime_follows_the_device():
+    gpu = decide(settings(), gpu=True, backend="tensorflow").as_dict()
+    assert gpu == {
+        "backend": "tensorflow",
+        "gpu": True,
+        "dtype_policy": "mixed_bfloat16",
+        "jit_compile": True,
+        "graph_optimizer": True,
+    }
+    cpu = decide(settings(), gpu=False, backend="tensorflow")
+    assert (cpu.dtype_policy, cpu.jit_compile, cpu.graph_optimizer) == ("float32", False, False)
+    forced = decide(
+        settings(mixed_precision="mixed_float16", jit_compile="on"), gpu=False, backend="tensorflow"
+    )
+    assert forced.dtype_policy == "mixed_float16" and forced.jit_compile
+    off = decide(settings(mixed_precision="off"), gpu=True, backend="tensorflow")
+    assert off.dtype_policy == "float32"
+    assert decide(settings(jit_compile="off"), gpu=False, backend="jax").jit_compile  # always XLA
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        decide(settings(mixed_precision="fp8"), gpu=False, backend="tensorflow")
 
 
 def test_validation_metrics_use_weighted_f1_at_one_half():
@@ -125,10 +158,10 @@ def test_cli_reports_missing_imagenet_weights_and_bad_settings(tmp_path, stores,
     config = settings(weights="imagenet", warmup_epochs=1)
     base = ["train", "--arch", "SimpleNet", "--train", stores[0], "--val", stores[1]]
     absent = str(tmp_path / "VGG16.imagenet.notop.h5")
-    args = ["--settings", json.dumps(config), "--weights-file", absent, "--out-dir", str(tmp_path)]
+    args = ["--settings", json.dumps(config), "--weights-file", absent, *output_args(tmp_path)]
     assert main([*base[:2], "VGG16", *base[3:], *args]) == 2
     assert "fetch_weights" in capsys.readouterr().err
-    assert main([*base, "--settings", "{not json", "--out-dir", str(tmp_path)]) == 2
+    assert main([*base, "--settings", "{not json", *output_args(tmp_path)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
 
 
@@ -217,7 +250,7 @@ def _run_cli(stores, config, out, wait_for_epoch=None):
     """Run `leukoflow train`; with `wait_for_epoch`, SIGKILL it once that epoch is checkpointed."""
     command = [
         LEUKOFLOW, "train", "--arch", "SimpleNet", "--train", stores[0], "--val", stores[1],
-        "--settings", json.dumps(config), "--weights-file", "", "--out-dir", str(out),
+        "--settings", json.dumps(config), "--weights-file", "", *output_args(out),
     ]  # fmt: skip
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
@@ -268,8 +301,6 @@ def test_killed_training_resumes_to_the_same_result(tmp_path, stores):
 
 @pytest.mark.slow
 def test_checkpoint_of_other_settings_is_discarded(tmp_path, stores):
-    from leukoflow.train import Checkpoint, fingerprint
-
     out = tmp_path / "run"
     config = settings(epochs=1, steps_per_epoch=2)
     key = fingerprint("SimpleNet", config, *stores, None)

@@ -15,7 +15,7 @@ rule augment:
         "benchmarks/augment/{split}/{size}px.tsv"
     conda:
         ENV
-    threads: max(1, workflow.cores)
+    threads: ALL_CORES
     params:
         seed=config["augment"]["seed"],
         balance="--balance" if config["augment"]["balance"] else "--no-balance",
@@ -26,8 +26,9 @@ rule augment:
         brightness=config["augment"]["brightness"],
         contrast=config["augment"]["contrast"],
     shell:
-        "leukoflow augment {input.store} --out {output.images} --examples {output.examples}"
-        " --seed {params.seed} {params.balance} --copies-per-image {params.copies}"
-        " {params.rotation} {params.flip} --noise-std {params.noise}"
-        " --brightness {params.brightness} --contrast {params.contrast}"
-        " --threads {threads} > {log} 2>&1"
+        "leukoflow augment {input.store:q} --out {output.images:q}"
+        " --index {output.index:q} --examples {output.examples:q}"
+        " --seed {params.seed:q} {params.balance:q}"
+        " --copies-per-image {params.copies:q} {params.rotation:q} {params.flip:q}"
+        " --noise-std {params.noise:q} --brightness {params.brightness:q}"
+        " --contrast {params.contrast:q} --threads {threads} > {log:q} 2>&1"

@@ -10,16 +10,16 @@ rule synth:
         "benchmarks/synth.tsv"
     conda:
         ENV
-    threads: max(1, workflow.cores)
+    threads: ALL_CORES
     params:
         subjects=config["dataset"]["synthetic"]["subjects"],
         images=config["dataset"]["synthetic"]["images_per_subject"],
         size=config["dataset"]["synthetic"]["size"],
         seed=config["dataset"]["synthetic"]["seed"],
     shell:
-        "leukoflow synth {output.dataset} --subjects {params.subjects}"
-        " --images-per-subject {params.images} --size {params.size} --seed {params.seed}"
-        " --threads {threads} > {log} 2>&1"
+        "leukoflow synth {output.dataset:q} --subjects {params.subjects:q}"
+        " --images-per-subject {params.images:q} --size {params.size:q}"
+        " --seed {params.seed:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule ingest:
@@ -34,13 +34,13 @@ rule ingest:
         "benchmarks/ingest.tsv"
     conda:
         ENV
-    threads: max(1, workflow.cores)
+    threads: ALL_CORES
     params:
         on_bad=config["ingest"]["on_bad"],
     shell:
-        "leukoflow ingest {input.dataset} --out {output.manifest}"
-        " --quarantine {output.quarantine} --on-bad {params.on_bad}"
-        " --threads {threads} > {log} 2>&1"
+        "leukoflow ingest {input.dataset:q} --out {output.manifest:q}"
+        " --quarantine {output.quarantine:q} --on-bad {params.on_bad:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 rule split:
@@ -58,11 +58,12 @@ rule split:
         val=config["split"]["val_fraction"],
         test=config["split"]["test_fraction"],
         folds=CV_FOLDS,
-        train_folds=" ".join(config["split"]["train_folds"]),
-        val_folds=" ".join(config["split"]["val_folds"]),
-        test_folds=" ".join(config["split"]["test_folds"]),
+        train_folds=config["split"]["train_folds"],
+        val_folds=config["split"]["val_folds"],
+        test_folds=config["split"]["test_folds"],
     shell:
-        "leukoflow split {input.manifest} --out {output.split} --mode {params.mode}"
-        " --seed {params.seed} --val-fraction {params.val} --test-fraction {params.test}"
-        " --k {params.folds} --train-folds {params.train_folds}"
-        " --val-folds {params.val_folds} --test-folds {params.test_folds} > {log} 2>&1"
+        "leukoflow split {input.manifest:q} --out {output.split:q} --mode {params.mode:q}"
+        " --seed {params.seed:q} --val-fraction {params.val:q}"
+        " --test-fraction {params.test:q} --k {params.folds:q}"
+        " --train-folds {params.train_folds:q} --val-folds {params.val_folds:q}"
+        " --test-folds {params.test_folds:q} > {log:q} 2>&1"

@@ -4,8 +4,8 @@
 rule evaluate:
     input:
         model=rules.train.output.model,
-        val=store("val"),
-        test=store("test"),
+        val=get_val_store,
+        test=get_test_store,
     output:
         metrics="results/{split}/evaluate/{arch}/metrics.json",
         test_predictions="results/{split}/evaluate/{arch}/test_predictions.csv",
@@ -16,94 +16,99 @@ rule evaluate:
         "benchmarks/evaluate/{split}/{arch}.tsv"
     conda:
         ENV
-    threads: max(1, workflow.cores)
+    threads: ALL_CORES
     resources:
         **gpu_resources(),
         mem_mb=attempt_scaled(4000),
         runtime=attempt_scaled(60),
     params:
-        settings=settings,
+        settings=get_settings,
         evaluate=json.dumps(config["evaluate"], sort_keys=True),
-        backend=config["backend"],
+        backend=BACKEND,
     shell:
-        "KERAS_BACKEND={params.backend} leukoflow evaluate --model {input.model}"
-        " --val {input.val} --test {input.test} --settings '{params.settings}'"
-        " --evaluate '{params.evaluate}' --out-dir $(dirname {output.metrics}) > {log} 2>&1"
+        KERAS + "leukoflow evaluate --model {input.model:q}"
+        " --val {input.val:q} --test {input.test:q} --settings {params.settings:q}"
+        " --evaluate {params.evaluate:q} --split-id {wildcards.split:q}"
+        " --metrics {output.metrics:q} --val-predictions {output.val_predictions:q}"
+        " --test-predictions {output.test_predictions:q} > {log:q} 2>&1"
 
 
 rule timing:
     input:
-        model="results/main/train/{arch}/model.keras",
+        model=rules.train.output.model,
     output:
-        timing="results/main/timing/{arch}.json",
+        timing="results/{split}/timing/{arch}.json",
     log:
-        "logs/timing/{arch}.log",
+        "logs/timing/{split}/{arch}.log",
     benchmark:
-        "benchmarks/timing/{arch}.tsv"
+        "benchmarks/timing/{split}/{arch}.tsv"
     conda:
         ENV
-    threads: max(1, workflow.cores)
+    threads: ALL_CORES
     resources:
         **gpu_resources(),
         mem_mb=attempt_scaled(4000),
         runtime=attempt_scaled(30),
     params:
-        settings=settings,
+        settings=get_settings,
         warmup=config["timing"]["warmup"],
         calls=config["timing"]["calls"],
         batch=config["timing"]["batch_size"],
-        backend=config["backend"],
+        backend=BACKEND,
     shell:
-        "KERAS_BACKEND={params.backend} leukoflow timing --model {input.model}"
-        " --settings '{params.settings}' --warmup {params.warmup} --calls {params.calls}"
-        " --batch-size {params.batch} --out {output.timing} > {log} 2>&1"
+        KERAS + "leukoflow timing --model {input.model:q}"
+        " --settings {params.settings:q} --warmup {params.warmup:q}"
+        " --calls {params.calls:q} --batch-size {params.batch:q}"
+        " --out {output.timing:q} > {log:q} 2>&1"
 
 
 rule saliency:
     input:
-        model="results/main/train/{arch}/model.keras",
-        test=lambda wc: f"results/main/stores/{arch_size(wc.arch)}px/test.npy",
+        model=rules.train.output.model,
+        test=get_test_store,
     output:
-        measures="results/main/saliency/{arch}/saliency.json",
-        figure="results/main/saliency/{arch}/saliency.png",
+        measures="results/{split}/saliency/{arch}/saliency.json",
+        figure="results/{split}/saliency/{arch}/saliency.png",
     log:
-        "logs/saliency/{arch}.log",
+        "logs/saliency/{split}/{arch}.log",
     benchmark:
-        "benchmarks/saliency/{arch}.tsv"
+        "benchmarks/saliency/{split}/{arch}.tsv"
     conda:
         ENV
-    threads: max(1, workflow.cores)
+    threads: ALL_CORES
     resources:
         **gpu_resources(),
         mem_mb=attempt_scaled(4000),
         runtime=attempt_scaled(30),
     params:
-        settings=settings,
+        settings=get_settings,
         saliency=json.dumps(config["saliency"], sort_keys=True),
-        backend=config["backend"],
+        backend=BACKEND,
     shell:
-        "KERAS_BACKEND={params.backend} leukoflow saliency --model {input.model}"
-        " --test {input.test} --settings '{params.settings}' --saliency '{params.saliency}'"
-        " --out-dir $(dirname {output.measures}) > {log} 2>&1"
+        KERAS + "leukoflow saliency --model {input.model:q}"
+        " --test {input.test:q} --settings {params.settings:q}"
+        " --saliency {params.saliency:q} --measures {output.measures:q}"
+        " --figure {output.figure:q} > {log:q} 2>&1"
 
 
 rule bundle:
     input:
-        model="results/main/train/{arch}/model.keras",
-        metrics="results/main/evaluate/{arch}/metrics.json",
-        reference="results/main/stain/reference.json",
+        model=expand(rules.train.output.model, split="main", allow_missing=True),
+        metrics=expand(rules.evaluate.output.metrics, split="main", allow_missing=True),
+        reference=expand(
+            rules.stain_reference.output.reference, split="main", allow_missing=True
+        ),
     output:
-        model="results/models/{arch}/model.keras",
-        bundle="results/models/{arch}/bundle.json",
+        bundle=directory("results/models/{arch}"),
     log:
         "logs/bundle/{arch}.log",
     conda:
         ENV
     params:
-        settings=settings,
-        config_hash=lambda wc: arch_config_hash(config, wc.arch),
-        backend=config["backend"],
+        settings=get_settings,
+        config_hash=get_config_hash,
+        backend=BACKEND,
     shell:
-        "KERAS_BACKEND={params.backend} leukoflow bundle --model {input.model} --metrics {input.metrics}"
-        " --reference {input.reference} --settings '{params.settings}'"
-        " --config-hash {params.config_hash} --out-dir $(dirname {output.bundle}) > {log} 2>&1"
+        KERAS + "leukoflow bundle --model {input.model:q} --metrics {input.metrics:q}"
+        " --reference {input.reference:q} --settings {params.settings:q}"
+        " --config-hash {params.config_hash:q} --out {output.bundle:q} > {log:q} 2>&1"

@@ -6,20 +6,27 @@ import leukoflow
 
 rule report:
     input:
-        metrics=expand(
-            "results/{split}/evaluate/{arch}/metrics.json", split=SPLITS, arch=ARCHS
+        metrics=expand("results/main/evaluate/{arch}/metrics.json", arch=ARCHS),
+        predictions=expand(
+            "results/main/evaluate/{arch}/test_predictions.csv", arch=ARCHS
         ),
-        histories=expand(
-            "results/{split}/train/{arch}/history.csv", split=SPLITS, arch=ARCHS
-        ),
-        timing=expand("results/main/timing/{arch}.json", arch=ARCHS),
+        histories=expand("results/main/train/{arch}/history.csv", arch=ARCHS),
+        timings=expand("results/main/timing/{arch}.json", arch=ARCHS),
         saliency=expand("results/main/saliency/{arch}/saliency.json", arch=ARCHS),
-        stain="results/main/stain/spread.json",
-        augment=expand(
+        saliency_figures=expand("results/main/saliency/{arch}/saliency.png", arch=ARCHS),
+        # K per architecture, architecture by architecture (the order `--fold-metrics` wants)
+        fold_metrics=[
+            f"results/{split}/evaluate/{arch}/metrics.json"
+            for arch in ARCHS
+            for split in SPLITS[1:]
+        ],
+        stain_spread="results/main/stain/spread.json",
+        stain_examples="results/main/stain/examples.png",
+        augment_examples=expand(
             "results/main/stores/{size}px/train_aug_examples.png",
             size=sorted({arch_size(arch) for arch in ARCHS})[:1],
         ),
-        code=Path(leukoflow.__file__).parent / "report.py",
+        code=sorted((Path(leukoflow.__file__).parent / "report").glob("*.py")),
     output:
         table_csv=report(
             "results/table1.csv", category="Table I", caption="../report/table1.rst"
@@ -38,8 +45,16 @@ rule report:
     conda:
         ENV
     params:
-        archs=" ".join(ARCHS),
+        archs=ARCHS,
         folds=CV_FOLDS,
     shell:
-        "leukoflow report --results results --archs {params.archs} --folds {params.folds}"
-        " --out-dir results > {log} 2>&1"
+        "leukoflow report --archs {params.archs:q}"
+        " --metrics {input.metrics:q} --predictions {input.predictions:q}"
+        " --histories {input.histories:q} --timings {input.timings:q}"
+        " --saliency {input.saliency:q} --saliency-figures {input.saliency_figures:q}"
+        " --folds {params.folds} --fold-metrics {input.fold_metrics:q}"
+        " --stain-spread {input.stain_spread:q} --stain-examples {input.stain_examples:q}"
+        " --augment-examples {input.augment_examples:q}"
+        " --table-csv {output.table_csv:q} --table-md {output.table_md:q}"
+        " --dvc-metrics {output.metrics:q} --plots {output.plots:q}"
+        " --html {output.html:q} > {log:q} 2>&1"

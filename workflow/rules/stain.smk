@@ -22,11 +22,11 @@ rule stain_reference:
         image=config["stain"]["reference_image"] or "",
         seed=config["stain"]["seed"],
     shell:
-        "leukoflow stain-reference {input.split} --dataset {input.dataset}"
-        " --split-id {wildcards.split} --method {params.method}"
-        " --images {params.images} --image '{params.image}' --seed {params.seed}"
-        " --out {output.reference} --spread {output.spread}"
-        " --examples {output.examples} > {log} 2>&1"
+        "leukoflow stain-reference {input.split:q} --dataset {input.dataset:q}"
+        " --split-id {wildcards.split:q} --method {params.method:q}"
+        " --images {params.images:q} --image={params.image:q} --seed {params.seed:q}"
+        " --out {output.reference:q} --spread {output.spread:q}"
+        " --examples {output.examples:q} > {log:q} 2>&1"
 
 
 rule stores:
@@ -43,11 +43,12 @@ rule stores:
     cache: "omit-software"
     conda:
         ENV
-    threads: max(1, workflow.cores)
+    threads: ALL_CORES
     resources:
         mem_mb=attempt_scaled(2000),
     shell:
-        "leukoflow stores {input.split} --dataset {input.dataset}"
-        " --reference {input.reference} --split-id {wildcards.split}"
-        " --subset {wildcards.subset} --size {wildcards.size}"
-        " --out {output.images} --threads {threads} > {log} 2>&1"
+        "leukoflow stores {input.split:q} --dataset {input.dataset:q}"
+        " --reference {input.reference:q} --split-id {wildcards.split:q}"
+        " --subset {wildcards.subset:q} --size {wildcards.size:q}"
+        " --out {output.images:q} --index {output.index:q}"
+        " --threads {threads} > {log:q} 2>&1"

@@ -15,14 +15,15 @@ rule fetch_weights:
     conda:
         ENV
     shell:
-        "leukoflow fetch-weights --arch {wildcards.arch} --out {output.weights} > {log} 2>&1"
+        "leukoflow fetch-weights --arch {wildcards.arch:q} --out {output.weights:q}"
+        " > {log:q} 2>&1"
 
 
 rule train:
     input:
-        train=train_store,
-        val=store("val"),
-        weights=weights_input,
+        train=get_train_store,
+        val=get_val_store,
+        weights=get_weights,
     output:
         model="results/{split}/train/{arch}/model.keras",
         history="results/{split}/train/{arch}/history.csv",
@@ -33,16 +34,19 @@ rule train:
         "benchmarks/train/{split}/{arch}.tsv"
     conda:
         ENV
-    threads: max(1, workflow.cores)
+    threads: ALL_CORES
     resources:
         **gpu_resources(),
         mem_mb=attempt_scaled(8000),
         runtime=attempt_scaled(720),
     params:
-        settings=settings,
-        backend=config["backend"],
+        settings=get_settings,
+        backend=BACKEND,
+        # not an output: kept when the job dies, so a rerun resumes from it
+        checkpoint="results/{split}/train/{arch}/checkpoint",
     shell:
-        "KERAS_BACKEND={params.backend} leukoflow train --arch {wildcards.arch}"
-        " --train {input.train} --val {input.val} --settings '{params.settings}'"
-        " --weights-file '{input.weights}'"
-        " --out-dir $(dirname {output.model}) > {log} 2>&1"
+        KERAS + "leukoflow train --arch {wildcards.arch:q}"
+        " --train {input.train:q} --val {input.val:q} --settings {params.settings:q}"
+        " --weights-file={input.weights:q} --model {output.model:q}"
+        " --history {output.history:q} --val-predictions {output.val_predictions:q}"
+        " --checkpoint {params.checkpoint:q} > {log:q} 2>&1"

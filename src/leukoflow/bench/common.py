@@ -22,7 +22,7 @@ def machine() -> dict:
     Returns:
         {"cpu_model", "cores", "load_avg_1min", "host", "time_utc"}.
     """
-    from leukoflow.timing import cpu_model
+    from leukoflow.runtime import cpu_model
 
     return {
         "cpu_model": cpu_model(),

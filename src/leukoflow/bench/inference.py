@@ -41,10 +41,11 @@ def run(
 
     from leukoflow.models import build_model
     from leukoflow.models.registry import ARCHITECTURES
-    from leukoflow.timing import measure_compiled, naive_predict_latency, resolve_jit
+    from leukoflow.runtime import decide
+    from leukoflow.timing import measure_compiled, naive_predict_latency
 
     figures = {"input_size": size or "native", "batch_size": batch_size, "calls": calls}
-    jit = resolve_jit("auto")
+    jit = decide({"jit_compile": "auto"}).jit_compile
     for arch in architecture_names(archs):
         side = size or ARCHITECTURES[arch].native_size
         keras.utils.set_random_seed(0)

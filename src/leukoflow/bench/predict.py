@@ -126,13 +126,8 @@ def bench_architecture(
         LeukoflowError: an image could not be prepared.
     """
     from leukoflow.images import open_rgb
-    from leukoflow.predict import (
-        default_workers,
-        iter_predictions,
-        make_predict_fn,
-        predict_arrays,
-        prepare_batch,
-    )
+    from leukoflow.inference import predict_arrays
+    from leukoflow.predict import default_workers, iter_predictions, make_predict_fn, prepare_batch
     from leukoflow.stores import prepare_image
 
     bundle = make_bundle(arch, size, reference, Path(folder) / arch)

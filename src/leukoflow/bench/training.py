@@ -14,9 +14,9 @@ def consumption_images_per_second(
 ) -> float:
     """Images/s one training step of `arch` consumes, on random uint8 data.
 
-    The model is compiled as `leukoflow.train` compiles it, with the runtime options of
-    `settings` (what `train` would use on this machine); one warm-up step, then `steps`
-    timed steps on the same batch.
+    The model is compiled as `leukoflow.train` compiles it, with the precision and XLA
+    that `leukoflow.runtime.decide` gives `settings` on this machine (what `train` would
+    use); one warm-up step, then `steps` timed steps on the same batch.
 
     Args:
         arch: the architecture (random weights).
@@ -30,13 +30,14 @@ def consumption_images_per_second(
     """
     import keras
 
+    from leukoflow import runtime
     from leukoflow.models import build_model
-    from leukoflow.train import apply_runtime_options, compile_model, runtime_options
+    from leukoflow.train import compile_model
 
-    options = runtime_options(settings or {"mixed_precision": "auto", "jit_compile": "auto"})
-    apply_runtime_options(options)
+    decided = runtime.decide(settings or {"mixed_precision": "auto", "jit_compile": "auto"})
+    runtime.apply(decided)
     try:
-        model = compile_model(build_model(arch, size), 1e-4, 1000, 1e-4, options["jit_compile"])
+        model = compile_model(build_model(arch, size), 1e-4, 1000, 1e-4, decided.jit_compile)
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)
         labels = rng.integers(0, 2, batch_size).astype(np.float32)

@@ -7,6 +7,7 @@ imports happen inside those functions, so `leukoflow --help` stays fast.
 
 import argparse
 import importlib
+import json
 import logging
 import pkgutil
 import sys
@@ -15,7 +16,23 @@ from leukoflow import __version__
 from leukoflow.errors import LeukoflowError
 
 
-def build_parser():
+def json_object(text: str) -> dict:
+    """An argparse `type`: a JSON object given on the command line.
+
+    Raises:
+        argparse.ArgumentTypeError: when `text` is not JSON or not an object (argparse then
+            names the option and exits with status 2).
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand of every module in this package."""
     parser = argparse.ArgumentParser(
         prog="leukoflow",
@@ -29,9 +46,20 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    """Entry point of the `leukoflow` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `leukoflow` console script.
+
+    Args:
+        argv: the arguments after the program name; None: `sys.argv[1:]`.
+
+    Returns:
+        The exit status: the subcommand's (0 unless it says otherwise), or 2 for a usage
+        error or a `LeukoflowError` (its message printed to stderr).
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage error (status 2)
+        return done.code
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

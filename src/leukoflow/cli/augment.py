@@ -3,10 +3,12 @@
 import argparse
 
 
-def run_augment(args):
+def run_augment(args: argparse.Namespace) -> None:
     """Write the augmented store (and its index) from the training store; examples PNG."""
     from leukoflow.augment import AugmentSpec, augment_store
+    from leukoflow.stores import check_index_path
 
+    check_index_path(args.out, args.index)
     spec = AugmentSpec(
         rotation=args.rotation,
         flip=args.flip,
@@ -26,7 +28,7 @@ def run_augment(args):
     )
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `augment`."""
     on_off = argparse.BooleanOptionalAction
     p = subparsers.add_parser(
@@ -37,7 +39,8 @@ def register(subparsers):
         "smaller classes; the index records each row's source row and parameters.",
     )
     p.add_argument("store", help="training store train.npy (index beside it: train.csv)")
-    p.add_argument("--out", required=True, help="augmented store .npy to write (+ .csv index)")
+    p.add_argument("--out", required=True, help="augmented store .npy to write")
+    p.add_argument("--index", required=True, help="its index: the .csv of the same stem beside it")
     p.add_argument("--examples", help="PNG: one training cell and eight augmentations of it")
     p.add_argument("--seed", type=int, default=0, help="seed of every draw (>= 0)")
     p.add_argument(

@@ -1,11 +1,12 @@
 """Subcommands `ingest` and `split`: the dataset as a manifest, then a subject-disjoint split."""
 
+import argparse
 import logging
 
 log = logging.getLogger(__name__)
 
 
-def run_ingest(args):
+def run_ingest(args: argparse.Namespace) -> None:
     """Check every image and write the manifest (and quarantine list)."""
     from leukoflow.ingest import ingest, write_ingest
 
@@ -13,7 +14,7 @@ def run_ingest(args):
     write_ingest(result, args.out, args.quarantine, args.on_bad)
 
 
-def run_split(args):
+def run_split(args: argparse.Namespace) -> None:
     """Split the manifest by subject and write the split table."""
     from leukoflow.atomic import atomic_path
     from leukoflow.split import make_split, read_manifest, split_report
@@ -38,7 +39,7 @@ def run_split(args):
     )
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `ingest` and `split`."""
     p = subparsers.add_parser("ingest", help="check a C-NMC dataset folder, write the manifest")
     p.add_argument("dataset", help="dataset root (C-NMC layout or an {all,hem}/ tree)")

@@ -1,22 +1,11 @@
-"""Subcommands `evaluate`, `timing`, `saliency` and `report`: what the user reads."""
+"""Subcommands `evaluate`, `timing` and `saliency`: what is measured of a trained model."""
 
-import json
+import argparse
 
-from leukoflow.errors import ConfigError
-
-
-def _json_arg(text, name):
-    """A JSON object given on the command line; ConfigError naming the option otherwise."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{name}: not valid JSON ({error})") from error
-    if not isinstance(value, dict):
-        raise ConfigError(f"{name}: expected a JSON object, got {type(value).__name__}")
-    return value
+from leukoflow.cli import json_object
 
 
-def run_evaluate(args):
+def run_evaluate(args: argparse.Namespace) -> None:
     """Predict val and test, threshold on val, write metrics and predictions."""
     from leukoflow.evaluate import run_evaluate as evaluate
 
@@ -24,65 +13,62 @@ def run_evaluate(args):
         args.model,
         args.val,
         args.test,
-        _json_arg(args.settings, "--settings"),
-        _json_arg(args.evaluate, "--evaluate"),
-        args.out_dir,
+        args.settings,
+        args.evaluate,
+        args.metrics,
+        args.val_predictions,
+        args.test_predictions,
+        split_id=args.split_id,
     )
 
 
-def run_timing(args):
+def run_timing(args: argparse.Namespace) -> None:
     """Time batch-1 latency and batch throughput of the compiled model."""
     from leukoflow.timing import run_timing as timing
 
-    timing(
-        args.model,
-        _json_arg(args.settings, "--settings"),
-        args.warmup,
-        args.calls,
-        args.batch_size,
-        args.out,
-    )
+    timing(args.model, args.settings, args.warmup, args.calls, args.batch_size, args.out)
 
 
-def run_saliency(args):
+def run_saliency(args: argparse.Namespace) -> None:
     """Saliency maps of test cells, their measures and the figure."""
     from leukoflow.saliency import run_saliency as saliency
 
-    saliency(
-        args.model,
-        args.test,
-        _json_arg(args.settings, "--settings"),
-        _json_arg(args.saliency, "--saliency"),
-        args.out_dir,
+    saliency(args.model, args.test, args.settings, args.saliency, args.measures, args.figure)
+
+
+def _settings_option(parser):
+    """Add `--settings`, the architecture's merged settings as a JSON object."""
+    parser.add_argument(
+        "--settings",
+        type=json_object,
+        default={},
+        help="merged settings of the architecture (JSON object)",
     )
 
 
-def run_report(args):
-    """Table I, plots, metrics.json and the HTML report."""
-    from leukoflow.report import build_report
-
-    build_report(args.results, args.archs, args.folds, args.out_dir)
-
-
-def register(subparsers):
-    """Add `evaluate`, `timing`, `saliency` and `report`."""
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `evaluate`, `timing` and `saliency`."""
     p = subparsers.add_parser("evaluate", help="score a trained model on the test subset")
     p.add_argument("--model", required=True, help="model.keras written by `leukoflow train`")
     p.add_argument("--val", required=True, help="validation store (.npy); sets the threshold")
     p.add_argument("--test", required=True, help="test store (.npy)")
-    p.add_argument("--settings", default="{}", help="merged settings of the architecture (JSON)")
+    _settings_option(p)
     p.add_argument(
         "--evaluate",
-        default="{}",
+        type=json_object,
+        default={},
         help='the config `evaluate` block (JSON): {"threshold": "max_f1"|"0.5", '
         '"bootstrap": 2000, "tta": 0, "seed": 0}',
     )
-    p.add_argument("--out-dir", required=True, help="folder for metrics.json and predictions")
+    p.add_argument("--split-id", default="main", help="the split of the model (recorded)")
+    p.add_argument("--metrics", required=True, help="metrics JSON to write")
+    p.add_argument("--val-predictions", required=True, help="validation predictions CSV")
+    p.add_argument("--test-predictions", required=True, help="test predictions CSV")
     p.set_defaults(func=run_evaluate)
 
     p = subparsers.add_parser("timing", help="inference latency (batch 1) and throughput")
     p.add_argument("--model", required=True, help="model.keras")
-    p.add_argument("--settings", default="{}", help="merged settings of the architecture (JSON)")
+    _settings_option(p)
     p.add_argument("--warmup", type=int, default=5, help="untimed calls first")
     p.add_argument("--calls", type=int, default=100, help="timed batch-1 calls (at least 50)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size of the throughput")
@@ -92,19 +78,14 @@ def register(subparsers):
     p = subparsers.add_parser("saliency", help="saliency maps, their measures and figure")
     p.add_argument("--model", required=True, help="model.keras")
     p.add_argument("--test", required=True, help="test store (.npy)")
-    p.add_argument("--settings", default="{}", help="merged settings of the architecture (JSON)")
+    _settings_option(p)
     p.add_argument(
         "--saliency",
-        default="{}",
+        type=json_object,
+        default={},
         help='the config `saliency` block (JSON): {"methods": [...], "cells": 8, '
         '"smoothgrad_samples": 16, "ig_steps": 32, "seed": 0}',
     )
-    p.add_argument("--out-dir", required=True, help="folder for saliency.json and saliency.png")
+    p.add_argument("--measures", required=True, help="saliency measures JSON to write")
+    p.add_argument("--figure", required=True, help="saliency figure PNG to write")
     p.set_defaults(func=run_saliency)
-
-    p = subparsers.add_parser("report", help="Table I, plots and the HTML report")
-    p.add_argument("--results", required=True, help="the results folder of the workflow")
-    p.add_argument("--archs", nargs="+", required=True, help="architectures, in table order")
-    p.add_argument("--folds", type=int, default=0, help="cross-validation folds (0 = none)")
-    p.add_argument("--out-dir", required=True, help="where table1.*, report.html, plots/ go")
-    p.set_defaults(func=run_report)

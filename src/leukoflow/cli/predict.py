@@ -1,8 +1,9 @@
 """Subcommands `bundle` and `predict`: package a trained model, classify new cell images."""
 
 import argparse
-import json
 import logging
+
+from leukoflow.cli import json_object
 
 log = logging.getLogger(__name__)
 
@@ -19,19 +20,16 @@ written, with the reasons); 2 for a usage error (missing or incompatible bundle,
 """
 
 
-def run_bundle(args):
-    """Write results/models/ARCH: the model and bundle.json."""
+def run_bundle(args: argparse.Namespace) -> None:
+    """Write a bundle folder: the model and bundle.json."""
     from leukoflow.bundle import write_bundle
-    from leukoflow.errors import LeukoflowError
 
-    try:
-        settings = json.loads(args.settings)
-    except json.JSONDecodeError as error:
-        raise LeukoflowError(f"--settings is not valid JSON ({error})") from None
-    write_bundle(args.model, args.metrics, args.reference, settings, args.config_hash, args.out_dir)
+    write_bundle(
+        args.model, args.metrics, args.reference, args.settings, args.config_hash, args.out
+    )
 
 
-def run_predict(args):
+def run_predict(args: argparse.Namespace) -> int:
     """Classify images; exit status 1 when not a single image could be classified."""
     from leukoflow.bundle import load_bundle
     from leukoflow.predict import configure_model_threads, predict
@@ -53,15 +51,20 @@ def run_predict(args):
     return 0
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `bundle` and `predict`."""
     p = subparsers.add_parser("bundle", help="package a trained model for `leukoflow predict`")
     p.add_argument("--model", required=True, help="trained model.keras")
     p.add_argument("--metrics", required=True, help="evaluate's metrics.json (threshold, test)")
     p.add_argument("--reference", required=True, help="stain reference JSON used in training")
-    p.add_argument("--settings", required=True, help="the architecture's merged settings (JSON)")
+    p.add_argument(
+        "--settings",
+        required=True,
+        type=json_object,
+        help="the architecture's merged settings (JSON)",
+    )
     p.add_argument("--config-hash", required=True, help="hash of the config the model came from")
-    p.add_argument("--out-dir", required=True, help="bundle folder to write")
+    p.add_argument("--out", required=True, help="bundle folder to write (replaced as a whole)")
     p.set_defaults(func=run_bundle)
 
     p = subparsers.add_parser(

@@ -1,14 +1,15 @@
 """Subcommands `stain-reference` and `stores`: the stain reference, then the image stores."""
 
+import argparse
 import logging
 
 log = logging.getLogger(__name__)
 
 
-def run_stain_reference(args):
+def run_stain_reference(args: argparse.Namespace) -> None:
     """Fit the stain reference on a split's training subjects; write reference, spread, figure."""
     from leukoflow.split import read_manifest
-    from leukoflow.stain import build_reference
+    from leukoflow.stain_reference import build_reference
 
     build_reference(
         read_manifest(args.split),
@@ -24,12 +25,13 @@ def run_stain_reference(args):
     )
 
 
-def run_stores(args):
+def run_stores(args: argparse.Namespace) -> None:
     """Write the stain-normalised store of one subset of one split at one size."""
     from leukoflow.split import read_manifest, subset_rows
     from leukoflow.stain import load_reference
-    from leukoflow.stores import build_store
+    from leukoflow.stores import build_store, check_index_path
 
+    check_index_path(args.out, args.index)
     rows = subset_rows(read_manifest(args.split), args.split_id, args.subset)
     build_store(
         rows,
@@ -41,7 +43,7 @@ def run_stores(args):
     )
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `stain-reference` and `stores`."""
     p = subparsers.add_parser(
         "stain-reference", help="fit the stain reference on a split's training subjects"
@@ -67,6 +69,7 @@ def register(subparsers):
     p.add_argument("--split-id", default="main", help="main or foldK (default main)")
     p.add_argument("--subset", choices=["train", "val", "test"], required=True)
     p.add_argument("--size", type=int, required=True, help="side of the stored images, px")
-    p.add_argument("--out", required=True, help="store .npy to write (index: same stem .csv)")
+    p.add_argument("--out", required=True, help="store .npy to write")
+    p.add_argument("--index", required=True, help="its index: the .csv of the same stem beside it")
     p.add_argument("--threads", type=int, default=1, help="worker processes")
     p.set_defaults(func=run_stores)

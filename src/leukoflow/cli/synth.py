@@ -1,7 +1,9 @@
 """Subcommand `synth`: write a synthetic dataset in the C-NMC 2019 layout."""
 
+import argparse
 
-def run_synth(args):
+
+def run_synth(args: argparse.Namespace) -> None:
     """Generate the dataset (the library logs its summary)."""
     from leukoflow.synth import generate_dataset
 
@@ -17,7 +19,7 @@ def run_synth(args):
     )
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `synth`."""
     p = subparsers.add_parser(
         "synth", help="write a synthetic C-NMC-shaped dataset (single cells on black)"

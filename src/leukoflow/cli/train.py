@@ -1,27 +1,36 @@
-"""`leukoflow train` and `leukoflow fetch-weights`."""
+"""Subcommands `train` and `fetch-weights`: train one architecture, download ImageNet weights."""
 
-import json
+import argparse
+
+from leukoflow.cli import json_object
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` and `fetch-weights` subcommands."""
     train = subparsers.add_parser(
         "train",
-        help="train one architecture (resumes from OUT_DIR/checkpoint)",
-        description="Train one architecture on an image store; writes model.keras, "
-        "history.csv and val_predictions.csv into --out-dir, resuming from "
-        "--out-dir/checkpoint when it was written with the same settings and inputs.",
+        help="train one architecture (resumes from --checkpoint)",
+        description="Train one architecture on an image store; writes the model, the history "
+        "and the validation predictions, resuming from --checkpoint when it was written with "
+        "the same settings and inputs.",
     )
     train.add_argument("--arch", required=True, help="architecture name (see the registry)")
     train.add_argument("--train", required=True, help="training store (.npy with its .csv)")
     train.add_argument("--val", required=True, help="validation store (.npy with its .csv)")
-    train.add_argument("--settings", required=True, help="merged training settings, JSON")
+    train.add_argument(
+        "--settings", required=True, type=json_object, help="merged training settings, JSON"
+    )
     train.add_argument(
         "--weights-file",
         default="",
         help="ImageNet weights from fetch-weights, or a weights file; empty for none",
     )
-    train.add_argument("--out-dir", required=True, help="output folder")
+    train.add_argument("--model", required=True, help="model.keras to write")
+    train.add_argument("--history", required=True, help="history CSV to write")
+    train.add_argument("--val-predictions", required=True, help="validation predictions CSV")
+    train.add_argument(
+        "--checkpoint", required=True, help="checkpoint folder (kept while training, resumed)"
+    )
     train.set_defaults(func=run_train)
 
     fetch = subparsers.add_parser(
@@ -35,21 +44,15 @@ def register(subparsers):
     fetch.set_defaults(func=run_fetch_weights)
 
 
-def run_train(args):
-    """Parse the settings and train."""
-    from leukoflow.errors import ConfigError
-    from leukoflow.train import train
+def run_train(args: argparse.Namespace) -> None:
+    """Train one architecture."""
+    from leukoflow.train import TrainOutputs, train
 
-    try:
-        settings = json.loads(args.settings)
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"--settings is not valid JSON: {error}") from error
-    if not isinstance(settings, dict):
-        raise ConfigError("--settings must be a JSON object")
-    train(args.arch, args.train, args.val, settings, args.weights_file or None, args.out_dir)
+    outputs = TrainOutputs.of(args.model, args.history, args.val_predictions, args.checkpoint)
+    train(args.arch, args.train, args.val, args.settings, args.weights_file or None, outputs)
 
 
-def run_fetch_weights(args):
+def run_fetch_weights(args: argparse.Namespace) -> None:
     """Download and save the ImageNet weights."""
     from leukoflow.models import fetch_imagenet_weights
 

@@ -21,14 +21,20 @@ Weights (`weights` argument):
 This module does not import Keras at import time (the Snakefile imports the registry).
 """
 
+from __future__ import annotations
+
 import importlib
 import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from leukoflow.errors import LeukoflowError
 from leukoflow.models.registry import ARCHITECTURES, get_spec
+
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +56,33 @@ def _builder(arch):
 
 
 def build_model(
-    arch, input_size, weights="none", dropout=0.3, augmentation=None, weights_file=None
-):
+    arch: str,
+    input_size: int,
+    weights: str = "none",
+    dropout: float = 0.3,
+    augmentation: keras.Layer | None = None,
+    weights_file: str | Path | None = None,
+) -> keras.Model:
     """The classifier of `arch` for square RGB inputs of `input_size` pixels.
 
-    Input: float32 `(None, input_size, input_size, 3)` in [0, 255]. Output: float32
-    `(None, 1)`, the sigmoid probability of class `all`. `augmentation` is a Keras layer
-    put in front of the preprocessing (or None). `weights`: "none", "imagenet" (reads
-    `weights_file`, written by `leukoflow fetch-weights`) or the path of a weights file.
-    Raises LeukoflowError when a weights file is missing or does not fit the architecture.
+    Args:
+        arch: a registry name.
+        input_size: side of the input, pixels.
+        weights: "none", "imagenet" (reads `weights_file`, written by `leukoflow
+            fetch-weights`) or the path of a weights file (see the module docstring).
+        dropout: rate of the head's dropout.
+        augmentation: a Keras layer put in front of the preprocessing, or None.
+        weights_file: the file of "imagenet" (or, if set, the file read instead of the
+            path in `weights`).
+
+    Returns:
+        Input float32 `(None, input_size, input_size, 3)` in [0, 255]; output float32
+        `(None, 1)`, the sigmoid probability of class `all`.
+
+    Raises:
+        ConfigError: for an unknown architecture.
+        LeukoflowError: when a weights file is missing, unreadable, or does not fit the
+            architecture, or "imagenet" is asked of an architecture without it.
     """
     import keras
     from keras import layers
@@ -77,8 +101,12 @@ def build_model(
     return model
 
 
-def load_model(path):
-    """A model saved by leukoflow (`.keras`), loaded with safe_mode and our custom layers."""
+def load_model(path: str | Path) -> keras.Model:
+    """A model saved by leukoflow (`.keras`), loaded with safe_mode and our custom layers.
+
+    Raises:
+        LeukoflowError: when the file does not exist.
+    """
     import keras
 
     importlib.import_module("leukoflow.models.zoo")  # registers CaffePreprocess
@@ -87,13 +115,13 @@ def load_model(path):
     return keras.saving.load_model(path, safe_mode=True)
 
 
-def last_conv_layer_name(model):
+def last_conv_layer_name(model: keras.Model) -> str:
     """Name of the layer whose output is the last feature map (the input of `head_pool`)."""
     node = model.get_layer("head_pool")._inbound_nodes[0]
     return node.input_tensors[0]._keras_history.operation.name
 
 
-def backbone_layers(model):
+def backbone_layers(model: keras.Model) -> list[keras.Layer]:
     """All layers but the input and the head: augmentation (weightless), preprocessing, backbone."""
     return [
         layer
@@ -193,11 +221,22 @@ def _copy_weighted_layers(source_layers, target_layers, path, arch):
         dst.set_weights(values)
 
 
-def fetch_imagenet_weights(arch, out):
+def fetch_imagenet_weights(arch: str, out: str | Path) -> Path:
     """Download the ImageNet weights of `arch`'s backbone (Keras' own download) to `out`.
 
     The file holds the backbone as `builder(images)` builds it, in the Keras 3 weights
-    format, written atomically. Raises LeukoflowError when the download fails.
+    format, written atomically.
+
+    Args:
+        arch: a registry name with ImageNet weights.
+        out: the weights file to write.
+
+    Returns:
+        `out`, as a Path.
+
+    Raises:
+        ConfigError: for an unknown architecture.
+        LeukoflowError: when `arch` has no ImageNet weights or the download fails.
     """
     import keras
 

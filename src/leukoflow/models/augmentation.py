@@ -17,17 +17,29 @@ def _seed(seed, offset):
     return None if seed is None else int(seed) + offset
 
 
-def build_online_augmentation(rotation, flip, noise_std, seed=None):
+def build_online_augmentation(
+    rotation: bool, flip: bool, noise_std: float, seed: int | None = None
+) -> keras.Sequential | None:
     """The online augmentation block, or None when every transformation is off.
 
     Input and output: float images (batch, H, W, 3) in [0, 255].
-    rotation: full-circle `RandomRotation` (angle uniform in [-180, 180) degrees, bilinear,
-    constant fill 0, so the background stays black); flip: `RandomFlip` horizontal and
-    vertical; noise_std: Gaussian noise std in grey levels (0 = off, at most 255; applied to
-    the whole image): `Rescaling(1/256)`, `GaussianNoise(noise_std/256)`, `Rescaling(256)`
-    (scaling by a power of two is exact, so inference returns the input bit for bit), then
-    clipping to [0, 255] (`ReLU(max_value=255)`, the identity on valid images).
-    seed: base seed of the layers' random generators (None: unseeded).
+
+    Args:
+        rotation: full-circle `RandomRotation` (angle uniform in [-180, 180) degrees,
+            bilinear, constant fill 0, so the background stays black).
+        flip: `RandomFlip` horizontal and vertical.
+        noise_std: Gaussian noise std in grey levels (0 = off, at most 255; applied to the
+            whole image): `Rescaling(1/256)`, `GaussianNoise(noise_std/256)`,
+            `Rescaling(256)` (scaling by a power of two is exact, so inference returns the
+            input bit for bit), then clipping to [0, 255] (`ReLU(max_value=255)`, the
+            identity on valid images).
+        seed: base seed of the layers' random generators (None: unseeded).
+
+    Returns:
+        A `keras.Sequential` of the layers switched on, or None.
+
+    Raises:
+        ConfigError: for `noise_std` outside [0, 255].
     """
     if not 0 <= noise_std <= 255:
         raise ConfigError(f"online_augmentation.noise_std: {noise_std} must be in [0, 255]")

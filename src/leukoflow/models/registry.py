@@ -16,12 +16,13 @@ class ArchSpec:
     native_size: int  # input size of the original network, pixels
     pretrained: bool  # ImageNet weights exist for it
     builder: str  # "module:function" building (inputs -> feature map) for this architecture
+    min_size: int = 32  # smallest input size the network accepts, pixels
 
 
 ARCHITECTURES = {
     spec.name: spec
     for spec in [
-        ArchSpec("Xception", 299, True, "leukoflow.models.zoo:xception"),
+        ArchSpec("Xception", 299, True, "leukoflow.models.zoo:xception", min_size=71),
         ArchSpec("VGG16", 224, True, "leukoflow.models.zoo:vgg16"),
         ArchSpec("ResNet152V2", 224, True, "leukoflow.models.zoo:resnet152v2"),
         ArchSpec("EfficientNetB5", 456, True, "leukoflow.models.zoo:efficientnetb5"),
@@ -31,8 +32,12 @@ ARCHITECTURES = {
 }
 
 
-def get_spec(name):
-    """The spec of architecture `name`; a clear error lists the known names."""
+def get_spec(name: str) -> ArchSpec:
+    """The spec of architecture `name`.
+
+    Raises:
+        ConfigError: listing the known names when `name` is not one.
+    """
     from leukoflow.errors import ConfigError
 
     if name not in ARCHITECTURES:

@@ -15,11 +15,19 @@ from keras import layers
 FILTERS = (32, 64, 128, 256)
 
 
-def simplenet(images, weights=None):
-    """The SimpleNet feature extractor on `images` (float32 [0, 255], `(None, s, s, 3)`).
+def simplenet(images: keras.KerasTensor, weights: str | None = None) -> keras.Model:
+    """The SimpleNet feature extractor on `images`.
 
-    Returns a functional model from the source inputs of `images` to the last feature map
-    `(None, s/8, s/8, 256)`. `weights` must be None: there are no pretrained weights.
+    Args:
+        images: float32 `(None, s, s, 3)` in [0, 255], a symbolic tensor.
+        weights: must be None: there are no pretrained weights.
+
+    Returns:
+        A functional model from the source inputs of `images` to the last feature map
+        `(None, s/8, s/8, 256)`.
+
+    Raises:
+        ValueError: when `weights` is not None.
     """
     if weights is not None:
         raise ValueError(f"SimpleNet has no pretrained weights (asked for {weights!r})")

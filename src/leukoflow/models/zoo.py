@@ -20,10 +20,12 @@ class CaffePreprocess(layers.Layer):
     MEAN_BGR = (103.939, 116.779, 123.68)
 
     def call(self, inputs):
+        """Flip the channels and subtract the means."""
         bgr = keras.ops.flip(inputs, axis=-1)
         return bgr - keras.ops.convert_to_tensor(self.MEAN_BGR, dtype=bgr.dtype)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        """The input's shape."""
         return input_shape
 
 
@@ -32,32 +34,32 @@ def _to_unit_range(images):
     return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess", dtype="float32")(images)
 
 
-def xception(images, weights=None):
+def xception(images: keras.KerasTensor, weights: str | None = None) -> keras.Model:
     """Xception; needs inputs of at least 71 pixels."""
     x = _to_unit_range(images)
     return keras.applications.Xception(include_top=False, weights=weights, input_tensor=x)
 
 
-def vgg16(images, weights=None):
+def vgg16(images: keras.KerasTensor, weights: str | None = None) -> keras.Model:
     """VGG16 with Caffe-style preprocessing (BGR, mean subtracted)."""
     x = CaffePreprocess(name="preprocess", dtype="float32")(images)
     return keras.applications.VGG16(include_top=False, weights=weights, input_tensor=x)
 
 
-def resnet152v2(images, weights=None):
+def resnet152v2(images: keras.KerasTensor, weights: str | None = None) -> keras.Model:
     """ResNet152V2 (pre-activation); the last feature map is `post_relu`."""
     x = _to_unit_range(images)
     return keras.applications.ResNet152V2(include_top=False, weights=weights, input_tensor=x)
 
 
-def efficientnetb5(images, weights=None):
+def efficientnetb5(images: keras.KerasTensor, weights: str | None = None) -> keras.Model:
     """EfficientNetB5; takes [0, 255] and rescales/normalises inside (its own layers)."""
     return keras.applications.EfficientNetB5(
         include_top=False, weights=weights, input_tensor=images
     )
 
 
-def efficientnetv2m(images, weights=None):
+def efficientnetv2m(images: keras.KerasTensor, weights: str | None = None) -> keras.Model:
     """EfficientNetV2M with its own preprocessing layers (`include_preprocessing=True`)."""
     return keras.applications.EfficientNetV2M(
         include_top=False, weights=weights, input_tensor=images, include_preprocessing=True

@@ -14,11 +14,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from leukoflow import CLASS_NAMES
 from leukoflow.atomic import atomic_path
 from leukoflow.errors import LeukoflowError
 from leukoflow.synth.render import render_cell, subject_style
-
-CLASS_NAMES = ("hem", "all")  # label 0, label 1: `all` is the positive class
 
 
 def _checked_labels(n: int, subjects: int, labels: Sequence[int] | None) -> np.ndarray:

@@ -1,0 +1,55 @@
+"""The report: Table I beside the paper's, plots, `metrics.json` for DVC and one HTML page.
+
+`collect` reads the files the caller names (evaluate, timing, saliency, training
+histories, cross-validation folds, stain and augmentation examples), `table` builds Table I
+and `metrics.json`, `plots` draws every figure, `html` renders the self-contained page
+(images inlined as data URIs) from the template in `template`. Optional inputs that are
+missing leave a note in the report instead of failing it.
+"""
+
+import json
+import logging
+
+import pandas as pd
+
+from leukoflow.atomic import atomic_dir, atomic_path, write_text
+from leukoflow.report.collect import ArchFiles, ReportInputs, ReportOutputs, collect
+from leukoflow.report.html import render_html
+from leukoflow.report.plots import make_plots
+from leukoflow.report.table import metrics_for_dvc, table1, table_markdown
+
+__all__ = ["ArchFiles", "ReportInputs", "ReportOutputs", "build_report"]
+
+log = logging.getLogger(__name__)
+
+
+def build_report(inputs: ReportInputs, outputs: ReportOutputs) -> pd.DataFrame:
+    """Write Table I (CSV and Markdown), metrics.json, the plots folder and the HTML page.
+
+    Args:
+        inputs: every file the report reads.
+        outputs: every file and folder it writes (each written atomically; the plots
+            folder is replaced as a whole).
+
+    Returns:
+        Table I as a frame (one row per architecture, in the order of `inputs.archs`).
+
+    Raises:
+        LeukoflowError: no architecture, a missing evaluation of one, or architectures
+            scored on different test images.
+    """
+    data = collect(inputs)
+    table = table1(data)
+    with atomic_path(outputs.table_csv) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    write_text(outputs.table_md, table_markdown(table, data))
+    metrics = metrics_for_dvc(table, data)
+    write_text(outputs.metrics_json, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    with atomic_dir(outputs.plots) as plots:
+        figures = make_plots(data, table, plots)
+        page = render_html(data, table, figures)
+    write_text(outputs.html, page)
+    for note in data.notes:
+        log.warning("%s", note)
+    log.info("report: %s, %d figures", outputs.html, len(figures))
+    return table

@@ -1,0 +1,356 @@
+"""The report page: summary, Table I, further metrics, and one section per group of figures.
+
+Each section names its figures (rows shown side by side) and, where it has one, the
+renderer of its own extra content (a table), so the page builder treats all alike.
+"""
+
+import base64
+import html
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from leukoflow.report.collect import ReportData
+from leukoflow.report.table import devices_line, fmt, fmt_paper, table_notes
+from leukoflow.report.template import PAGE
+from leukoflow.saliency import METHODS, SANITY_LIMIT
+
+CAPTIONS = {
+    "paper_comparison": "Our test F1 (with its 95% subject-bootstrap CI) and batch-1 inference "
+    "time beside the numbers of the paper's Table I. Times are on a log scale; ours were "
+    "measured on the device named above the table, the paper's on its own hardware.",
+    "roc": "ROC curves on the test subset (positive class: all). The area (AUC) does not "
+    "depend on the decision threshold.",
+    "pr": "Precision-recall curves on the test subset; the dashed line is the share of all "
+    "cells (a random classifier). AP = average precision.",
+    "confusion": "Confusion matrices on the test subset at each model's threshold (chosen on "
+    "the validation subset): counts and the share of each true class.",
+    "calibration": "Reliability diagram: within 10 bins of predicted P(all), the observed "
+    "share of all cells against the mean prediction. ECE = expected calibration error.",
+    "per_subject": "Accuracy per test subject. Images of one subject are correlated, which is "
+    "why confidence intervals resample subjects rather than images.",
+    "training_curves": "Training curves from history.csv: training and validation loss (blue, "
+    "solid and dashed) and validation weighted F1 (red), which selects the kept epoch. Dotted "
+    "lines mark the change from the frozen warm-up to fine-tuning.",
+    "cv_f1": "Cross-validation: test F1 of each fold's model (blue) and of the main model (red).",
+    "saliency": "Saliency maps (like the paper's Fig. 1) of one normal (hem) and one ALL test "
+    "cell per architecture: the image, then each method's map (top row) and its overlay (bottom "
+    "row). Vanilla gradient, SmoothGrad, Integrated Gradients (black baseline) and Grad-CAM on "
+    "the last feature map.",
+    "augmentation": "Offline augmentation of the training store: one source cell and eight "
+    "augmented copies (rotation through any angle, flips, small noise, brightness and contrast).",
+    "stain": "Stain normalisation: cells before and after normalisation to the reference fitted "
+    "on the training subjects.",
+}
+
+
+def data_uri(path: Path) -> str:
+    """A PNG file as a base64 data URI.
+
+    Args:
+        path: the PNG file.
+
+    Returns:
+        'data:image/png;base64,...'.
+    """
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _html_table(header, rows, row_classes=None):
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _caption(text):
+    return f'<p class="caption">{html.escape(text)}</p>'
+
+
+def _cell(value, lo=None, hi=None, paper=None, digits=3, paper_digits=2):
+    text = html.escape(fmt(value, digits))
+    if lo is not None and hi is not None and not pd.isna(lo):
+        text += f'<span class="ci">[{fmt(lo, digits)}, {fmt(hi, digits)}]</span>'
+    if paper is not None and not pd.isna(paper):
+        text += f'<span class="paper">paper {fmt_paper(paper, paper_digits)}</span>'
+    return text
+
+
+def html_table1(table: pd.DataFrame, data: ReportData) -> str:
+    """Table I as HTML: ours with CIs, the paper's value under each of ours.
+
+    Args:
+        table: Table I from `table.table1`.
+        data: the collected report data.
+
+    Returns:
+        The table and its notes (HTML).
+    """
+    header = [
+        "Architecture",
+        "Time, ms",
+        "Precision",
+        "Recall",
+        "F1",
+        "ΔF1, %",
+        "Weighted F1",
+        "Macro F1",
+        "ROC-AUC",
+        "P(best better)",
+    ]
+    rows = []
+    for r in table.to_dict("records"):
+        cells = [
+            html.escape(r["architecture"]),
+            _cell(r["time_ms"], paper=r["paper_time_ms"], digits=1, paper_digits=0)
+            + f'<span class="ci">p95 {fmt(r["time_p95_ms"], 1)}</span>',
+            _cell(r["precision"], r["precision_lo"], r["precision_hi"], r["paper_precision"]),
+            _cell(r["recall"], r["recall_lo"], r["recall_hi"], r["paper_recall"]),
+            _cell(r["f1"], r["f1_lo"], r["f1_hi"], r["paper_f1"]),
+            _cell(r["delta_f1_pct"], paper=r["paper_delta_f1_pct"], digits=1, paper_digits=1),
+            _cell(r["weighted_f1"], r["weighted_f1_lo"], r["weighted_f1_hi"]),
+            _cell(r["macro_f1"], r["macro_f1_lo"], r["macro_f1_hi"]),
+            _cell(r["roc_auc"], r["roc_auc_lo"], r["roc_auc_hi"]),
+            "best" if r["is_best"] else _cell(r["p_best_better"], digits=2),
+        ]
+        rows.append(cells)
+    classes = ["best" if r else "" for r in table["is_best"]]
+    notes = "".join(_caption(n) for n in table_notes(table, data))
+    return f'<div class="table-wrap">{_html_table(header, rows, classes)}</div>{notes}'
+
+
+def html_more_metrics(table: pd.DataFrame, data: ReportData) -> str:
+    """Further test metrics, the validation F1 and the throughput, one row per architecture.
+
+    Args:
+        table: Table I from `table.table1`.
+        data: the collected report data.
+
+    Returns:
+        The table and its caption (HTML); CV columns only with cross-validation.
+    """
+    header = [
+        "Architecture",
+        "Balanced acc.",
+        "PR-AUC",
+        "Brier",
+        "ECE",
+        "Threshold",
+        "Val F1",
+        "Val weighted F1",
+        "Batch throughput, images/s",
+    ] + ([f"{m}, CV mean ± sd" for m in ("F1", "Weighted F1")] if data.cv else [])
+    rows = []
+    for r in table.to_dict("records"):
+        val = data.metrics[r["architecture"]]["val"]
+        rows.append(
+            [
+                html.escape(r["architecture"]),
+                _cell(r["balanced_accuracy"]),
+                _cell(r["pr_auc"]),
+                _cell(r["brier"]),
+                _cell(r["ece"]),
+                _cell(r["threshold"]),
+                _cell(val["f1"]),
+                _cell(val["weighted_f1"]),
+                _cell(r["throughput_images_per_s"], digits=1),
+            ]
+            + [
+                f"{fmt(r[f'{m}_cv_mean'])} ± {fmt(r[f'{m}_cv_sd'])}"
+                for m in (("f1", "weighted_f1") if data.cv else ())
+            ]
+        )
+    caption = (
+        "Balanced accuracy: mean recall of the two classes. PR-AUC: average precision. Brier: "
+        "mean squared error of P(all). ECE: expected calibration error (10 bins). Threshold: "
+        "chosen on the validation subset, whose F1 is shown beside. Throughput: batch of the "
+        "timing job through the compiled model."
+    )
+    if data.cv:
+        caption += (
+            f" CV: test metrics of the models of the {data.folds} cross-validation folds "
+            "(mean ± sd)."
+        )
+    return f'<div class="table-wrap">{_html_table(header, rows)}</div>{_caption(caption)}'
+
+
+def _method_order(method):
+    return METHODS.index(method) if method in METHODS else len(METHODS)
+
+
+def html_saliency_measures(data: ReportData) -> str:
+    """The saliency measures of every architecture and method.
+
+    Args:
+        data: the collected report data.
+
+    Returns:
+        The table and its caption (HTML), or '' when no architecture has measures.
+    """
+    rows = []
+    for arch in data.archs:
+        measures = data.saliency.get(arch)
+        if not measures:
+            continue
+        for method in sorted(measures["methods"], key=_method_order):
+            m = measures["methods"][method]
+            verdict = "pass" if m["sanity_pass"] else "<b>fail</b>"
+            rows.append(
+                [
+                    html.escape(arch),
+                    html.escape(method.replace("_", " ")),
+                    f"{fmt(m['mass_in_cell'], 2)} (area {fmt(measures['cell_area'], 2)})",
+                    f"{fmt(m['deletion_auc'], 3)} "
+                    f"(random {fmt(measures['random_deletion_auc'], 3)})",
+                    f"{fmt(m['sanity_spearman'], 2)} {verdict}",
+                ]
+            )
+    if not rows:
+        return ""
+    header = [
+        "Architecture",
+        "Method",
+        "Mass in cell",
+        "Deletion AUC",
+        f"Rank corr. with random model (< {SANITY_LIMIT})",
+    ]
+    caption = (
+        "Measured, not just drawn. Mass in cell: share of the map's mass on cell pixels (a "
+        "uniform map gets the cell's area share). Deletion AUC: mean probability of the true "
+        "class while the most salient pixels are blacked out (lower is better; compare the "
+        "random order). Sanity check: Spearman rank correlation, on cell pixels, between the "
+        "maps of the trained model and of a copy with re-initialised weights; a map that does "
+        "not depend on what the model learned fails it."
+    )
+    return _html_table(header, rows) + _caption(caption)
+
+
+def _flatten(prefix, value):
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _flatten(f"{prefix}.{key}" if prefix else str(key), inner)
+    else:
+        yield prefix, value
+
+
+def html_spread(data: ReportData) -> str:
+    """The stain spread numbers (spread.json), flattened into a two-column table.
+
+    Args:
+        data: the collected report data.
+
+    Returns:
+        The table and its caption (HTML), or '' when the spread numbers are missing.
+    """
+    if not data.spread:
+        return ""
+    rows = []
+    for key, value in _flatten("", data.spread):
+        text = fmt(value, 4) if isinstance(value, float) else html.escape(json.dumps(value))
+        rows.append([html.escape(key), text])
+    caption = (
+        "Between-subject spread of the mean foreground colour (optical density) before and "
+        f"after stain normalisation, from {data.spread_path}."
+    )
+    return _html_table(["quantity", "value"], rows) + _caption(caption)
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section of the page after the tables.
+
+    Attributes:
+        title: the heading.
+        figure_rows: rows of figure names (stems in the plots folder, keys of CAPTIONS);
+            the figures of one row are shown side by side, missing ones left out.
+        extra: renders more content after the figures (HTML, '' for none).
+    """
+
+    title: str
+    figure_rows: tuple[tuple[str, ...], ...]
+    extra: Callable[[ReportData], str] | None = None
+
+
+SECTIONS = (
+    Section("Ours and the paper", (("paper_comparison",),)),
+    Section("Discrimination", (("roc", "pr"),)),
+    Section("Decisions and calibration", (("confusion",), ("calibration", "per_subject"))),
+    Section("Training", (("training_curves",), ("cv_f1",))),
+    Section("Saliency", (("saliency",),), html_saliency_measures),
+    Section("Data preparation", (("stain", "augmentation"),), html_spread),
+)
+
+
+def _figure(name, path):
+    return (
+        f'<figure><img src="{data_uri(path)}" alt="{html.escape(name)}">'
+        f"<figcaption>{html.escape(CAPTIONS[name])}</figcaption></figure>"
+    )
+
+
+def render_section(section: Section, data: ReportData, figures: dict[str, Path]) -> str:
+    """One section of the page.
+
+    Args:
+        section: what the section shows.
+        data: the collected report data.
+        figures: {name: PNG path} of the figures that were drawn.
+
+    Returns:
+        The section (HTML), or '' when it has nothing to show.
+    """
+    parts = []
+    for names in section.figure_rows:
+        shown = "".join(_figure(n, figures[n]) for n in names if n in figures)
+        if shown:
+            parts.append(f'<div class="row">{shown}</div>')
+    if section.extra is not None:
+        parts.append(section.extra(data))
+    parts = [p for p in parts if p]
+    if not parts:
+        return ""
+    return f"<section><h2>{html.escape(section.title)}</h2>{''.join(parts)}</section>"
+
+
+def render_html(data: ReportData, table: pd.DataFrame, figures: dict[str, Path]) -> str:
+    """The report page, every image inlined.
+
+    Args:
+        data: the collected report data.
+        table: Table I from `table.table1`.
+        figures: {name: PNG path} of the figures that were drawn.
+
+    Returns:
+        The page (HTML).
+    """
+    sections = [render_section(s, data, figures) for s in SECTIONS]
+    best = table.loc[table["is_best"]].iloc[0]
+    summary_items = [
+        f"{len(table)} architectures; test subset of "
+        f"{data.metrics[best['architecture']]['n_test']} images.",
+        f"Highest F1 of all: {best['architecture']} with {fmt(best['f1'], 3)} "
+        f"[{fmt(best['f1_lo'], 3)}, {fmt(best['f1_hi'], 3)}], weighted F1 "
+        f"{fmt(best['weighted_f1'], 3)}.",
+        f"Inference times measured on {devices_line(data)}.",
+    ]
+    summary = "<ul class='summary'>" + "".join(f"<li>{html.escape(s)}</li>" for s in summary_items)
+    summary += "</ul>"
+    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in data.notes)
+    return PAGE.substitute(
+        title="leukoflow: ALL vs normal cells, Table I reproduced",
+        generated=html.escape(
+            f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · "
+            f"architectures: {', '.join(data.archs)}"
+        ),
+        summary=summary,
+        notes=notes,
+        table=html_table1(table, data),
+        more=html_more_metrics(table, data),
+        sections="\n".join(s for s in sections if s),
+    )
