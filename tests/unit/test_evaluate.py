@@ -158,7 +158,14 @@ def test_paired_bootstrap_prefers_the_better_model():
 def test_evaluate_writes_the_contract(tmp_path):
     val, test = synthetic_predictions(seed=0), synthetic_predictions(seed=1)
     metrics, val_out, test_out = ev.evaluate_predictions(val, test, n_bootstrap=200)
-    ev.write_evaluation(tmp_path, metrics, val_out, test_out)
+    ev.write_evaluation(
+        metrics,
+        val_out,
+        test_out,
+        tmp_path / "metrics.json",
+        tmp_path / "val_predictions.csv",
+        tmp_path / "test_predictions.csv",
+    )
     saved = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("threshold", "threshold_rule", "n_test", "test", "ci", "val", "per_subject"):
         assert key in saved
