@@ -1,10 +1,16 @@
 """Workflow-level fixtures."""
 
 import pytest
-from wf import tiny_workflow
+from wf import finished_run, tiny_workflow
 
 
 @pytest.fixture
 def workdir(tmp_path):
     """A fresh copy of the workflow."""
     return tiny_workflow(tmp_path / "wf")
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """The tiny workflow run to the end once for the session (`wf.finished_run`)."""
+    return finished_run(tmp_path_factory.mktemp("finished"))

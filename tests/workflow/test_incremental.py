@@ -1,7 +1,9 @@
 """A finished tiny run: rerun only what a change touches, and one GPU job at a time.
 
-One real run of the tiny config (SimpleNet and VGG16, a few dozen synthetic images, one
-epoch); then dry runs after each kind of change, asserting the exact set of planned jobs.
+The session's real run of the tiny config (`wf.finished_run`: SimpleNet and VGG16, a few
+dozen synthetic images, a few epochs, from folders whose names hold a space, an apostrophe
+and a non-ASCII letter, without an activated environment); then dry runs after each kind of
+change, asserting the exact set of planned jobs.
 """
 
 import os
@@ -13,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from wf import tiny_workflow
+from wf import GPU_RULES
 
 import leukoflow
 from leukoflow.cli import main
@@ -21,26 +23,7 @@ from leukoflow.workflow_runs import job_intervals, planned_jobs, run_snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
-GPU_RULES = {"train", "evaluate", "timing", "saliency"}
 ONE_ARCH = {"train": 1, "evaluate": 1, "timing": 1, "saliency": 1, "bundle": 1, "report": 1}
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """The tiny workflow run to the end with 4 cores, one-thread GPU jobs and gpu=1."""
-    workdir = tiny_workflow(tmp_path_factory.mktemp("incremental") / "wf")
-    run_snakemake(
-        workdir,
-        "--cores",
-        "4",
-        "--resources",
-        "gpu=1",
-        "--configfile",
-        "config/tiny.yaml",
-        "--set-threads",
-        *(f"{rule}=1" for rule in sorted(GPU_RULES)),
-    )
-    return workdir
 
 
 def dry_run(workdir, config="config/tiny.yaml"):
@@ -120,7 +103,8 @@ def test_gpu_jobs_never_overlap(finished):
 def test_predict_with_a_bundle_reproduces_the_evaluation(finished):
     """The bundle alone (no workflow) gives the probabilities evaluate wrote for test images."""
     evaluated = pd.read_csv(finished / "results/main/evaluate/SimpleNet/test_predictions.csv")
-    dataset = finished / "results/data/synthetic"
+    dataset = Path(yaml.safe_load((finished / "config/tiny.yaml").read_text())["dataset"]["path"])
+    assert "'" in str(dataset) and " " in str(dataset) and not str(dataset).isascii()
     out = finished / "predictions.csv"
     status = main(
         [
