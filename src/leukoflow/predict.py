@@ -5,6 +5,12 @@ cell, the Lanczos resize, then stain normalisation with the bundle's reference),
 the training and test stores were built, so a bundle gives the same probabilities as
 evaluate did.
 
+Engines: "keras" runs model.keras through the compiled inference function evaluate uses;
+"onnx" runs model.onnx with ONNX Runtime (`leukoflow.onnx_model`), which needs neither
+TensorFlow nor JAX. `choose_engine` resolves "auto": ONNX Runtime on a CPU when the
+bundle has an ONNX model (it is the faster engine there, docs/PERFORMANCE.md), Keras
+otherwise.
+
 Speed: a pool of worker threads reads and prepares whole batches ahead of the model (at
 most `workers + 1` batches in flight), while the main thread runs the model's compiled
 inference function (the one evaluate uses) on the previous batch, so preparation overlaps
@@ -41,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COLUMNS = ("path", "probability_all", "label", "threshold", "error")
+ENGINES = ("auto", "keras", "onnx")
 
 
 @dataclass
@@ -113,8 +120,39 @@ def prepare_batch(
     return np.stack(images), errors
 
 
-def make_predict_fn(bundle: Bundle) -> PredictFn:
-    """The compiled inference function of the bundle's model, as evaluate builds it.
+def choose_engine(requested: str, meta: dict, gpu: bool | None = None) -> str:
+    """The engine that runs a bundle: "keras" or "onnx".
+
+    Args:
+        requested: "keras", "onnx" or "auto" (ONNX Runtime when the bundle has an ONNX
+            model and the Keras backend has no GPU; Keras otherwise).
+        meta: the bundle's metadata (`leukoflow.bundle.read_meta`).
+        gpu: whether the Keras backend has a GPU; None asks it (`runtime.has_gpu`),
+            only for "auto" on a bundle with an ONNX model.
+
+    Raises:
+        LeukoflowError: for an engine not in `ENGINES`.
+    """
+    if requested not in ENGINES:
+        raise LeukoflowError(f"--engine must be one of {', '.join(ENGINES)}, got {requested!r}")
+    if requested != "auto":
+        return requested
+    if not (meta.get("onnx") or {}).get("file"):
+        return "keras"
+    if gpu is None:
+        from leukoflow.runtime import has_gpu
+
+        gpu = has_gpu()
+    return "keras" if gpu else "onnx"
+
+
+def make_predict_fn(bundle: Bundle, threads: int | None = None) -> PredictFn:
+    """The inference function of the bundle: ONNX Runtime when it was loaded for "onnx".
+
+    Args:
+        bundle: a bundle from `load_bundle(path, engine)`: without a Keras model, its
+            model.onnx runs in ONNX Runtime with `threads` intra-op threads (None: its
+            default); with one, the compiled inference function evaluate builds.
 
     Returns:
         float32 batch (N, size, size, 3) in [0, 255] -> P(all) float32 (N,); XLA as
@@ -123,8 +161,13 @@ def make_predict_fn(bundle: Bundle) -> PredictFn:
     Raises:
         ConfigError: for a `jit_compile` or `mixed_precision` in the bundle's settings
             outside the allowed values.
-        LeukoflowError: on a backend other than TensorFlow or JAX.
+        LeukoflowError: on a backend other than TensorFlow or JAX, or when ONNX Runtime
+            cannot load model.onnx.
     """
+    if bundle.model is None:
+        from leukoflow.onnx_model import onnx_inference
+
+        return onnx_inference(bundle.onnx_path, threads)
     from leukoflow.inference import compiled_inference
     from leukoflow.runtime import decide
 
@@ -259,6 +302,7 @@ def predict(
     tta: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    predict_fn: PredictFn | None = None,
 ) -> tuple[int, int]:
     """Classify the images in `inputs` (files and folders) and write the CSV `out`.
 
@@ -273,6 +317,7 @@ def predict(
         tta: test-time rotations (0 or 1: off).
         workers: preparation threads; None: `default_workers()`.
         progress: show a progress bar.
+        predict_fn: the inference function; None: `make_predict_fn(bundle)`.
 
     Returns:
         (rows, classified): the rows written and how many files were classified.
@@ -284,7 +329,10 @@ def predict(
     counts = {"classified": 0}
 
     def counted():
-        for row in iter_predictions(bundle, files, batch_size, tta, workers, progress):
+        predictions = iter_predictions(
+            bundle, files, batch_size, tta, workers, progress, predict_fn
+        )
+        for row in predictions:
             counts["classified"] += row.error is None
             yield row
 

@@ -5,6 +5,8 @@
   threshold 0.5), float32 and without optimizer state;
 - the history (`history.csv`): one row per epoch (`HISTORY_COLUMNS`);
 - the validation predictions: `row,path,subject,y,probability_all` of the best model;
+- the DVCLive folder, when given: every epoch's figures through DVCLive
+  (`leukoflow.livelog`), rewritten from the checkpoint's history on resume;
 - the checkpoint folder while training (`leukoflow.checkpoint`): a job started again with
   the same settings and inputs continues after the last completed epoch. It is removed
   once the outputs are written.
@@ -37,6 +39,7 @@ from leukoflow.atomic import atomic_path
 from leukoflow.checkpoint import Checkpoint, assign_values, fingerprint, variable_values
 from leukoflow.diskspace import require_space, training_bytes
 from leukoflow.errors import ConfigError, LeukoflowError
+from leukoflow.livelog import TrainingLive
 from leukoflow.loader import TrainBatches, balanced_class_weights, ordered_batches
 from leukoflow.stores import open_store
 
@@ -277,12 +280,13 @@ def _check_store(images, name, size):
 
 @dataclass(frozen=True)
 class TrainOutputs:
-    """The files a training job writes, and its checkpoint folder."""
+    """The files a training job writes, its checkpoint folder and its DVCLive folder."""
 
     model: Path
     history: Path
     val_predictions: Path
     checkpoint: Path
+    live: Path | None = None
 
     @classmethod
     def of(
@@ -291,9 +295,11 @@ class TrainOutputs:
         history: str | Path,
         val_predictions: str | Path,
         checkpoint: str | Path,
+        live: str | Path | None = None,
     ) -> TrainOutputs:
-        """The outputs from four paths (str or Path)."""
-        return cls(Path(model), Path(history), Path(val_predictions), Path(checkpoint))
+        """The outputs from four paths (str or Path) and the DVCLive folder (or None)."""
+        live = Path(live) if live else None
+        return cls(Path(model), Path(history), Path(val_predictions), Path(checkpoint), live)
 
 
 def train(
@@ -373,6 +379,7 @@ def train(
         log.info("resuming %s after epoch %d", arch, state["epochs_done"])
         assign_values(model.variables, checkpoint.arrays("model"), "variables")
         best_values = checkpoint.arrays("best")
+    live = TrainingLive(outputs.live, state["history"]) if outputs.live else None
 
     for phase in phases(settings):
         if state["stopped"] or state["epochs_done"] >= phase.end:
@@ -412,6 +419,8 @@ def train(
             state["epochs_done"] = epoch + 1
             state["stopped"] = not phase.frozen and state["stale"] >= settings["patience"]
             checkpoint.save(state, model, improved, best_values)
+            if live:
+                live.log_epoch(row)
             log.info(
                 "%s epoch %d/%d (%s): loss %.4f, val_loss %.4f, val weighted F1 %.4f, %.1f s",
                 arch,
@@ -427,6 +436,8 @@ def train(
                 log.info("%s: early stop after epoch %d (patience)", arch, epoch + 1)
                 break
 
+    if live:
+        live.end()
     history = pd.DataFrame(state["history"], columns=HISTORY_COLUMNS)
     _write_outputs(arch, settings, best_values, state, val_index, history, outputs)
     checkpoint.remove()

@@ -100,6 +100,29 @@ def test_repro_versions_data_models_and_metrics(pushed):
     assert sum(1 for p in remote.rglob("*") if p.is_file()) > 50
 
 
+def test_exp_show_lists_dvclive_training_figures_per_architecture(pushed):
+    project, _ = pushed
+    shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
+    metrics = shown[0]["data"]["metrics"]["results/metrics.json"]["data"]
+    for arch in ARCHS:
+        training = metrics[arch]["training"]
+        assert training["step"] == 2  # the tiny config's third and last epoch
+        assert set(training["eval"]) == {"loss", "accuracy", "weighted_f1"}
+        assert set(training["train"]) == {"loss", "accuracy", "learning_rate", "epoch_seconds"}
+        live = project / "results/main/train" / arch / "dvclive" / "metrics.json"
+        assert training == json.loads(live.read_text())
+
+
+def test_plots_show_draws_the_live_training_files(pushed):
+    project, _ = pushed
+    target = "results/main/train/VGG16/dvclive/plots/metrics"
+    shown = json.loads(dvc(project, "plots", "show", "--json", target).stdout)
+    assert not shown.get("errors"), shown["errors"]
+    assert f"{target}/eval/weighted_f1.tsv" in shown["data"]
+    (plot,) = shown["data"][f"{target}/train/loss.tsv"]
+    assert [row["step"] for row in plot["content"]["data"]["values"]] == ["0", "1", "2"]
+
+
 def test_dvc_commit_keeps_snakemake_up_to_date(pushed):
     # DVC re-copies hard-linked outputs when it commits them (new modification time): every
     # output must be a plain file, or the next Snakemake run reruns what follows it.

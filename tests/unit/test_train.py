@@ -54,6 +54,7 @@ def outputs_in(folder):
         folder / "history.csv",
         folder / "val_predictions.csv",
         folder / "checkpoint",
+        folder / "dvclive",
     )
 
 
@@ -63,6 +64,7 @@ def output_args(folder):
     return [
         "--model", str(out.model), "--history", str(out.history),
         "--val-predictions", str(out.val_predictions), "--checkpoint", str(out.checkpoint),
+        "--live", str(out.live),
     ]  # fmt: skip
 
 
@@ -297,6 +299,15 @@ def test_killed_training_resumes_to_the_same_result(tmp_path, stores):
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert whole_model.get_layer("online_augmentation") is not None
     assert not (tmp_path / "killed" / "checkpoint").exists()
+    # DVCLive's files: each epoch once, as in the run that was not killed
+    for name, column in (("eval/weighted_f1", "val_weighted_f1"), ("train/loss", "loss")):
+        series = [
+            pd.read_csv(folder / "dvclive" / "plots" / "metrics" / f"{name}.tsv", sep="\t")
+            for folder in (tmp_path / "whole", tmp_path / "killed")
+        ]
+        assert series[1]["step"].tolist() == [0, 1, 2]
+        assert series[1][name.split("/")[1]].tolist() == resumed[column].tolist()
+        pd.testing.assert_frame_equal(*series)
 
 
 @pytest.mark.slow

@@ -98,17 +98,24 @@ rule bundle:
         reference=expand(
             rules.stain_reference.output.reference, split="main", allow_missing=True
         ),
+        split=rules.split.output.split,
     output:
         bundle=directory("results/models/{arch}"),
     log:
         "logs/bundle/{arch}.log",
+    benchmark:
+        "benchmarks/bundle/{arch}.tsv"
     conda:
         ENV
     params:
         settings=get_settings,
         config_hash=get_config_hash,
+        data=json.dumps(
+            {"dataset": config["dataset"], "split": config["split"]}, sort_keys=True
+        ),
         backend=BACKEND,
     shell:
         KERAS + "leukoflow bundle --model {input.model:q} --metrics {input.metrics:q}"
         " --reference {input.reference:q} --settings {params.settings:q}"
-        " --config-hash {params.config_hash:q} --out {output.bundle:q} > {log:q} 2>&1"
+        " --config-hash {params.config_hash:q} --split {input.split:q}"
+        " --data {params.data:q} --out {output.bundle:q} > {log:q} 2>&1"

@@ -14,6 +14,8 @@ rule report:
         timings=expand("results/main/timing/{arch}.json", arch=ARCHS),
         saliency=expand("results/main/saliency/{arch}/saliency.json", arch=ARCHS),
         saliency_figures=expand("results/main/saliency/{arch}/saliency.png", arch=ARCHS),
+        bundles=expand("results/models/{arch}", arch=ARCHS),
+        live=expand("results/main/train/{arch}/dvclive", arch=ARCHS),
         # K per architecture, architecture by architecture (the order `--fold-metrics` wants)
         fold_metrics=[
             f"results/{split}/evaluate/{arch}/metrics.json"
@@ -52,6 +54,7 @@ rule report:
         " --metrics {input.metrics:q} --predictions {input.predictions:q}"
         " --histories {input.histories:q} --timings {input.timings:q}"
         " --saliency {input.saliency:q} --saliency-figures {input.saliency_figures:q}"
+        " --bundles {input.bundles:q} --live {input.live:q}"
         " --folds {params.folds} --fold-metrics {input.fold_metrics:q}"
         " --stain-spread {input.stain_spread:q} --stain-examples {input.stain_examples:q}"
         " --augment-examples {input.augment_examples:q}"

@@ -28,6 +28,7 @@ rule train:
         model="results/{split}/train/{arch}/model.keras",
         history="results/{split}/train/{arch}/history.csv",
         val_predictions="results/{split}/train/{arch}/val_predictions.csv",
+        live=directory("results/{split}/train/{arch}/dvclive"),
     log:
         "logs/train/{split}/{arch}.log",
     benchmark:
@@ -49,4 +50,4 @@ rule train:
         " --train {input.train:q} --val {input.val:q} --settings {params.settings:q}"
         " --weights-file={input.weights:q} --model {output.model:q}"
         " --history {output.history:q} --val-predictions {output.val_predictions:q}"
-        " --checkpoint {params.checkpoint:q} > {log:q} 2>&1"
+        " --checkpoint {params.checkpoint:q} --live {output.live:q} > {log:q} 2>&1"

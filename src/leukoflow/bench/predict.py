@@ -1,11 +1,15 @@
 """`leukoflow bench predict`: end-to-end throughput against the bare model and a naive loop.
 
-On synthetic 450x450 BMP cells, for each architecture (random weights, `weights="none"`):
-- bare model: the compiled inference function on the already prepared arrays, batches of 32
-  (the ceiling: the model's own compute);
+On synthetic 450x450 BMP cells, for each architecture (random weights, `weights="none"`) and
+each engine of its bundle (Keras, and ONNX Runtime on the bundle's model.onnx), in the same
+run:
+- bare model: the engine's inference function on the already prepared arrays, batches of
+  32 (the ceiling: the model's own compute);
 - predict: `iter_predictions` from the files (read, resize, stain in workers, model in the
-  main thread), the same compiled function, already traced;
+  main thread), the same function, already traced;
 - naive (SimpleNet): read, prepare and one `model.predict` call per image, in one thread.
+Keras' figures keep their names (`bare_model_images_per_s`, `predict_images_per_s`);
+ONNX Runtime's are prefixed `onnx_`.
 """
 
 import json
@@ -96,6 +100,7 @@ def bench_architecture(
     naive: bool = False,
     repeats: int = 3,
     budget_s: float = 60,
+    model_threads: int | None = None,
 ) -> dict:
     """The figures of one architecture over `files`.
 
@@ -117,48 +122,63 @@ def bench_architecture(
         naive: also time the naive read-prepare-`model.predict` loop.
         repeats: timing rounds, the best kept.
         budget_s: the bare pass above which the model is timed in one alternating pass.
+        model_threads: ONNX Runtime's intra-op threads (None: its default).
 
     Returns:
         images/s of the bare model, of predict (and of the naive loop), their ratios, the
-        preparation cost and the largest difference between predict and the bare model.
+        preparation cost and the largest difference between predict and the bare model;
+        the same with an `onnx_` prefix for ONNX Runtime (`onnx_vs_keras_bare`: its bare
+        throughput over Keras', `max_abs_diff_onnx_vs_keras`), or `onnx_missing` (why the
+        bundle has no ONNX model).
 
     Raises:
         LeukoflowError: an image could not be prepared.
     """
     from leukoflow.images import open_rgb
     from leukoflow.inference import predict_arrays
+    from leukoflow.onnx_model import onnx_inference
     from leukoflow.predict import default_workers, iter_predictions, make_predict_fn, prepare_batch
     from leukoflow.stores import prepare_image
 
     bundle = make_bundle(arch, size, reference, Path(folder) / arch)
-    predict_fn = make_predict_fn(bundle)
+    engines = {"": make_predict_fn(bundle)}  # Keras' figures keep their unprefixed names
+    if bundle.onnx_path is not None:
+        engines["onnx_"] = onnx_inference(bundle.onnx_path, model_threads)
     prep_s, (images, errors) = timed(lambda: prepare_batch(files, bundle.reference, size))
     if any(errors):
         raise LeukoflowError(f"benchmark images could not be prepared: {set(errors) - {None}}")
-    predict_arrays(predict_fn, images[:batch_size], batch_size)  # trace the one batch shape
-    batch_s, _ = timed(lambda: predict_arrays(predict_fn, images[:batch_size], batch_size))
+    batch_s = 0.0
+    for predict_fn in engines.values():
+        predict_arrays(predict_fn, images[:batch_size], batch_size)  # trace the batch shape
+        batch_s += timed(lambda f=predict_fn: predict_arrays(f, images[:batch_size], batch_size))[0]
     n = len(files)
-    slow = batch_s * n / batch_size > budget_s  # one pass of the bare model takes that long
+    slow = batch_s * n / batch_size > budget_s  # one pass of the bare models takes that long
     chunk = 4 * batch_size if slow else n
 
-    def bare(start, stop):
-        return np.concatenate(
-            [
-                predict_arrays(predict_fn, images[i : min(i + batch_size, stop)], batch_size)
-                for i in range(start, stop, batch_size)
-            ]
-        )
+    def bare(predict_fn):
+        def run(start, stop):
+            return np.concatenate(
+                [
+                    predict_arrays(predict_fn, images[i : min(i + batch_size, stop)], batch_size)
+                    for i in range(start, stop, batch_size)
+                ]
+            )
 
-    def end_to_end(start, stop):
-        rows = iter_predictions(
-            bundle,
-            files[start:stop],
-            batch_size,
-            workers=workers,
-            progress=False,
-            predict_fn=predict_fn,
-        )
-        return np.array([row.probability for row in rows], np.float32)
+        return run
+
+    def end_to_end(predict_fn):
+        def run(start, stop):
+            rows = iter_predictions(
+                bundle,
+                files[start:stop],
+                batch_size,
+                workers=workers,
+                progress=False,
+                predict_fn=predict_fn,
+            )
+            return np.array([row.probability for row in rows], np.float32)
+
+        return run
 
     def naive_loop(start, stop):
         probabilities = []
@@ -167,7 +187,10 @@ def bench_architecture(
             probabilities.append(bundle.model.predict(x[None].astype(np.float32), verbose=0)[0, 0])
         return np.array(probabilities, np.float32)
 
-    measures = {"bare": bare, "predict": end_to_end}
+    measures = {}
+    for prefix, predict_fn in engines.items():
+        measures[f"{prefix}bare"] = bare(predict_fn)
+        measures[f"{prefix}predict"] = end_to_end(predict_fn)
     if naive:
         bundle.model.predict(images[:1].astype(np.float32), verbose=0)
         measures["naive"] = naive_loop
@@ -180,12 +203,26 @@ def bench_architecture(
         "images": n,
         "cores": cores,
         "prepare_ms_per_image_1_thread": 1000 * prep_s / n,
-        "bare_model_images_per_s": n / best["bare"],
-        "predict_images_per_s": n / best["predict"],
-        "predict_vs_bare": best["bare"] / best["predict"],
-        "ideal_vs_bare": best["bare"] / (best["bare"] + prep_s / cores),
-        "max_abs_diff_vs_bare": float(np.abs(results["predict"] - results["bare"]).max()),
     }
+    for prefix in engines:
+        bare_s, predict_s = best[f"{prefix}bare"], best[f"{prefix}predict"]
+        difference = np.abs(results[f"{prefix}predict"] - results[f"{prefix}bare"]).max()
+        figures.update(
+            {
+                f"{prefix}bare_model_images_per_s": n / bare_s,
+                f"{prefix}predict_images_per_s": n / predict_s,
+                f"{prefix}predict_vs_bare": bare_s / predict_s,
+                f"{prefix}ideal_vs_bare": bare_s / (bare_s + prep_s / cores),
+                f"{prefix}max_abs_diff_vs_bare": float(difference),
+            }
+        )
+    if "onnx_" in engines:
+        figures["onnx_vs_keras_bare"] = best["bare"] / best["onnx_bare"]
+        figures["onnx_vs_keras_predict"] = best["predict"] / best["onnx_predict"]
+        difference = np.abs(results["onnx_bare"] - results["bare"]).max()
+        figures["max_abs_diff_onnx_vs_keras"] = float(difference)
+    else:
+        figures["onnx_missing"] = bundle.onnx_missing
     if naive:
         figures["naive_images_per_s"] = n / best["naive"]
         figures["predict_vs_naive"] = best["naive"] / best["predict"]
@@ -193,20 +230,31 @@ def bench_architecture(
 
 
 def results_table(results: list[dict]) -> str:
-    """The figures of `bench_architecture`, one architecture a row, as a text table."""
+    """The figures of `bench_architecture`, one row per architecture and engine, as text."""
     lines = [
-        f"{'architecture':<16}{'px':>5}{'bare img/s':>12}{'predict img/s':>15}{'pred/bare':>11}"
-        f"{'ideal':>7}{'naive img/s':>13}{'pred/naive':>12}{'prep ms/img':>13}"
+        f"{'architecture':<16}{'engine':>7}{'px':>5}{'bare img/s':>12}{'predict img/s':>15}"
+        f"{'pred/bare':>11}{'ideal':>7}{'naive img/s':>13}{'pred/naive':>12}{'prep ms/img':>13}"
     ]
     for r in results:
         naive = r.get("naive_images_per_s")
-        lines.append(
-            f"{r['architecture']:<16}{r['input_size']:>5}{r['bare_model_images_per_s']:>12.1f}"
-            f"{r['predict_images_per_s']:>15.1f}{r['predict_vs_bare']:>11.0%}"
-            f"{r['ideal_vs_bare']:>7.0%}"
-            + (f"{naive:>13.1f}{r['predict_vs_naive']:>11.1f}x" if naive else f"{'-':>13}{'-':>12}")
-            + f"{r['prepare_ms_per_image_1_thread']:>13.1f}"
-        )
+        for engine, prefix in (("keras", ""), ("onnx", "onnx_")):
+            if f"{prefix}bare_model_images_per_s" not in r:
+                lines.append(
+                    f"{r['architecture']:<16}{engine:>7}  no ONNX model: {r['onnx_missing']}"
+                )
+                continue
+            lines.append(
+                f"{r['architecture']:<16}{engine:>7}{r['input_size']:>5}"
+                f"{r[f'{prefix}bare_model_images_per_s']:>12.1f}"
+                f"{r[f'{prefix}predict_images_per_s']:>15.1f}{r[f'{prefix}predict_vs_bare']:>11.0%}"
+                f"{r[f'{prefix}ideal_vs_bare']:>7.0%}"
+                + (
+                    f"{naive:>13.1f}{r['predict_vs_naive']:>11.1f}x"
+                    if naive and not prefix
+                    else f"{'-':>13}{'-':>12}"
+                )
+                + f"{r['prepare_ms_per_image_1_thread']:>13.1f}"
+            )
     return "\n".join(lines)
 
 
@@ -228,7 +276,8 @@ def bench_predict(
         naive_archs: those also timed with the naive loop.
         batch_size: images per model call.
         workers: preparation threads (default: the cores).
-        model_threads: TensorFlow intra-op threads (applies only before TensorFlow starts).
+        model_threads: intra-op threads of TensorFlow (applies only before TensorFlow
+            starts) and of ONNX Runtime.
         repeats: timing rounds, the best kept (a slow model gets one).
         seed: seed of the cells.
 
@@ -256,6 +305,7 @@ def bench_predict(
                 workers,
                 naive=arch in naive_archs,
                 repeats=repeats,
+                model_threads=model_threads,
             )
             for arch, size in archs
         ]

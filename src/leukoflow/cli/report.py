@@ -13,6 +13,11 @@ PER_ARCH = (
     ("--saliency", "saliency", "saliency.json"),
     ("--saliency-figures", "saliency_png", "saliency.png"),
 )
+# Optional per-architecture inputs: none, or one per architecture.
+OPTIONAL_PER_ARCH = (
+    ("--bundles", "bundle", "model bundle folder (bundle.json: the model-card section)"),
+    ("--live", "live", "training's DVCLive folder (metrics.json: final training figures)"),
+)
 
 
 def _per_arch(args, option, field):
@@ -49,6 +54,13 @@ def run_report(args):
     from leukoflow.report import ArchFiles, ReportInputs, ReportOutputs, build_report
 
     columns = {field: _per_arch(args, option, field) for option, field, _ in PER_ARCH}
+    columns.update(
+        {
+            field: _per_arch(args, option, field)
+            for option, field, _ in OPTIONAL_PER_ARCH
+            if getattr(args, field)
+        }
+    )
     folds = _fold_metrics(args)
     archs = {
         arch: ArchFiles(
@@ -87,6 +99,10 @@ def register(subparsers):
     for option, field, what in PER_ARCH:
         p.add_argument(
             option, dest=field, nargs="+", required=True, help=f"{what} of each architecture"
+        )
+    for option, field, what in OPTIONAL_PER_ARCH:
+        p.add_argument(
+            option, dest=field, nargs="*", default=[], help=f"{what} of each architecture"
         )
     p.add_argument("--folds", type=int, default=0, help="cross-validation folds K (0 = none)")
     p.add_argument(

@@ -31,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--checkpoint", required=True, help="checkpoint folder (kept while training, resumed)"
     )
+    train.add_argument(
+        "--live",
+        default=None,
+        help="DVCLive folder: every epoch's figures (metrics.json, plots/metrics/*.tsv)",
+    )
     train.set_defaults(func=run_train)
 
     fetch = subparsers.add_parser(
@@ -48,7 +53,9 @@ def run_train(args: argparse.Namespace) -> None:
     """Train one architecture."""
     from leukoflow.train import TrainOutputs, train
 
-    outputs = TrainOutputs.of(args.model, args.history, args.val_predictions, args.checkpoint)
+    outputs = TrainOutputs.of(
+        args.model, args.history, args.val_predictions, args.checkpoint, args.live
+    )
     train(args.arch, args.train, args.val, args.settings, args.weights_file or None, outputs)
 
 

@@ -28,6 +28,8 @@ class ArchFiles:
         saliency_png: saliency.png (the figure).
         fold_metrics: evaluate's metrics.json of each cross-validation fold's model, in fold
             order (empty without cross-validation).
+        bundle: the model bundle folder (its bundle.json feeds the model-card section).
+        live: training's DVCLive folder (its metrics.json: the last epoch's figures).
     """
 
     metrics: Path
@@ -37,6 +39,8 @@ class ArchFiles:
     saliency: Path
     saliency_png: Path
     fold_metrics: tuple[Path, ...] = ()
+    bundle: Path | None = None
+    live: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,8 @@ class ReportData:
     spread_path: Path | None = None
     stain_png: Path | None = None
     augment_png: Path | None = None
+    bundles: dict[str, dict] = field(default_factory=dict)
+    live: dict[str, dict] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -155,6 +161,15 @@ def collect(inputs: ReportInputs) -> ReportData:
         )
         if history:
             data.history[arch] = pd.read_csv(history)
+        if files.bundle is not None:
+            meta = _optional_json(Path(files.bundle) / "bundle.json", notes, f"bundle of {arch}")
+            if meta is not None:
+                data.bundles[arch] = meta
+        if files.live is not None:
+            summary = Path(files.live) / "metrics.json"
+            live = _optional_json(summary, notes, f"DVCLive summary of {arch}'s training")
+            if live is not None:
+                data.live[arch] = live
         if inputs.folds >= 2:
             data.cv[arch] = [
                 _read_json(path)["test"]

@@ -261,6 +261,36 @@ def html_spread(data: ReportData) -> str:
     return _html_table(["quantity", "value"], rows) + _caption(caption)
 
 
+def html_model_cards(data: ReportData) -> str:
+    """The key lines of every bundle's model card (results/models/ARCH/README.md).
+
+    Args:
+        data: the collected report data.
+
+    Returns:
+        The table and its caption (HTML), or '' when no bundle was given.
+    """
+    from leukoflow.modelcard import key_lines
+
+    lines = {arch: key_lines(data.bundles[arch]) for arch in data.archs if arch in data.bundles}
+    if not lines:
+        return ""
+    header = ["Architecture", *next(iter(lines.values()))]
+    rows = [
+        [html.escape(arch), *(html.escape(text) for text in values.values())]
+        for arch, values in lines.items()
+    ]
+    caption = (
+        "Each model bundle (results/models/ARCH) carries a model card, README.md, made from "
+        "its bundle.json alone: intended use (research, not diagnosis), training data, "
+        "preprocessing, training settings, test metrics with subject-bootstrap intervals, "
+        "threshold, calibration, the ONNX model, limitations and versions. Its key lines "
+        "are above; the limitations listed are those of the model itself (every card also "
+        "names the general ones)."
+    )
+    return f'<div class="table-wrap">{_html_table(header, rows)}</div>{_caption(caption)}'
+
+
 @dataclass(frozen=True)
 class Section:
     """One section of the page after the tables.
@@ -284,6 +314,7 @@ SECTIONS = (
     Section("Training", (("training_curves",), ("cv_f1",))),
     Section("Saliency", (("saliency",),), html_saliency_measures),
     Section("Data preparation", (("stain", "augmentation"),), html_spread),
+    Section("Model cards", (), html_model_cards),
 )
 
 

@@ -277,7 +277,8 @@ def metrics_for_dvc(table: pd.DataFrame, data: ReportData) -> dict[str, dict[str
 
     Returns:
         {arch: {metric: value}}: every test metric evaluate computes with a CI, and ΔF1,
-        the threshold and the batch-1 time.
+        the threshold and the batch-1 time; `training`: the last epoch's figures as
+        DVCLive logged them (when its summary was given).
     """
     out = {}
     for row in table.to_dict("records"):
@@ -287,5 +288,7 @@ def metrics_for_dvc(table: pd.DataFrame, data: ReportData) -> dict[str, dict[str
         entry.update(
             delta_f1_pct=row["delta_f1_pct"], threshold=row["threshold"], time_ms=row["time_ms"]
         )
+        if arch in data.live:
+            entry["training"] = data.live[arch]
         out[arch] = entry
     return out

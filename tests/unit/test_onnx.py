@@ -1,0 +1,243 @@
+"""The ONNX copy of a model: every architecture exports and agrees with Keras within 1e-4.
+
+Random weights (`build_model`, no training) at the smallest input each architecture takes;
+the agreement is checked on images other than the ones the export check used. The export
+time does not depend on the input size (the big EfficientNets take most of this module's
+time: about 20-40 s each on 2 cores).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from leukoflow.models.registry import ARCHITECTURES
+from leukoflow.onnx_model import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    TOLERANCE,
+    check_images,
+    export_checked,
+    onnx_inference,
+)
+from leukoflow.predict import choose_engine
+
+pytestmark = pytest.mark.slow
+
+
+def small_size(arch):
+    """The smallest input the architecture takes (at least 32 px)."""
+    return max(32, ARCHITECTURES[arch].min_size)
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_every_architecture_exports_and_agrees_with_keras(arch, tmp_path):
+    import keras
+
+    from leukoflow.inference import compiled_inference
+    from leukoflow.models import build_model
+
+    keras.utils.set_random_seed(0)
+    size = small_size(arch)
+    model = build_model(arch, size, weights="none")
+    model.save(tmp_path / "model.keras")
+    result = export_checked(model, tmp_path / "model.keras", tmp_path / "model.onnx")
+    assert result["file"] == "model.onnx", result["reason"]
+    assert result["reason"] is None and result["max_abs_diff"] <= TOLERANCE
+    assert "tf2onnx" in result["exporter"] and result["opset"] >= 13
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"))
+    assert [i.name for i in session.get_inputs()] == [INPUT_NAME]
+    assert [o.name for o in session.get_outputs()] == [OUTPUT_NAME]
+    assert session.get_inputs()[0].shape[1:] == [size, size, 3]
+    images = check_images(size, n=6, seed=1)  # any batch size, other images than the check's
+    expected = compiled_inference(model)(images)
+    assert np.abs(onnx_inference(tmp_path / "model.onnx")(images) - expected).max() <= TOLERANCE
+
+
+JAX_EXPORT = textwrap.dedent(
+    """
+    import json, sys
+    import keras
+    from leukoflow.models import build_model
+    from leukoflow.onnx_model import export_checked
+    assert keras.backend.backend() == "jax"
+    arch, size, folder = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    keras.utils.set_random_seed(0)
+    model = build_model(arch, size, weights="none")
+    model.save(f"{folder}/model.keras")
+    print(json.dumps(export_checked(model, f"{folder}/model.keras", f"{folder}/model.onnx")))
+    """
+)
+
+
+@pytest.mark.jax
+@pytest.mark.parametrize("arch", ["SimpleNet", "EfficientNetB5"])
+def test_jax_models_export_through_tensorflow_and_agree_with_jax(arch, tmp_path):
+    # the child exports with TensorFlow; the check compares with the model on JAX
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    done = subprocess.run(
+        [sys.executable, "-c", JAX_EXPORT, arch, str(small_size(arch)), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["file"] == "model.onnx", result["reason"]
+    assert result["max_abs_diff"] <= TOLERANCE
+    assert (tmp_path / "model.onnx").is_file()
+
+
+def test_auto_engine_is_onnx_on_a_cpu_when_the_bundle_has_one():
+    with_onnx = {"onnx": {"file": "model.onnx", "reason": None}}
+    without = {"onnx": {"file": None, "reason": "tf2onnx could not convert the model"}}
+    assert choose_engine("auto", with_onnx, gpu=False) == "onnx"
+    assert choose_engine("auto", with_onnx, gpu=True) == "keras"
+    assert choose_engine("auto", without, gpu=False) == "keras"
+    assert choose_engine("auto", {}, gpu=False) == "keras"  # a bundle made before ONNX
+    assert choose_engine("onnx", without, gpu=True) == "onnx"  # asked for: load_bundle says why
+    assert choose_engine("keras", with_onnx, gpu=False) == "keras"
+
+
+SIZE = 32
+CLI = "import sys; from leukoflow.cli import main; sys.exit(main(sys.argv[1:]))"
+NO_TF2ONNX = "import sys; sys.modules['tf2onnx'] = None; " + CLI  # as if it were not installed
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """A saved SimpleNet, evaluate-like metrics, a stain reference, a split table, cells."""
+    import pandas as pd
+    from PIL import Image
+
+    from leukoflow import synth
+    from leukoflow.models import build_model
+    from leukoflow.stain import fit_reference, save_reference
+
+    root = tmp_path_factory.mktemp("onnx_bundle")
+    cells, _, _ = synth.cells(6, 64, seed=0, subjects=2, labels=[1, 1, 1, 0, 0, 0])
+    (root / "cells").mkdir()
+    for i, cell in enumerate(cells):
+        Image.fromarray(cell).save(root / "cells" / f"cell{i}.bmp")
+    save_reference(fit_reference(cells, "macenko"), root / "reference.json")
+    build_model("SimpleNet", SIZE, weights="none").save(root / "model.keras")
+    metrics = {
+        "threshold": 0.5,
+        "threshold_rule": "max_f1",
+        "n_test": 2,
+        "n_val": 2,
+        "n_test_subjects": 1,
+        "bootstrap": {"resamples": 200, "unit": "subject"},
+        "ci": {"f1": [0.5, 0.9]},
+        "test": {"f1": 0.7, "ece": 0.1, "brier": 0.2},
+        "val": {"f1": 0.6},
+    }
+    (root / "metrics.json").write_text(json.dumps(metrics))
+    split = pd.DataFrame(
+        {
+            "path": [f"c{i}.bmp" for i in range(8)],
+            "subject": ["1", "1", "2", "2", "H3", "H3", "4", "4"],
+            "label": ["all", "all", "all", "all", "hem", "hem", "all", "hem"],
+            "subset": ["train", "train", "train", "train", "train", "train", "val", "test"],
+            "cv_fold": [-1] * 8,
+        }
+    )
+    split.to_csv(root / "split.csv", index=False)
+    return root
+
+
+def bundle_argv(sources, out):
+    settings = {"architecture": "SimpleNet", "input_size": SIZE, "epochs": 3, "seed": 0}
+    data = {"dataset": {"source": "synthetic", "synthetic": {"subjects": 4}}, "split": {}}
+    return [
+        "bundle",
+        "--model", str(sources / "model.keras"),
+        "--metrics", str(sources / "metrics.json"),
+        "--reference", str(sources / "reference.json"),
+        "--settings", json.dumps(settings),
+        "--config-hash", "h",
+        "--split", str(sources / "split.csv"),
+        "--data", json.dumps(data),
+        "--out", str(out),
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(sources):
+    from leukoflow.cli import main
+
+    assert main(bundle_argv(sources, sources / "bundle")) == 0
+    return sources / "bundle"
+
+
+def predicted(sources, bundle, engine, tmp_path):
+    import pandas as pd
+
+    from leukoflow.cli import main
+
+    out = tmp_path / f"{engine}.csv"
+    argv = ["predict", "--model", str(bundle), "--out", str(out), "--engine", engine]
+    assert main([*argv, str(sources / "cells")]) == 0
+    return pd.read_csv(out)
+
+
+def test_bundle_holds_the_onnx_model_the_card_and_the_data(bundle_dir):
+    from leukoflow.bundle import read_meta
+    from leukoflow.modelcard import render_card
+
+    meta = read_meta(bundle_dir)
+    assert (bundle_dir / "model.onnx").is_file()
+    assert meta["onnx"]["file"] == "model.onnx" and meta["onnx"]["max_abs_diff"] <= TOLERANCE
+    assert meta["data"]["subsets"]["train"] == {"subjects": 3, "images": 6, "all": 4, "hem": 2}
+    assert meta["evaluation"]["ci"] == {"f1": [0.5, 0.9]}
+    # the card is made from bundle.json alone: nothing in it can drift from the bundle
+    assert (bundle_dir / "README.md").read_text() == render_card(meta)
+
+
+def test_onnx_and_keras_engines_give_the_same_predictions(sources, bundle_dir, tmp_path):
+    keras_rows = predicted(sources, bundle_dir, "keras", tmp_path)
+    onnx_rows = predicted(sources, bundle_dir, "onnx", tmp_path)
+    auto_rows = predicted(sources, bundle_dir, "auto", tmp_path)  # a CPU: ONNX Runtime
+    assert len(keras_rows) == 6 and keras_rows["error"].isna().all()
+    diff = np.abs(onnx_rows["probability_all"] - keras_rows["probability_all"]).max()
+    assert diff <= TOLERANCE
+    assert auto_rows["probability_all"].tolist() == onnx_rows["probability_all"].tolist()
+
+
+def test_a_failed_export_leaves_a_bundle_without_onnx_and_says_why(sources, tmp_path):
+    from leukoflow.bundle import read_meta
+
+    out = tmp_path / "bundle"
+    done = subprocess.run(
+        [sys.executable, "-c", NO_TF2ONNX, *bundle_argv(sources, out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = read_meta(out)
+    assert not (out / "model.onnx").exists() and meta["onnx"]["file"] is None
+    assert "tf2onnx" in meta["onnx"]["reason"]
+    assert f"No `model.onnx`: {meta['onnx']['reason']}" in (out / "README.md").read_text()
+
+    from leukoflow.cli import main
+
+    argv = ["predict", "--model", str(out), "--out", str(tmp_path / "p.csv"), "--engine", "onnx"]
+    done = subprocess.run(
+        [sys.executable, "-c", CLI, *argv, str(sources / "cells")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert f"has no ONNX model: {meta['onnx']['reason']}" in done.stderr
+    assert main(["predict", "--model", str(out), "--out", str(tmp_path / "k.csv"),
+                 str(sources / "cells")]) == 0  # fmt: skip
