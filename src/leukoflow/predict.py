@@ -151,8 +151,10 @@ def make_predict_fn(bundle: Bundle, threads: int | None = None) -> PredictFn:
 
     Args:
         bundle: a bundle from `load_bundle(path, engine)`: without a Keras model, its
-            model.onnx runs in ONNX Runtime with `threads` intra-op threads (None: its
-            default); with one, the compiled inference function evaluate builds.
+            model.onnx runs in ONNX Runtime; with one, the compiled inference function
+            evaluate builds.
+        threads: ONNX Runtime's intra-op threads (None: its default). The Keras engine
+            takes its threads from `configure_model_threads`.
 
     Returns:
         float32 batch (N, size, size, 3) in [0, 255] -> P(all) float32 (N,); XLA as

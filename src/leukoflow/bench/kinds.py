@@ -94,14 +94,21 @@ KINDS = {
         ],
     },
     "predict": {
-        "help": "leukoflow predict from BMP files vs the bare model and a naive loop",
+        "help": "leukoflow predict from BMP files vs the bare model and a naive loop, "
+        "Keras and ONNX Runtime in the same run",
         "options": [
             ("--images", int, 100, "synthetic 450 px cells"),
             ("--threads", int, None, "preparation threads (default: all cores)"),
-            ("--model-threads", int, None, "TensorFlow intra-op threads"),
+            ("--model-threads", int, None, "TensorFlow and ONNX Runtime intra-op threads"),
             ("--repeats", int, 2, "timing rounds (the best is kept)"),
         ],
-        "summary": ["*_predict_images_per_s", "*_predict_vs_bare", "*_predict_vs_naive"],
+        "summary": [
+            "*_predict_images_per_s",
+            "*_predict_vs_bare",
+            "*_predict_vs_naive",
+            "*_onnx_vs_keras_bare",
+            "*_onnx_vs_keras_predict",
+        ],
     },
     "plan": {
         "help": "snakemake -n planning time of config/config.yaml with cross-validation",
