@@ -120,7 +120,7 @@ def test_plots_show_draws_the_live_training_files(pushed):
     assert not shown.get("errors"), shown["errors"]
     assert f"{target}/eval/weighted_f1.tsv" in shown["data"]
     (plot,) = shown["data"][f"{target}/train/loss.tsv"]
-    assert [row["step"] for row in plot["content"]["data"]["values"]] == ["0", "1", "2"]
+    assert [int(row["step"]) for row in plot["content"]["data"]["values"]] == [0, 1, 2]
 
 
 def test_dvc_commit_keeps_snakemake_up_to_date(pushed):
