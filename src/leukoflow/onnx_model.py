@@ -158,6 +158,9 @@ def onnx_inference(path: str | Path, threads: int | None = None) -> PredictFn:
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
+    # idle compute threads sleep instead of spinning: `leukoflow predict` prepares the next
+    # batches in threads of its own, and spinning threads would take their cores
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), options, providers=ort.get_available_providers())
     except Exception as error:  # onnxruntime raises its own exception types
