@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from leukoflow.split import SUBSETS, read_manifest, subset_rows
+from leukoflow.train import REQUIRED_KEYS
 
 CARD_FILE = "README.md"
 CARD_METRICS = (
@@ -33,22 +34,8 @@ CARD_METRICS = (
     ("roc_auc", "ROC-AUC"),
     ("pr_auc", "PR-AUC"),
 )
-TRAINING_KEYS = (
-    "weights",
-    "epochs",
-    "warmup_epochs",
-    "batch_size",
-    "learning_rate",
-    "fine_tune_learning_rate",
-    "weight_decay",
-    "dropout",
-    "patience",
-    "balance",
-    "online_augmentation",
-    "mixed_precision",
-    "jit_compile",
-    "seed",
-)
+# the training settings the card lists: those training needs, the input size shown apart
+TRAINING_KEYS = tuple(key for key in REQUIRED_KEYS if key != "input_size")
 FEW_TEST_SUBJECTS = 10
 FEW_EPOCHS = 20
 
