@@ -69,3 +69,23 @@ class TrainingLive:
     def end(self) -> None:
         """Write the summary a last time and close the logger."""
         self._live.end()
+
+
+def comparable_summary(summary: Mapping) -> dict:
+    """DVCLive's summary without the epoch's wall-clock time, which differs between two
+    identical runs (what `dvc metrics diff` should compare).
+
+    Args:
+        summary: the summary DVCLive wrote (metrics.json: {"train": {...}, "eval": {...},
+            "step": ...}).
+
+    Returns:
+        A copy without `LIVE_METRICS["seconds"]`.
+    """
+    group, name = LIVE_METRICS["seconds"].split("/")
+    out = {
+        key: dict(value) if isinstance(value, Mapping) else value for key, value in summary.items()
+    }
+    if isinstance(out.get(group), dict):
+        out[group].pop(name, None)
+    return out

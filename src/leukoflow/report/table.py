@@ -10,6 +10,7 @@ import pandas as pd
 
 from leukoflow.errors import LeukoflowError
 from leukoflow.evaluate import CI_METRICS, paired_bootstrap
+from leukoflow.livelog import comparable_summary
 from leukoflow.report.collect import ReportData
 
 # Table I of the paper: inference time (ms), precision, recall, F1, ΔF1 (%).
@@ -278,7 +279,7 @@ def metrics_for_dvc(table: pd.DataFrame, data: ReportData) -> dict[str, dict[str
     Returns:
         {arch: {metric: value}}: every test metric evaluate computes with a CI, and ΔF1,
         the threshold and the batch-1 time; `training`: the last epoch's figures as
-        DVCLive logged them (when its summary was given).
+        DVCLive logged them, but its wall-clock time (when its summary was given).
     """
     out = {}
     for row in table.to_dict("records"):
@@ -289,6 +290,6 @@ def metrics_for_dvc(table: pd.DataFrame, data: ReportData) -> dict[str, dict[str
             delta_f1_pct=row["delta_f1_pct"], threshold=row["threshold"], time_ms=row["time_ms"]
         )
         if arch in data.live:
-            entry["training"] = data.live[arch]
+            entry["training"] = comparable_summary(data.live[arch])
         out[arch] = entry
     return out
