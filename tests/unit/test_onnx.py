@@ -2,10 +2,10 @@
 
 Random weights (`build_model`, no training) at the smallest input each architecture takes;
 the agreement is checked on images other than the ones the export check used. The export
-time hardly depends on the input size: the deep networks take most of this module's time
-(with the 2 cores 4x oversubscribed: EfficientNetV2M 150 s, ResNet152V2, Xception and
-EfficientNetB5 about 70 s each). On JAX the export is the same TensorFlow one, so SimpleNet
-stands for all (EfficientNetB5 passes too, in 260 s).
+time hardly depends on the input size: the deep networks take most of this module's 200 s
+on 2 quiet cores (EfficientNetV2M 62 s, ResNet152V2 44 s, EfficientNetB5 40 s, Xception
+17 s). On JAX the export is the same TensorFlow one, so SimpleNet stands for all
+(EfficientNetB5 passes too, in 260 s on a busy machine).
 """
 
 import json
