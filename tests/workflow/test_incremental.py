@@ -1,7 +1,6 @@
-"""A finished tiny run: rerun only what a change touches, and one GPU job at a time.
+"""A finished tiny run (the session's shared `finished`): rerun only what a change touches.
 
-One real run of the tiny config (SimpleNet and VGG16, a few dozen synthetic images, one
-epoch); then dry runs after each kind of change, asserting the exact set of planned jobs.
+Dry runs after each kind of change, asserting the exact set of planned jobs.
 """
 
 import os
@@ -13,34 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from wf import tiny_workflow
 
 import leukoflow
 from leukoflow.cli import main
-from leukoflow.workflow_runs import job_intervals, planned_jobs, run_snakemake
+from leukoflow.workflow_runs import planned_jobs, run_snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
-GPU_RULES = {"train", "evaluate", "timing", "saliency"}
 ONE_ARCH = {"train": 1, "evaluate": 1, "timing": 1, "saliency": 1, "bundle": 1, "report": 1}
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """The tiny workflow run to the end with 4 cores, one-thread GPU jobs and gpu=1."""
-    workdir = tiny_workflow(tmp_path_factory.mktemp("incremental") / "wf")
-    run_snakemake(
-        workdir,
-        "--cores",
-        "4",
-        "--resources",
-        "gpu=1",
-        "--configfile",
-        "config/tiny.yaml",
-        "--set-threads",
-        *(f"{rule}=1" for rule in sorted(GPU_RULES)),
-    )
-    return workdir
 
 
 def dry_run(workdir, config="config/tiny.yaml"):
@@ -106,15 +85,6 @@ def test_changing_the_report_code_reruns_only_the_report(finished):
     finally:
         code.write_text(text)
         os.utime(code, ns=(before.st_atime_ns, before.st_mtime_ns))
-
-
-def test_gpu_jobs_never_overlap(finished):
-    logs = sorted((finished / ".snakemake" / "log").glob("*.snakemake.log"))
-    intervals = [i for i in job_intervals(logs[0].read_text()) if i[0] in GPU_RULES]
-    assert len(intervals) == len(GPU_RULES) * 2  # each GPU rule for both architectures
-    intervals.sort(key=lambda i: i[1])
-    for (_, _, end), (_, start, _) in zip(intervals, intervals[1:]):
-        assert start >= end
 
 
 def test_predict_with_a_bundle_reproduces_the_evaluation(finished):
