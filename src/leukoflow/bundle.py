@@ -9,8 +9,8 @@ A bundle is a folder with two files:
   reference fitted on the training subjects, embedded), `threshold` (the decision threshold
   chosen on validation: `all` when probability >= threshold), `test_metrics`, `config_hash`,
   `dtype_policy` (the precision the model was trained in and runs in: float32,
-  mixed_bfloat16 or mixed_float16), `settings`, `versions` (leukoflow, keras, numpy, the backend's name and its package's
-  version) and `created` (UTC, ISO 8601).
+  mixed_bfloat16 or mixed_float16), `settings`, `versions` (leukoflow, keras, numpy, the
+  backend's name and its package's version) and `created` (UTC, ISO 8601).
 
 Bundles are self-contained: copying the folder is enough to use the model elsewhere.
 """
