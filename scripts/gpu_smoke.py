@@ -8,8 +8,8 @@ Two steps, one per machine:
    for CPython 3.12 on manylinux x86-64 (`connection_pool` and `appdirs` exist only as
    source distributions: built here with `pip wheel`, pure Python).
 2. There (the repository copied with `.whl/smoke/`): `python3 scripts/gpu_smoke.py run`
-   installs the wheels into a folder on PYTHONPATH (`--no-deps`, nothing of the machine's
-   is replaced), writes a `leukoflow` launcher (it calls `main()` under
+   installs the wheels into a folder put first on PYTHONPATH (`--no-deps`; the machine's
+   own packages stay as they are), writes a `leukoflow` launcher (it calls `main()` under
    `if __name__ == "__main__":`, since the store builder's spawned worker processes import
    it again), writes `config/gpu-smoke-run.yaml` (gpu-smoke.yaml with the `--archs` asked
    for), samples `nvidia-smi` every second, runs the workflow with
@@ -122,7 +122,8 @@ def summarise(out, seconds, returncode):
     """summary.json: per-rule seconds, each GPU job's GPU and compile seconds, utilisation."""
     rules = {}
     for tsv in sorted((REPO / "benchmarks").rglob("*.tsv")):
-        rule, name = tsv.relative_to(REPO / "benchmarks").parts[0], tsv.stem
+        parts = tsv.relative_to(REPO / "benchmarks").parts
+        rule, name = (parts[0] if len(parts) > 1 else tsv.stem), tsv.stem
         lines = tsv.read_text().splitlines()
         rules.setdefault(rule, {})[name] = float(lines[1].split("\t")[0])
     jobs = []

@@ -50,27 +50,18 @@ def gpu_job_options(
         parser: the subcommand's parser.
         devices: how many GPUs the job computes on, from its arguments (default: 1).
     """
-    parser.add_argument(
-        "--gpus",
-        default=os.environ.get(gpus.GPUS_ENV),
-        metavar="IDS",
-        help="GPUs to lease from, comma-separated (default: $LEUKOFLOW_GPUS, else every GPU "
-        "nvidia-smi lists; an inherited CUDA_VISIBLE_DEVICES is used as is)",
-    )
-    parser.add_argument(
-        "--gpu-lock-dir",
-        default=os.environ.get(gpus.LOCK_DIR_ENV),
-        metavar="DIR",
-        help="lock directory shared by every job that leases these GPUs "
-        f"(default: $LEUKOFLOW_GPU_LOCK_DIR, else {gpus.default_lock_dir()})",
-    )
-    parser.add_argument(
-        "--compile-cache",
-        default=os.environ.get(runtime.COMPILE_CACHE_ENV),
-        metavar="DIR",
-        help="folder of the persistent compilation cache shared by every job "
-        "(default: $LEUKOFLOW_COMPILE_CACHE; none: no cache)",
-    )
+    options = (
+        ("--gpus", gpus.GPUS_ENV, "IDS", "GPUs to lease from, comma-separated (default: "
+         "$LEUKOFLOW_GPUS, else every GPU nvidia-smi lists; an inherited "
+         "CUDA_VISIBLE_DEVICES is used as is)"),
+        ("--gpu-lock-dir", gpus.LOCK_DIR_ENV, "DIR", "lock directory shared by every job that "
+         f"leases these GPUs (default: $LEUKOFLOW_GPU_LOCK_DIR, else {gpus.default_lock_dir()})"),
+        ("--compile-cache", runtime.COMPILE_CACHE_ENV, "DIR", "folder of the persistent "
+         "compilation cache shared by every job (default: $LEUKOFLOW_COMPILE_CACHE; none: no "
+         "cache)"),
+    )  # fmt: skip
+    for option, variable, metavar, text in options:
+        parser.add_argument(option, default=os.environ.get(variable), metavar=metavar, help=text)
     parser.set_defaults(gpu_devices=devices or (lambda args: 1))
 
 
