@@ -1,5 +1,7 @@
 """Workflow-level fixtures, and the one finished tiny run the session's tests share."""
 
+import os
+
 import pytest
 from wf import tiny_workflow
 
@@ -26,5 +28,7 @@ def finished(tmp_path_factory):
     """The tiny workflow (SimpleNet and VGG16, a few dozen synthetic images, one epoch) run
     to the end once per session with `SHARED_RUN`."""
     workdir = tiny_workflow(tmp_path_factory.mktemp("finished") / "wf")
-    run_snakemake(workdir, *SHARED_RUN)
+    # GPUs and leases come from SHARED_RUN alone, not from the calling shell
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CUDA_", "LEUKOFLOW_"))}
+    run_snakemake(workdir, *SHARED_RUN, env=env)
     return workdir
