@@ -8,8 +8,9 @@ A bundle is a folder with two files:
   (`["hem", "all"]`, index = label), `positive_class` (`"all"`), `stain_reference` (the
   reference fitted on the training subjects, embedded), `threshold` (the decision threshold
   chosen on validation: `all` when probability >= threshold), `test_metrics`, `config_hash`,
-  `settings`, `versions` (leukoflow, keras, numpy, the backend's name and its package's
-  version) and `created` (UTC, ISO 8601).
+  `dtype_policy` (the precision the model was trained in and runs in: float32,
+  mixed_bfloat16 or mixed_float16), `settings`, `versions` (leukoflow, keras, numpy, the
+  backend's name and its package's version) and `created` (UTC, ISO 8601).
 
 Bundles are self-contained: copying the folder is enough to use the model elsewhere.
 """
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING
 from leukoflow import CLASS_NAMES, POSITIVE_CLASS, __version__
 from leukoflow.atomic import atomic_dir
 from leukoflow.errors import LeukoflowError
+from leukoflow.runtime import saved_dtype_policy
 from leukoflow.stain import METHODS, load_reference
 
 if TYPE_CHECKING:
@@ -148,6 +150,7 @@ def write_bundle(
         "test_metrics": metrics["test"],
         "stain_reference": reference,
         "config_hash": config_hash,
+        "dtype_policy": saved_dtype_policy(model_path),
         "settings": settings,
         "versions": _package_versions(),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -65,6 +65,7 @@ def test_bundle_metadata(bundle_dir, sources):
     assert meta["test_metrics"] == {"f1": 0.8, "precision": 0.75}
     assert meta["stain_reference"] == json.loads((sources / "reference.json").read_text())
     assert meta["config_hash"] == "abc123"
+    assert meta["dtype_policy"] == "float32"
     assert set(meta["versions"]) >= {"leukoflow", "keras", "backend", "numpy"}
     assert meta["created"].endswith("+00:00")
     model = bundle_dir / "model.keras"

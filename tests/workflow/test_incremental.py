@@ -1,4 +1,4 @@
-"""A finished tiny run: rerun only what a change touches, and one GPU job at a time.
+"""A finished tiny run (the session's shared `finished`): rerun only what a change touches.
 
 The session's real run of the tiny config (`wf.finished_run`: SimpleNet and VGG16, a few
 dozen synthetic images, a few epochs, from folders whose names hold a space, an apostrophe
@@ -15,11 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from wf import GPU_RULES
 
 import leukoflow
 from leukoflow.cli import main
-from leukoflow.workflow_runs import job_intervals, planned_jobs, run_snakemake
+from leukoflow.workflow_runs import planned_jobs, run_snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -89,15 +88,6 @@ def test_changing_the_report_code_reruns_only_the_report(finished):
     finally:
         code.write_text(text)
         os.utime(code, ns=(before.st_atime_ns, before.st_mtime_ns))
-
-
-def test_gpu_jobs_never_overlap(finished):
-    logs = sorted((finished / ".snakemake" / "log").glob("*.snakemake.log"))
-    intervals = [i for i in job_intervals(logs[0].read_text()) if i[0] in GPU_RULES]
-    assert len(intervals) == len(GPU_RULES) * 2  # each GPU rule for both architectures
-    intervals.sort(key=lambda i: i[1])
-    for (_, _, end), (_, start, _) in zip(intervals, intervals[1:]):
-        assert start >= end
 
 
 def test_predict_with_a_bundle_reproduces_the_evaluation(finished):

@@ -18,9 +18,9 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from wf import AWKWARD, run_arguments, tiny_workflow
+from wf import AWKWARD, run_arguments, run_environment, tiny_workflow
 
-from leukoflow.workflow_runs import run_snakemake, snakemake_command, snakemake_env
+from leukoflow.workflow_runs import run_snakemake, snakemake_command
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -46,7 +46,7 @@ def interrupted(workdir, sig, log):
         process = subprocess.Popen(
             snakemake_command(*run_arguments()),
             cwd=workdir,
-            env=snakemake_env(activate=False),
+            env=run_environment(),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, as a shell job has
@@ -93,7 +93,7 @@ def test_killed_then_interrupted_run_ends_as_an_uninterrupted_one(finished, tmp_
     interrupted(workdir, signal.SIGINT, tmp_path / "ctrl-c.log")
     assert "Terminating processes on user request" in (tmp_path / "ctrl-c.log").read_text()
 
-    run_snakemake(workdir, *run_arguments(), activate=False)
+    run_snakemake(workdir, *run_arguments(), env=run_environment(), activate=False)
     logs = "".join(p.read_text() for p in (workdir / "logs/train/main").glob("*.log"))
     assert f"resuming {killed} after epoch" in logs
 

@@ -18,7 +18,9 @@ check_config(config)
 # removes them when no other run of this workflow is alive here (leukoflow.runlock).
 if workflow.is_main_process:
     for stale in release_stale_locks():
-        logger.warning(f"removed the stale Snakemake lock {stale} of a run that was killed")
+        logger.warning(
+            f"removed the stale Snakemake lock {stale} of a run that was killed"
+        )
 
 ARCHS = list(config["architectures"])
 CV_FOLDS = config["cv"]["folds"]
@@ -39,7 +41,21 @@ _BIN = (
 )
 
 
-shell.prefix(f'set -euo pipefail; export PATH="$PATH":{_BIN}; ')
+# The GPU jobs' shared places, from the config (see leukoflow.gpus and leukoflow.runtime):
+# the GPUs to lease and their lock directory, and the compile cache. Exported by the prefix,
+# not written into the rules' commands, so changing them reruns nothing.
+_GPU_ENV = {
+    "LEUKOFLOW_GPUS": ",".join(map(str, config["gpus"] or [])),
+    "LEUKOFLOW_GPU_LOCK_DIR": config["gpu_lock_dir"] or "",
+    "LEUKOFLOW_COMPILE_CACHE": config["compile_cache"] or "",
+}
+_EXPORTS = "".join(f"export {k}={shlex.quote(v)}; " for k, v in _GPU_ENV.items() if v)
+
+
+shell.prefix(
+    f'set -euo pipefail; export PATH="$PATH":{_BIN}; '
+    + _EXPORTS.replace("{", "{{").replace("}", "}}")
+)
 
 
 # The Keras backend of the jobs that run a model (each has `params.backend`).
@@ -47,6 +63,12 @@ BACKEND = config["backend"]
 KERAS = "KERAS_BACKEND={params.backend:q} "
 # Threads of a job that may use every core (`--set-threads` and `max-threads` cap it).
 ALL_CORES = max(1, workflow.cores)
+# GPUs the run uses at once (`--resources gpu=N`; 1 when not given) and the threads of a
+# job per GPU it computes on: the cores divided among the GPUs (`gpu_job_threads` sets
+# it), so N GPU jobs run side by side while CPU steps keep the rest.
+_GPU_RESOURCE = workflow.global_resources.get("gpu")
+GPU_SLOTS = max(1, int(getattr(_GPU_RESOURCE, "value", _GPU_RESOURCE) or 1))
+GPU_THREADS = config["gpu_job_threads"] or max(1, ALL_CORES // GPU_SLOTS)
 
 
 wildcard_constraints:
@@ -122,10 +144,21 @@ def final_outputs():
     return outs
 
 
-def gpu_resources():
-    """One GPU (slurm: --gpus=1), of the configured model when gpu_model is set."""
+def get_devices(wildcards):
+    """The GPUs one architecture trains on (`training.devices`, data-parallel)."""
+    return merged_settings(config, wildcards.arch)["devices"]
+
+
+def get_train_threads(wildcards):
+    """A training job's threads: GPU_THREADS per GPU it trains on."""
+    return GPU_THREADS * get_devices(wildcards)
+
+
+def gpu_resources(devices=1):
+    """`devices` GPUs (an int or a function of the wildcards; slurm: --gpus=N), of the
+    configured model when gpu_model is set."""
     model = config["gpu_model"]
-    return {"gpu": 1, "gpu_model": model} if model else {"gpu": 1}
+    return {"gpu": devices, "gpu_model": model} if model else {"gpu": devices}
 
 
 def attempt_scaled(base):

@@ -2,7 +2,7 @@
 
 import argparse
 
-from leukoflow.cli import json_object
+from leukoflow.cli import gpu_job_options, json_object
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
@@ -64,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", required=True, help="metrics JSON to write")
     p.add_argument("--val-predictions", required=True, help="validation predictions CSV")
     p.add_argument("--test-predictions", required=True, help="test predictions CSV")
+    gpu_job_options(p)
     p.set_defaults(func=run_evaluate)
 
     p = subparsers.add_parser("timing", help="inference latency (batch 1) and throughput")
@@ -73,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calls", type=int, default=100, help="timed batch-1 calls (at least 50)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size of the throughput")
     p.add_argument("--out", required=True, help="JSON file to write")
+    gpu_job_options(p)
     p.set_defaults(func=run_timing)
 
     p = subparsers.add_parser("saliency", help="saliency maps, their measures and figure")
@@ -88,4 +90,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--measures", required=True, help="saliency measures JSON to write")
     p.add_argument("--figure", required=True, help="saliency figure PNG to write")
+    gpu_job_options(p)
     p.set_defaults(func=run_saliency)

@@ -3,7 +3,7 @@
 import argparse
 import logging
 
-from leukoflow.cli import json_object
+from leukoflow.cli import gpu_job_options, json_object
 
 log = logging.getLogger(__name__)
 
@@ -99,4 +99,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="M",
         help="threads of the model's compute (default: the usable cores)",
     )
+    gpu_job_options(p)
     p.set_defaults(func=run_predict)

@@ -2,7 +2,7 @@
 
 import argparse
 
-from leukoflow.cli import json_object
+from leukoflow.cli import gpu_job_options, json_object
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--checkpoint", required=True, help="checkpoint folder (kept while training, resumed)"
     )
+    gpu_job_options(train, devices=lambda args: args.settings.get("devices", 1))
     train.set_defaults(func=run_train)
 
     fetch = subparsers.add_parser(

@@ -181,14 +181,17 @@ def devices_line(data: ReportData) -> str:
 
     Returns:
         'device (backend, precision, batch 1, median of N calls)' for each distinct
-        measurement, joined by '; ', or 'no timing measured'.
+        measurement, joined by '; ', or 'no timing measured'. The precision is the model's
+        dtype policy, the one it was trained and is deployed in (its compute dtypes for
+        records without one).
     """
     parts = []
     for arch in data.archs:
         timing = data.timing.get(arch)
         if timing:
+            precision = timing.get("dtype_policy", timing["precision"])
             parts.append(
-                f"{timing['device']} ({timing['backend']}, {timing['precision']}, batch 1, "
+                f"{timing['device']} ({timing['backend']}, {precision}, batch 1, "
                 f"median of {timing['calls']} calls)"
             )
     if not parts:
