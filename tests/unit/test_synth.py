@@ -156,16 +156,20 @@ def test_stain_varies_more_between_than_within_subjects(dataset):
 
 
 def test_three_absorbers_in_romanowsky_colours():
-    """Nuclei blue-purple, cytoplasm pale blue with a faint pink; no plane holds the ODs."""
+    """Nuclei blue-purple, cytoplasm pale blue with a faint pink; no plane holds the ODs.
+
+    Colours are of the light the stain lets through (0-255 of the subject's illumination,
+    whose per-subject colour cast is the camera's, not the stain's).
+    """
     nuclei, cytoplasm, residuals = [], [], []
     for s in range(6):
         style = synth.subject_style(np.random.default_rng([5, s]))
         image = synth.render_cell(np.random.default_rng([5, s, 0]), "all", style, 96)
-        pixels = image[image.sum(-1) > 0].astype(float)
+        pixels = image[image.sum(-1) > 0] * (255.0 / style["illumination"])
         brightness = pixels.sum(-1)
         nuclei.append(pixels[brightness <= np.percentile(brightness, 20)].mean(0))
         cytoplasm.append(pixels[brightness >= np.percentile(brightness, 95)].mean(0))
-        od = -np.log((pixels + 1) / 240.0)
+        od = -np.log((pixels + 1) / 256.0)
         singular = np.linalg.svd(od, compute_uv=False)
         residuals.append(singular[2] / singular[0])
     for red, green, blue in nuclei:  # blue-purple: blue strongest, green weakest

@@ -79,7 +79,7 @@ def subject_style(rng: np.random.Generator) -> dict:
     style = {
         "absorbers": np.stack([_perturb_vector(rng, v, 0.05) for v in ABSORBERS.values()], 1),
         "amounts": intensity * np.exp(rng.normal(0.0, 0.2, len(ABSORBERS))),
-        "illumination": np.clip(245.0 + rng.normal(0.0, 3.0, 3), 235.0, 255.0),
+        "illumination": np.clip(242.0 + rng.normal(0.0, 6.0, 3), 225.0, 255.0),
         "aspect": float(rng.uniform(0.80, 0.97)),
     }
     for key, (_, _, _, subject_sd) in MORPHOLOGY.items():
