@@ -15,7 +15,8 @@ Romanowsky-stained cells (three absorbers, no background to read the light from)
   moment of the optical densities (Macenko et al. 2009 take the SVD of the OD tuples), not
   of their centred covariance: once the background is left out, the centred covariance's
   plane need not contain the mean OD direction, and projecting onto it lost the cell's
-  average colour (a real Wright-stained cell moved 10-40 grey levels on a round trip);
+  average colour (real Wright-stained white cells moved 9-13 grey levels on a round trip,
+  one 40);
 - the light level `io` follows each image's exposure: `io` times the image's brightness
   over the reference's, the brightness being the `io_percentile` of the brightest channel
   over the counted pixels (+ 1; the reference's is the median over its images). A
@@ -28,8 +29,9 @@ Romanowsky-stained cells (three absorbers, no background to read the light from)
   to a reference fitted on itself comes back unchanged. The output is rounded, not
   truncated.
 
-This module is the algorithm only; `leukoflow.stain_reference` is the workflow step that
-fits the reference on the training subjects and measures what it does.
+This module is the algorithm only (Macenko's mathematics in `leukoflow.macenko`);
+`leukoflow.stain_reference` is the workflow step that fits the reference on the training
+subjects and measures what it does.
 
 A reference is a small JSON-able dict: `method`, `version`, the method's parameters and its
 target (Macenko: stain matrix (3, 2), 99th-percentile concentrations (2,) and, mask-aware,
