@@ -42,9 +42,15 @@ CAPTIONS = {
     "row). Vanilla gradient, SmoothGrad, Integrated Gradients (black baseline) and Grad-CAM on "
     "the last feature map.",
     "augmentation": "Offline augmentation of the training store: one source cell and eight "
-    "augmented copies (rotation through any angle, flips, small noise, brightness and contrast).",
-    "stain": "Stain normalisation: cells before and after normalisation to the reference fitted "
-    "on the training subjects.",
+    "augmented copies (rotation through any angle, flips, small noise, brightness and contrast; "
+    "with augment.stain_jitter, HED stain jitter, its haematoxylin, eosin and DAB factors in "
+    "each title).",
+    "stain": "Stain normalisation: training cells of up to four subjects as stored (top row) and "
+    "normalised to the reference fitted on the training subjects (bottom row, the method in the "
+    "title). Normalisation should bring the subjects' hue and intensity closer together while "
+    "each cell keeps its own structure: the darker, blue-purple nucleus and the paler cytoplasm "
+    "(the synthetic cells are drawn in Romanowsky colours from three absorbers, which a "
+    "two-stain method cannot fit exactly).",
 }
 
 
