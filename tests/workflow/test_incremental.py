@@ -1,7 +1,8 @@
 """A finished tiny run: rerun only what a change touches, and one GPU job at a time.
 
-One real run of the tiny config (SimpleNet and VGG16, a few dozen synthetic images, one
-epoch); then dry runs after each kind of change, asserting the exact set of planned jobs.
+One real run of the tiny config (SimpleNet and VGG16, two ensembles of both, an ablation of
+SimpleNet over the split; a few dozen synthetic images, one epoch: the session's `finished`
+fixture); then dry runs after each kind of change, asserting the exact set of planned jobs.
 """
 
 import os
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from wf import tiny_workflow
+from wf import GPU_RULES
 
 import leukoflow
 from leukoflow.cli import main
@@ -21,26 +22,17 @@ from leukoflow.workflow_runs import job_intervals, planned_jobs, run_snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
-GPU_RULES = {"train", "evaluate", "timing", "saliency"}
-ONE_ARCH = {"train": 1, "evaluate": 1, "timing": 1, "saliency": 1, "bundle": 1, "report": 1}
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """The tiny workflow run to the end with 4 cores, one-thread GPU jobs and gpu=1."""
-    workdir = tiny_workflow(tmp_path_factory.mktemp("incremental") / "wf")
-    run_snakemake(
-        workdir,
-        "--cores",
-        "4",
-        "--resources",
-        "gpu=1",
-        "--configfile",
-        "config/tiny.yaml",
-        "--set-threads",
-        *(f"{rule}=1" for rule in sorted(GPU_RULES)),
-    )
-    return workdir
+# one architecture's jobs, and the two ensembles (both hold every architecture) with theirs
+ONE_ARCH = {
+    "train": 1,
+    "evaluate": 1,
+    "timing": 1,
+    "saliency": 1,
+    "bundle": 1,
+    "ensemble": 2,
+    "bundle_ensemble": 2,
+    "report": 1,
+}
 
 
 def dry_run(workdir, config="config/tiny.yaml"):
@@ -62,7 +54,9 @@ def test_a_finished_run_plans_nothing(finished):
         assert (finished / "results" / name).stat().st_size > 0
 
 
-def test_changing_one_architecture_reruns_only_its_jobs(finished):
+def test_changing_one_member_reruns_it_and_its_ensembles_only(finished):
+    """VGG16 changes: its jobs and the ensembles holding it; not SimpleNet, not the ablation
+    (of SimpleNet only)."""
     config = changed_config(
         finished, lambda c: c["architectures"]["VGG16"].update({"learning_rate": 3.0e-4})
     )
@@ -82,15 +76,18 @@ def test_changing_the_stain_method_reruns_stain_and_downstream_only(finished):
     config = changed_config(finished, lambda c: c["stain"].update({"method": "reinhard"}))
     jobs = planned_jobs(run_snakemake(finished, "-n", "--configfile", config))
     assert not {"synth", "ingest", "split"} & set(jobs)
-    assert jobs == {
-        "stain_reference": 1,
-        "stores": 3,
-        "augment": 1,
-        "train": 2,
-        "evaluate": 2,
+    assert jobs == {  # the main run's data and the ablation's random-split data
+        "stain_reference": 2,
+        "stores": 6,
+        "augment": 2,
+        "train": 3,
+        "evaluate": 3,
         "timing": 2,
         "saliency": 2,
         "bundle": 2,
+        "ensemble": 2,
+        "ablation": 1,
+        "bundle_ensemble": 2,
         "report": 1,
     }
 
@@ -111,7 +108,8 @@ def test_changing_the_report_code_reruns_only_the_report(finished):
 def test_gpu_jobs_never_overlap(finished):
     logs = sorted((finished / ".snakemake" / "log").glob("*.snakemake.log"))
     intervals = [i for i in job_intervals(logs[0].read_text()) if i[0] in GPU_RULES]
-    assert len(intervals) == len(GPU_RULES) * 2  # each GPU rule for both architectures
+    # each GPU rule for both architectures, and SimpleNet's ablation train and evaluate
+    assert len(intervals) == len(GPU_RULES) * 2 + 2
     intervals.sort(key=lambda i: i[1])
     for (_, _, end), (_, start, _) in zip(intervals, intervals[1:]):
         assert start >= end
@@ -137,5 +135,6 @@ def test_predict_with_a_bundle_reproduces_the_evaluation(finished):
     assert list(predicted["path"]) == [str(dataset / path) for path in evaluated["path"]]
     assert predicted["error"].isna().all()
     np.testing.assert_allclose(
-        predicted["probability_all"], evaluated["probability_all"], atol=1e-5
+        predicted["calibrated_probability_all"], evaluated["calibrated_probability_all"], atol=1e-5
     )
+    assert list(predicted["refer"]) == list(evaluated["referred"])

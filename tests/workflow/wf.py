@@ -7,6 +7,7 @@ from cells import write_cell
 from leukoflow.workflow_runs import copy_workflow
 
 REPO = Path(__file__).resolve().parents[2]
+GPU_RULES = {"train", "evaluate", "timing", "saliency"}  # the rules that use the accelerator
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"
 
 

@@ -25,6 +25,7 @@ def run_augment(args: argparse.Namespace) -> None:
         copies_per_image=args.copies_per_image,
         threads=args.threads,
         examples=args.examples,
+        subject_disjoint=args.subject_disjoint,
     )
 
 
@@ -61,4 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--contrast", type=float, default=0.05, help="contrast factor in [1-C, 1+C] on the cell"
     )
     p.add_argument("--threads", type=int, default=1, help="worker processes")
+    p.add_argument(
+        "--subject-disjoint",
+        action=on_off,
+        default=True,
+        help="refuse held-out stores that share a subject with the training store (default); "
+        "--no-subject-disjoint for the ablation's image-level random split",
+    )
     p.set_defaults(func=run_augment)
