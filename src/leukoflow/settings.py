@@ -75,9 +75,10 @@ def arch_config_hash(config: Mapping, arch: str) -> str:
 def ensembles(config: Mapping) -> dict[str, dict]:
     """The ensembles of a run: {name: {"method", "members"}}.
 
-    `ensembles` unset (null) means one mean ensemble, `Ensemble`, of every architecture run
-    when two or more run; `{}` means none; an ensemble without `members` holds every
-    architecture run.
+    `ensembles` unset (null) means one mean ensemble, `Ensemble`, of every architecture run;
+    `{}` means none; an ensemble without `members` holds every architecture run. An
+    ensemble of every architecture is left out when fewer than two run (one listing its
+    members is checked by `check_config` instead).
 
     Args:
         config: the validated workflow configuration.
@@ -88,14 +89,17 @@ def ensembles(config: Mapping) -> dict[str, dict]:
     archs = list(config["architectures"])
     configured = config.get("ensembles")
     if configured is None:
-        return {"Ensemble": {"method": "mean", "members": archs}} if len(archs) >= 2 else {}
-    return {
-        name: {
-            "method": (spec or {}).get("method", "mean"),
-            "members": list((spec or {}).get("members") or archs),
+        configured = {"Ensemble": {"method": "mean"}}
+    out = {}
+    for name, spec in configured.items():
+        spec = spec or {}
+        if not spec.get("members") and len(archs) < 2:
+            continue
+        out[name] = {
+            "method": spec.get("method", "mean"),
+            "members": list(spec.get("members") or archs),
         }
-        for name, spec in configured.items()
-    }
+    return out
 
 
 def ensemble_config_hash(config: Mapping, name: str) -> str:

@@ -128,6 +128,8 @@ def test_default_ensemble_holds_every_architecture():
     assert ensembles({**CONFIG, "ensembles": {}}) == {}
     one = {**CONFIG, "architectures": {"SimpleNet": {}}}
     assert ensembles(one) == {}
+    listed = {**one, "ensembles": {"E": {"method": "stacked"}, "F": {"members": ["SimpleNet"]}}}
+    assert ensembles(listed) == {"F": {"method": "mean", "members": ["SimpleNet"]}}
 
 
 def test_random_split_keeps_subset_sizes_and_spreads_subjects():

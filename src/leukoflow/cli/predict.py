@@ -75,20 +75,21 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bundle_options(parser, settings_help):
+    """Add the options `bundle` and `bundle-ensemble` share: settings, the stain reference,
+    the config hash and the bundle folder."""
+    parser.add_argument("--settings", required=True, type=json_object, help=settings_help)
+    parser.add_argument("--reference", required=True, help="stain reference JSON used in training")
+    parser.add_argument("--config-hash", required=True, help="hash of the configuration")
+    parser.add_argument("--out", required=True, help="bundle folder to write (replaced as a whole)")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `bundle` and `predict`."""
     p = subparsers.add_parser("bundle", help="package a trained model for `leukoflow predict`")
     p.add_argument("--model", required=True, help="trained model.keras")
     p.add_argument("--metrics", required=True, help="evaluate's metrics.json (threshold, test)")
-    p.add_argument("--reference", required=True, help="stain reference JSON used in training")
-    p.add_argument(
-        "--settings",
-        required=True,
-        type=json_object,
-        help="the architecture's merged settings (JSON)",
-    )
-    p.add_argument("--config-hash", required=True, help="hash of the config the model came from")
-    p.add_argument("--out", required=True, help="bundle folder to write (replaced as a whole)")
+    _bundle_options(p, "the architecture's merged settings (JSON)")
     p.set_defaults(func=run_bundle)
 
     p = subparsers.add_parser(
@@ -97,16 +98,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True, help="the ensemble's name")
     p.add_argument("--members", nargs="+", required=True, help="member architectures, in order")
     p.add_argument("--models", nargs="+", required=True, help="each member's model.keras")
-    p.add_argument(
-        "--settings",
-        required=True,
-        type=json_object,
-        help="{member: its merged settings} (JSON)",
-    )
     p.add_argument("--metrics", required=True, help="the ensemble job's metrics.json")
-    p.add_argument("--reference", required=True, help="stain reference JSON used in training")
-    p.add_argument("--config-hash", required=True, help="hash of the ensemble's configuration")
-    p.add_argument("--out", required=True, help="bundle folder to write (replaced as a whole)")
+    _bundle_options(p, "{member: its merged settings} (JSON)")
     p.set_defaults(func=run_bundle_ensemble)
 
     p = subparsers.add_parser(
