@@ -1,5 +1,6 @@
 # Config, paths and input functions; no logic beyond naming files and parameters.
 # Functions Snakemake calls with wildcards are named get_*.
+import functools
 import json
 import shlex
 import sys
@@ -81,9 +82,16 @@ def store_path(split, size, name):
     return f"results/{split}/stores/{size}px/{name}.npy"
 
 
+@functools.lru_cache(maxsize=None)
+def _run_settings(run, arch):
+    """leukoflow.ablation.run_settings, once per (run, architecture): planning calls it for
+    every input of every job. The dict is shared: read it, never change it."""
+    return ablation.run_settings(config, run, arch)
+
+
 def run_settings(wildcards):
     """The settings of an architecture in a run (the bundle's run is main)."""
-    return ablation.run_settings(config, wildcards.get("split", "main"), wildcards.arch)
+    return _run_settings(wildcards.get("split", "main"), wildcards.arch)
 
 
 def get_settings(wildcards):
