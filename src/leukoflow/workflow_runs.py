@@ -65,11 +65,14 @@ def snakemake_command(*args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "snakemake"), *map(str, args)]
 
 
-def snakemake_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """`env` (default: os.environ) with this Python's scripts first on PATH, so the rules'
-    `leukoflow` commands are this installation's."""
+def snakemake_env(env: Mapping[str, str] | None = None, activate: bool = True) -> dict[str, str]:
+    """`env` (default: os.environ) with this Python's scripts first on PATH, as in an activated
+    environment, so the rules' `leukoflow` commands are this installation's; with `activate`
+    False, that folder is taken off PATH instead (`.venv/bin/snakemake` run as it is)."""
     env = dict(os.environ if env is None else env)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    scripts = str(Path(sys.executable).parent)
+    others = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != scripts]
+    env["PATH"] = os.pathsep.join([scripts, *others] if activate else others)
     return env
 
 
@@ -80,6 +83,7 @@ def run_snakemake(
     check: bool = True,
     timeout: float | None = 1200,
     merge_output: bool = False,
+    activate: bool = True,
 ) -> subprocess.CompletedProcess:
     """Run this Python's snakemake with `args` in `workdir`.
 
@@ -91,6 +95,7 @@ def run_snakemake(
         check: raise when snakemake fails.
         timeout: seconds before the run is killed (None: no limit).
         merge_output: capture stderr into stdout (one stream, in order) instead of apart.
+        activate: run as from an activated environment (see `snakemake_env`).
 
     Returns:
         The CompletedProcess, with its output as text.
@@ -103,7 +108,7 @@ def run_snakemake(
     result = subprocess.run(
         snakemake_command(*args),
         cwd=workdir,
-        env=snakemake_env(env),
+        env=snakemake_env(env, activate),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
         text=True,

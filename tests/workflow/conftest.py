@@ -1,10 +1,7 @@
-"""Workflow-level fixtures: a fresh copy of the workflow, and one finished tiny run that
-every test reading a finished run shares."""
+"""Workflow-level fixtures."""
 
 import pytest
-from wf import GPU_RULES, tiny_workflow
-
-from leukoflow.workflow_runs import run_snakemake
+from wf import finished_run, tiny_workflow
 
 
 @pytest.fixture
@@ -15,17 +12,5 @@ def workdir(tmp_path):
 
 @pytest.fixture(scope="session")
 def finished(tmp_path_factory):
-    """The tiny workflow run to the end with 4 cores, one-thread GPU jobs and gpu=1."""
-    workdir = tiny_workflow(tmp_path_factory.mktemp("finished") / "wf")
-    run_snakemake(
-        workdir,
-        "--cores",
-        "4",
-        "--resources",
-        "gpu=1",
-        "--configfile",
-        "config/tiny.yaml",
-        "--set-threads",
-        *(f"{rule}=1" for rule in sorted(GPU_RULES)),
-    )
-    return workdir
+    """The tiny workflow run to the end once for the session (`wf.finished_run`)."""
+    return finished_run(tmp_path_factory.mktemp("finished"))

@@ -3,12 +3,14 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from sklearn import metrics as skm
+from wf import AWKWARD
 
 from leukoflow.cli import main
 from leukoflow.workflow_runs import planned_jobs, run_snakemake
@@ -38,7 +40,7 @@ def test_an_ensemble_bundle_predicts_what_the_ensemble_evaluated(finished, ensem
         "SimpleNet.keras",
         "VGG16.keras",
     ]
-    dataset = finished / "results/data/synthetic"
+    dataset = Path(yaml.safe_load((finished / "config/tiny.yaml").read_text())["dataset"]["path"])
     out = tmp_path / "predictions.csv"
     files = [str(dataset / path) for path in evaluated["path"]]
     assert main(["predict", "--model", str(bundle), "--out", str(out), *files]) == 0
@@ -56,7 +58,8 @@ def test_the_ensembles_and_their_fitted_values_reach_the_report(finished):
     assert (table.loc[["Ensemble", "Stacked"], "kind"] == "ensemble").all()
     assert table.loc[["Ensemble", "Stacked"], "p_best_better"].notna().all()
     md = (finished / "results/table1.md").read_text()
-    assert "Data: SYNTHETIC cells" in md and "12 subjects x 4 images" in md
+    assert f"Data: the dataset folder {finished.parent / 'C-NMC data'}" in md
+    assert AWKWARD in md and "test 3 subjects" in md  # the run reads the tiny set as a folder
     assert "Verdicts:" in md
     page = (finished / "results/report.html").read_text()
     for section in ("Calibration", "Referral", "Ablation"):

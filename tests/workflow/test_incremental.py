@@ -1,8 +1,10 @@
 """A finished tiny run: rerun only what a change touches, and one GPU job at a time.
 
-One real run of the tiny config (SimpleNet and VGG16, two ensembles of both, an ablation of
-SimpleNet over the split; a few dozen synthetic images, one epoch: the session's `finished`
-fixture); then dry runs after each kind of change, asserting the exact set of planned jobs.
+The session's real run of the tiny config (`wf.finished_run`: SimpleNet and VGG16, two
+ensembles of both, an ablation of SimpleNet over the split; a few dozen synthetic images, a
+few epochs, from folders whose names hold a space, an apostrophe and a non-ASCII letter,
+without an activated environment); then dry runs after each kind of change, asserting the
+exact set of planned jobs.
 """
 
 import os
@@ -118,7 +120,8 @@ def test_gpu_jobs_never_overlap(finished):
 def test_predict_with_a_bundle_reproduces_the_evaluation(finished):
     """The bundle alone (no workflow) gives the probabilities evaluate wrote for test images."""
     evaluated = pd.read_csv(finished / "results/main/evaluate/SimpleNet/test_predictions.csv")
-    dataset = finished / "results/data/synthetic"
+    dataset = Path(yaml.safe_load((finished / "config/tiny.yaml").read_text())["dataset"]["path"])
+    assert "'" in str(dataset) and " " in str(dataset) and not str(dataset).isascii()
     out = finished / "predictions.csv"
     status = main(
         [

@@ -1,19 +1,69 @@
-"""Workflow-level test helpers: the workflow copied with the tiny config, a small dataset."""
+"""Workflow-level test helpers: the workflow copied with the tiny config, a small dataset, and
+the tiny run every workflow test reads (`finished_run`)."""
 
+import shutil
 from pathlib import Path
 
+import yaml
 from cells import write_cell
 
-from leukoflow.workflow_runs import copy_workflow
+from leukoflow.synth import generate_dataset
+from leukoflow.workflow_runs import copy_workflow, run_snakemake, snakemake_env
 
 REPO = Path(__file__).resolve().parents[2]
-GPU_RULES = {"train", "evaluate", "timing", "saliency"}  # the rules that use the accelerator
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"
+GPU_RULES = ("evaluate", "saliency", "timing", "train")
+# Folder names a lab share can have: a space, an apostrophe, letters outside ASCII.
+AWKWARD = "my data's été"
 
 
 def tiny_workflow(dest):
     """The workflow (not results) copied into `dest`, with the tiny config as config/tiny.yaml."""
     return copy_workflow(REPO, dest, {"tiny.yaml": TINY})
+
+
+def tiny_dataset(root):
+    """The tiny config's synthetic dataset written to `root` as a C-NMC folder of its own."""
+    synthetic = yaml.safe_load(TINY.read_text())["dataset"]["synthetic"]
+    generate_dataset(
+        root,
+        subjects=synthetic["subjects"],
+        images_per_subject=synthetic["images_per_subject"],
+        size=synthetic["size"],
+        seed=synthetic["seed"],
+    )
+    return Path(root)
+
+
+def folder_workflow(dest, dataset):
+    """`tiny_workflow(dest)` whose config/tiny.yaml reads the dataset folder `dataset`."""
+    workdir = tiny_workflow(dest)
+    config = yaml.safe_load(TINY.read_text())
+    config["dataset"] = {"source": "folder", "path": str(dataset)}
+    (workdir / "config" / "tiny.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    return workdir
+
+
+def run_arguments():
+    """The snakemake arguments of the shared tiny run: 4 cores, one-thread GPU jobs, gpu=1."""
+    threads = [f"{rule}=1" for rule in GPU_RULES]
+    return ["--cores", "4", "--resources", "gpu=1", "--configfile", "config/tiny.yaml",
+            "--set-threads", *threads]  # fmt: skip
+
+
+def finished_run(root):
+    """The tiny workflow run to the end as a user of a lab share would run it.
+
+    The working directory and the dataset folder both have `AWKWARD` names, and snakemake is
+    called as `.venv/bin/snakemake` with the environment not activated (its `leukoflow` is
+    not on PATH). Returns the working directory.
+    """
+    assert shutil.which("leukoflow", path=snakemake_env(activate=False)["PATH"]) is None
+    root = Path(root) / AWKWARD
+    dataset = tiny_dataset(root / "C-NMC data")
+    workdir = folder_workflow(root / "work dir", dataset)
+    run_snakemake(workdir, *run_arguments(), activate=False)
+    return workdir
 
 
 def write_cell_tree(root, images):
