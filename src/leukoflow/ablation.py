@@ -49,23 +49,50 @@ DATA = "ablation/data/"
 
 
 def factors(config: Mapping) -> dict[str, list[str]]:
-    """{factor: levels} of the configured ablation, in `FACTORS` order ({} when off)."""
+    """The factors of the configured ablation and their levels.
+
+    Args:
+        config: the validated workflow configuration.
+
+    Returns:
+        {factor: levels} in `FACTORS` order, the factors the ablation lists; {} when off.
+    """
     block = config.get("ablation") or {}
     return {f: list(block[f]) for f in FACTORS if block.get(f)}
 
 
 def architectures(config: Mapping) -> list[str]:
-    """The architectures of the configured ablation ([] when off)."""
+    """The architectures of the configured ablation.
+
+    Args:
+        config: the validated workflow configuration.
+
+    Returns:
+        Their names in config order; [] when the ablation is off.
+    """
     return list((config.get("ablation") or {}).get("architectures") or [])
 
 
 def combination_name(levels: Mapping[str, str]) -> str:
-    """`factor-level` pairs joined by `_`, in `FACTORS` order: `split-random_stain-none`."""
+    """The name of a combination of levels.
+
+    Args:
+        levels: {factor: level} of some or all factors.
+
+    Returns:
+        `factor-level` pairs joined by `_`, in `FACTORS` order: `split-random_stain-none`.
+    """
     return "_".join(f"{f}-{levels[f]}" for f in FACTORS if f in levels)
 
 
 def parse_name(name: str) -> dict[str, str]:
     """The levels of a combination name (`combination_name`'s inverse).
+
+    Args:
+        name: a combination's name, e.g. `split-random_stain-none`.
+
+    Returns:
+        {factor: level}.
 
     Raises:
         ConfigError: for a part that is not a known factor and one of its levels.
@@ -83,15 +110,28 @@ def parse_name(name: str) -> dict[str, str]:
 
 
 def combinations(config: Mapping) -> list[dict[str, str]]:
-    """Every combination of the configured levels, as {factor: level}, the first factor's
-    levels varying slowest."""
+    """Every combination of the configured levels.
+
+    Args:
+        config: the validated workflow configuration.
+
+    Returns:
+        One {factor: level} per combination, the first factor's levels varying slowest.
+    """
     grid = factors(config)
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
 def augmentation_level(settings: Mapping) -> str | None:
-    """The augmentation level an architecture's merged settings amount to, or None when they
-    are no level (e.g. the augmented store and online augmentation together)."""
+    """The augmentation level an architecture's settings amount to.
+
+    Args:
+        settings: an architecture's merged settings (`balance`, `online_augmentation`).
+
+    Returns:
+        The level of `AUGMENTATION` whose settings they have, or None when they are no level
+        (e.g. the augmented store and online augmentation together).
+    """
     online = bool((settings.get("online_augmentation") or {}).get("enabled"))
     for level, overrides in AUGMENTATION.items():
         if (
@@ -103,7 +143,15 @@ def augmentation_level(settings: Mapping) -> str | None:
 
 
 def main_levels(config: Mapping, arch: str) -> dict[str, str | None]:
-    """The level of every factor in the main run of `arch`."""
+    """The level of every factor in the main run of one architecture.
+
+    Args:
+        config: the validated workflow configuration.
+        arch: an architecture run.
+
+    Returns:
+        {split: "subject", stain: the stain method, augmentation: its level or None}.
+    """
     return {
         "split": "subject",
         "stain": config["stain"]["method"],
@@ -112,8 +160,17 @@ def main_levels(config: Mapping, arch: str) -> dict[str, str | None]:
 
 
 def run_of(config: Mapping, levels: Mapping[str, str], arch: str) -> str:
-    """The run holding the model of `arch` under `levels`: `main`, or `ablation/{name}` with
-    every factor's level in the name (the unlisted ones the main run's)."""
+    """The run that holds the model of an architecture under a combination.
+
+    Args:
+        config: the validated workflow configuration.
+        levels: the combination, {factor: level}.
+        arch: an architecture run.
+
+    Returns:
+        `main` when the levels are the main run's, else `ablation/{name}` with every
+        factor's level in the name (the unlisted ones the main run's).
+    """
     main = main_levels(config, arch)
     if all(main[f] == level for f, level in levels.items()):
         return "main"
@@ -122,8 +179,18 @@ def run_of(config: Mapping, levels: Mapping[str, str], arch: str) -> str:
 
 
 def data_levels(config: Mapping, run: str) -> tuple[str, str]:
-    """(split level, stain method) of a run (`main`, `fold{k}`, `ablation/{name}`) or of a
-    data variant (`ablation/data/{split}-{stain}`)."""
+    """The split level and stain method of a run or a data variant.
+
+    Args:
+        config: the validated workflow configuration.
+        run: `main`, `fold{k}`, `ablation/{name}` or `ablation/data/{split}-{stain}`.
+
+    Returns:
+        (split level, stain method).
+
+    Raises:
+        ConfigError: for an ablation run whose name is not one of levels.
+    """
     if run.startswith(DATA):
         split, _, stain = run[len(DATA) :].partition("-")
         return split, stain
@@ -132,8 +199,16 @@ def data_levels(config: Mapping, run: str) -> tuple[str, str]:
 
 
 def data_of(config: Mapping, run: str) -> str:
-    """The data variant (stain reference and stores) of a run: `main`, `fold{k}` or
-    `ablation/data/{split}-{stain}`."""
+    """The data variant (stain reference and stores) of a run.
+
+    Args:
+        config: the validated workflow configuration.
+        run: `main`, `fold{k}` or `ablation/{name}`.
+
+    Returns:
+        `main` or `fold{k}` for those runs, and for an ablation run `main` when its split and
+        stain method are the main run's, else `ablation/data/{split}-{stain}`.
+    """
     if not run.startswith(RUNS):
         return run
     split, stain = data_levels(config, run)
@@ -143,8 +218,17 @@ def data_of(config: Mapping, run: str) -> str:
 
 
 def run_settings(config: Mapping, run: str, arch: str) -> dict:
-    """The settings of `arch` in `run`: its merged settings, and in an ablation run the
-    overrides of the run's augmentation level."""
+    """The settings of an architecture in a run.
+
+    Args:
+        config: the validated workflow configuration.
+        run: `main`, `fold{k}` or `ablation/{name}`.
+        arch: an architecture run.
+
+    Returns:
+        Its merged settings, in an ablation run with the overrides of the run's
+        augmentation level (`AUGMENTATION`).
+    """
     settings = merged_settings(config, arch)
     if run.startswith(RUNS) and not run.startswith(DATA):
         level = parse_name(run[len(RUNS) :]).get("augmentation")
@@ -155,6 +239,9 @@ def run_settings(config: Mapping, run: str, arch: str) -> dict:
 
 def plan(config: Mapping) -> list[dict]:
     """Every (architecture, combination) of the ablation and the run that holds it.
+
+    Args:
+        config: the validated workflow configuration.
 
     Returns:
         [{architecture, combination, levels, run}], architecture by architecture.
@@ -172,7 +259,15 @@ def plan(config: Mapping) -> list[dict]:
 
 
 def reference_levels(config: Mapping, arch: str) -> dict[str, str]:
-    """The level each factor's effect is measured against: the main run's when the ablation
-    lists it, else the factor's first listed level."""
+    """The level each factor's effect is measured against, for one architecture.
+
+    Args:
+        config: the validated workflow configuration.
+        arch: an architecture of the ablation.
+
+    Returns:
+        {factor: level}: the main run's level when the ablation lists it, else the factor's
+        first listed level.
+    """
     main = main_levels(config, arch)
     return {f: main[f] if main[f] in levels else levels[0] for f, levels in factors(config).items()}

@@ -129,7 +129,15 @@ def factor_effects(
 
 
 def reading(row: Mapping) -> str:
-    """What a row says, in words: higher, lower or mixed, and which CIs exclude 0."""
+    """What a row of the effects table says, in words.
+
+    Args:
+        row: a row of `factor_effects` (factor, level, reference, each metric and its CI).
+
+    Returns:
+        "LEVEL scores higher|lower than REFERENCE", "mixed" or "no difference", which CIs
+        exclude 0, and for the random split scoring higher, that this is leakage.
+    """
     defined = [m for m in EFFECT_METRICS if row[m] is not None and not pd.isna(row[m])]
     if not defined:
         return "no shared test cells to compare"
@@ -166,7 +174,16 @@ def _fmt(value, digits=3, sign=True):
 
 
 def effects_markdown(effects: pd.DataFrame, combos: pd.DataFrame) -> str:
-    """The ablation table in Markdown: effects, then each combination as it scored alone."""
+    """The ablation table in Markdown.
+
+    Args:
+        effects: `factor_effects` with its `reading` column.
+        combos: each combination's own test metrics (architecture, combination, run,
+            n_test, each metric and its CI).
+
+    Returns:
+        The effects table, the combinations table, and their notes.
+    """
     header = ["Architecture", "Factor: level vs reference", "Shared test cells (subjects)"]
     header += [f"Δ{LABELS[m]} [95% CI]" for m in EFFECT_METRICS] + ["Reading"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

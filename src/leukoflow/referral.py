@@ -119,7 +119,16 @@ def choose_band(
 
 
 def referred_mask(p: ArrayLike, lo: float, hi: float) -> np.ndarray:
-    """True for the cells referred by the band [lo, hi): lo <= p < hi."""
+    """The cells a referral band refers.
+
+    Args:
+        p: (N,) calibrated probabilities of `all`.
+        lo: the band's lower edge (inclusive).
+        hi: its upper edge (exclusive).
+
+    Returns:
+        (N,) bool, True where lo <= p < hi.
+    """
     p = np.asarray(p, float)
     return (p >= lo) & (p < hi)
 

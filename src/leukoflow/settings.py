@@ -103,7 +103,15 @@ def ensembles(config: Mapping) -> dict[str, dict]:
 
 
 def ensemble_config_hash(config: Mapping, name: str) -> str:
-    """A short, stable hash of an ensemble: its method and its members' hashes."""
+    """A short, stable hash of an ensemble: its method and its members' hashes.
+
+    Args:
+        config: the validated workflow configuration.
+        name: an ensemble of `ensembles(config)`.
+
+    Returns:
+        16 hexadecimal digits (the start of a SHA-256).
+    """
     spec = ensembles(config)[name]
     relevant = {**spec, "members": {m: arch_config_hash(config, m) for m in spec["members"]}}
     text = json.dumps(relevant, sort_keys=True)

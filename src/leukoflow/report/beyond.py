@@ -14,7 +14,17 @@ from leukoflow.report.table import fmt
 
 
 def with_ci(value, ci, digits=3, signed=False) -> str:
-    """'value [lo, hi]' as HTML, the interval small and muted."""
+    """A value and its CI as HTML, the interval small and muted.
+
+    Args:
+        value: the value (None: '–').
+        ci: [lo, hi], or None.
+        digits: decimals.
+        signed: write the value with its sign (a difference).
+
+    Returns:
+        'value<span class="ci">[lo, hi]</span>'.
+    """
     lo, hi = ci if ci else (None, None)
     number = f"{value:+.{digits}f}" if signed and value is not None else fmt(value, digits)
     interval = f"[{fmt(lo, digits)}, {fmt(hi, digits)}]"

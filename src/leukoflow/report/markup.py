@@ -4,7 +4,16 @@ import html
 
 
 def table_html(header: list[str], rows: list[list[str]], row_classes=None) -> str:
-    """An HTML table; `header` is escaped here, the cells are HTML already."""
+    """An HTML table in a scrolling wrapper.
+
+    Args:
+        header: the column names (escaped here).
+        rows: the cells of each row, HTML already.
+        row_classes: a CSS class per row ('' for none), or None.
+
+    Returns:
+        The HTML.
+    """
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = []
     for i, row in enumerate(rows):
