@@ -236,3 +236,27 @@ def test_effect_of_a_level_averages_over_the_other_factor():
     )
     assert stain["comparisons"] == 2 and stain["roc_auc"] == pytest.approx(expected)
     assert effects.loc["split", "shared_images"] == 30
+
+
+def test_the_random_split_is_augmented_with_shared_subjects_never_shared_images(tmp_path):
+    """`subject_disjoint=False` (the random split only) lets the test store share subjects
+    with the training store; a shared image is refused all the same."""
+    from leukoflow import synth
+    from leukoflow.augment import AugmentSpec, augment_store
+    from leukoflow.errors import LeukoflowError
+
+    synth.write_store(tmp_path, 8, 16, seed=0, stem="train")
+    synth.write_store(tmp_path, 4, 16, seed=1, stem="test")
+    train = pd.read_csv(tmp_path / "train.csv")
+    test = pd.read_csv(tmp_path / "test.csv")
+    test.assign(subject=train["subject"].iloc[:4].to_numpy()).to_csv(
+        tmp_path / "test.csv", index=False
+    )
+    out = tmp_path / "train_aug.npy"
+    with pytest.raises(LeukoflowError, match="subject"):
+        augment_store(tmp_path / "train.npy", out, AugmentSpec())
+    augment_store(tmp_path / "train.npy", out, AugmentSpec(), subject_disjoint=False)
+    assert out.is_file()
+    test.assign(path=train["path"].iloc[:4].to_numpy()).to_csv(tmp_path / "test.csv", index=False)
+    with pytest.raises(LeukoflowError, match="path"):
+        augment_store(tmp_path / "train.npy", out, AugmentSpec(), subject_disjoint=False)
