@@ -240,14 +240,15 @@ def plan_rows(labels, copies_per_image, balance, seed):
     return np.concatenate(sources), np.concatenate(copies)
 
 
-def check_training_store(npy_path, index):
+def check_training_store(npy_path, index, subject_disjoint=True):
     """Raise LeukoflowError unless `npy_path` is a training store that shares nothing with
     the held-out stores.
 
     Checks: the file is named `train.npy` (what the stores rule writes for the training
     subset); the index is not already augmented (no `source_row`); a `subset` column, if
     any, says `train` on every row; and the `val`/`test` stores beside it, where present,
-    share no image path and no subject with it.
+    share no image path and, with `subject_disjoint` (all but the ablation's image-level
+    random split), no subject with it.
     """
     npy_path = Path(npy_path)
     if npy_path.stem != TRAIN_STEM:
@@ -273,7 +274,7 @@ def check_training_store(npy_path, index):
         held_out = pd.read_csv(held_out_csv, dtype=str)
         if not {"path", "subject"} <= set(held_out.columns):
             raise LeukoflowError(f"{held_out_csv}: store index without path/subject columns")
-        for column in ("path", "subject"):
+        for column in ("path", "subject") if subject_disjoint else ("path",):
             shared = set(index[column].astype(str)) & set(held_out[column])
             if shared:
                 raise LeukoflowError(
@@ -354,12 +355,15 @@ def augment_store(
     copies_per_image=0,
     threads=1,
     examples=None,
+    subject_disjoint=True,
 ):
     """Write the augmented training store `out_npy` (+ `.csv` index) from `train_npy`.
 
     Returns the index (DataFrame). Rows are computed in chunks by `threads` processes into a
     preallocated memory-mapped file, renamed into place at the end; the bytes do not depend
     on `threads`. `examples`: optional PNG path for a grid of one cell and 8 augmentations.
+    `subject_disjoint=False` lets the held-out stores share subjects with the training
+    store (the ablation's image-level random split, leaky on purpose).
     """
     train_npy, out_npy = Path(train_npy), Path(out_npy)
     if seed < 0:
@@ -373,7 +377,7 @@ def augment_store(
     images, index = open_store(train_npy)
     if images.shape[-1] != 3:
         raise LeukoflowError(f"{train_npy}: expected RGB images (N, H, W, 3), got {images.shape}")
-    check_training_store(train_npy, index)
+    check_training_store(train_npy, index, subject_disjoint)
     if len(images) == 0:
         raise LeukoflowError(f"{train_npy}: the training store is empty")
     labels = index["y"].to_numpy()

@@ -1,9 +1,13 @@
 """Classifying new cell images with a model bundle (`leukoflow predict`).
 
-Every image goes through `leukoflow.stores.prepare_image` (the square frame centred on the
-cell, the Lanczos resize, then stain normalisation with the bundle's reference), exactly as
-the training and test stores were built, so a bundle gives the same probabilities as
-evaluate did.
+Every image is read once and goes through `leukoflow.stores.prepare_image` (the square frame
+centred on the cell, the Lanczos resize, then stain normalisation with the bundle's
+reference) once per distinct input size of the bundle's models, exactly as the training and
+test stores were built. Each model predicts from the image at its size; an ensemble's
+members' probabilities are combined (`leukoflow.ensemble.combine`); the bundle's temperature
+calibrates the result (`leukoflow.calibration.apply_temperature`), and the threshold and the
+referral band apply to the calibrated probability. So a bundle gives the calibrated
+probabilities, decisions and referrals evaluate wrote.
 
 Speed: a pool of worker threads reads and prepares whole batches ahead of the model (at
 most `workers + 1` batches in flight), while the main thread runs the model's compiled
@@ -29,6 +33,8 @@ from tqdm import tqdm
 
 from leukoflow import CLASS_NAMES
 from leukoflow.atomic import atomic_path
+from leukoflow.calibration import apply_temperature
+from leukoflow.ensemble import combine
 from leukoflow.errors import LeukoflowError
 from leukoflow.images import BadImageError, is_image_name, open_rgb
 from leukoflow.inference import predict_arrays, tta_angles
@@ -40,16 +46,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("path", "probability_all", "label", "threshold", "error")
+COLUMNS = ("path", "calibrated_probability_all", "label", "threshold", "refer", "error")
 
 
 @dataclass
 class Prediction:
-    """One output row: `probability` and `label` are None when the file could not be used."""
+    """One output row; `probability` (calibrated), `label` and `refer` are None when the file
+    could not be used."""
 
     path: str
     probability: float | None
     label: str | None
+    refer: bool | None
     error: str | None
 
 
@@ -77,59 +85,80 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def prepare_file(
-    path: str | Path, reference: dict, size: int
-) -> tuple[np.ndarray | None, str | None]:
-    """Read and prepare one file: (uint8 (size, size, 3), None), or (None, why it failed)."""
+    path: str | Path, reference: dict, sizes: Sequence[int]
+) -> tuple[dict[int, np.ndarray] | None, str | None]:
+    """Read one file once and prepare it at every size.
+
+    Returns:
+        ({size: uint8 (size, size, 3)}, None), or (None, why the file could not be used).
+    """
     try:
-        return prepare_image(open_rgb(path), reference, size), None
+        image = open_rgb(path)
+        return {size: prepare_image(image, reference, size) for size in sizes}, None
     except BadImageError as error:
         return None, error.reason
     except (LeukoflowError, ValueError, OSError) as error:
         return None, str(error)
 
 
-def prepare_batch(
-    paths: Sequence[str | Path], reference: dict, size: int
-) -> tuple[np.ndarray, list[str | None]]:
-    """Read and prepare a batch of files (`prepare_file`).
+def prepare_sizes(
+    paths: Sequence[str | Path], reference: dict, sizes: Sequence[int]
+) -> tuple[dict[int, np.ndarray], list[str | None]]:
+    """Read a batch of files and prepare each at every size (`prepare_file`).
 
     Args:
         paths: the files.
         reference: the stain reference.
-        size: side of the model input, pixels.
+        sizes: the distinct sides of the models' inputs, pixels.
 
     Returns:
-        (images, errors): uint8 `(n_ok, size, size, 3)` for the files that could be used,
-        in order, and one entry per path, None for a used file or the reason it was not.
+        (images, errors): {size: uint8 `(n_ok, size, size, 3)`} for the files that could be
+        used, in order, and one entry per path, None for a used file or the reason it was
+        not.
     """
-    images, errors = [], []
+    images, errors = {size: [] for size in sizes}, []
     for path in paths:
-        image, error = prepare_file(path, reference, size)
+        prepared, error = prepare_file(path, reference, sizes)
         errors.append(error)
-        if image is not None:
-            images.append(image)
-    if not images:
-        return np.zeros((0, size, size, 3), np.uint8), errors
-    return np.stack(images), errors
+        for size in sizes if prepared is not None else ():
+            images[size].append(prepared[size])
+    return {
+        size: np.stack(found) if found else np.zeros((0, size, size, 3), np.uint8)
+        for size, found in images.items()
+    }, errors
 
 
-def make_predict_fn(bundle: Bundle) -> PredictFn:
-    """The compiled inference function of the bundle's model, as evaluate builds it.
+def prepare_batch(
+    paths: Sequence[str | Path], reference: dict, size: int
+) -> tuple[np.ndarray, list[str | None]]:
+    """Read and prepare a batch of files at one size (`prepare_sizes` with one size).
 
     Returns:
-        float32 batch (N, size, size, 3) in [0, 255] -> P(all) float32 (N,); XLA as
-        `leukoflow.runtime.decide` says for the bundle's settings.
+        (images, errors): uint8 `(n_ok, size, size, 3)` and one error entry per path.
+    """
+    images, errors = prepare_sizes(paths, reference, (size,))
+    return images[size], errors
+
+
+def make_predict_fns(bundle: Bundle) -> list[PredictFn]:
+    """The compiled inference function of each of the bundle's models, as evaluate builds it.
+
+    Returns:
+        One per member: float32 batch (N, size, size, 3) in [0, 255] -> P(all) float32
+        (N,); XLA as `leukoflow.runtime.decide` says for the member's settings.
 
     Raises:
-        ConfigError: for a `jit_compile` or `mixed_precision` in the bundle's settings
+        ConfigError: for a `jit_compile` or `mixed_precision` in a member's settings
             outside the allowed values.
         LeukoflowError: on a backend other than TensorFlow or JAX.
     """
     from leukoflow.inference import compiled_inference
     from leukoflow.runtime import decide
 
-    jit = decide(bundle.meta.get("settings", {})).jit_compile
-    return compiled_inference(bundle.model, jit_compile=jit)
+    return [
+        compiled_inference(member.model, jit_compile=decide(member.settings).jit_compile)
+        for member in bundle.members
+    ]
 
 
 def configure_model_threads(threads: int | None) -> None:
@@ -174,15 +203,16 @@ def iter_predictions(
     tta: int = 0,
     workers: int | None = None,
     progress: bool = True,
-    predict_fn: PredictFn | None = None,
+    predict_fns: Sequence[PredictFn] | None = None,
 ) -> Iterator[Prediction]:
     """Yield one `Prediction` per file, in order.
 
-    Batches of `batch_size` files are read and prepared by `workers` threads, at most
-    `workers + 1` batches ahead of the model; the main thread runs `predict_fn` on each
-    batch as soon as it is ready. Threads, not processes: decoding, stain normalisation and
-    resizing run in numpy and PIL with the GIL released, and threads cost nothing to start
-    and pass arrays without copies.
+    Batches of `batch_size` files are read and prepared (once per distinct input size) by
+    `workers` threads, at most `workers + 1` batches ahead of the models; the main thread
+    runs each model on its size's batch as soon as it is ready, combines the members and
+    calibrates. Threads, not processes: decoding, stain normalisation and resizing run in
+    numpy and PIL with the GIL released, and threads cost nothing to start and pass arrays
+    without copies.
 
     Args:
         bundle: the loaded model bundle.
@@ -191,11 +221,12 @@ def iter_predictions(
         tta: test-time rotations (0 or 1: off).
         workers: preparation threads; None: `default_workers()`.
         progress: show a progress bar.
-        predict_fn: the inference function; None: `make_predict_fn(bundle)`.
+        predict_fns: the inference function of each member; None:
+            `make_predict_fns(bundle)`.
 
     Raises:
         LeukoflowError: for a batch size or worker count below 1 or a negative `tta`
-            (before any file is read), or as `make_predict_fn`.
+            (before any file is read), or as `make_predict_fns`.
     """
     if batch_size < 1:
         raise LeukoflowError(f"--batch-size must be at least 1, got {batch_size}")
@@ -203,8 +234,9 @@ def iter_predictions(
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise LeukoflowError(f"--threads must be at least 1, got {workers}")
-    predict_fn = predict_fn or make_predict_fn(bundle)
-    size, reference, threshold = bundle.input_size, bundle.reference, bundle.threshold
+    predict_fns = predict_fns or make_predict_fns(bundle)
+    sizes, reference, threshold = bundle.input_sizes, bundle.reference, bundle.threshold
+    band = bundle.referral
     shape = min(batch_size, max(len(files), 1))  # the one batch shape the model sees
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     with (
@@ -218,7 +250,7 @@ def iter_predictions(
         def submit():
             batch = next(queued, None)
             if batch is not None:
-                pending.append((batch, pool.submit(prepare_batch, batch, reference, size)))
+                pending.append((batch, pool.submit(prepare_sizes, batch, reference, sizes)))
 
         for _ in range(workers + 1):
             submit()
@@ -226,26 +258,37 @@ def iter_predictions(
             batch, future = pending.popleft()
             submit()
             images, errors = future.result()
-            probabilities = iter(predict_arrays(predict_fn, images, shape, tta).tolist())
+            members = [
+                predict_arrays(fn, images[member.input_size], shape, tta)
+                for fn, member in zip(predict_fns, bundle.members, strict=True)
+            ]
+            combined = combine(np.vstack(members), bundle.combiner)
+            probabilities = iter(apply_temperature(combined, bundle.temperature).tolist())
             for path, error in zip(batch, errors, strict=True):
                 if error is None:
                     p = next(probabilities)
-                    yield Prediction(str(path), p, CLASS_NAMES[int(p >= threshold)], None)
+                    refer = band is not None and band["lo"] <= p < band["hi"]
+                    yield Prediction(str(path), p, CLASS_NAMES[int(p >= threshold)], refer, None)
                 else:
-                    yield Prediction(str(path), None, None, error)
+                    yield Prediction(str(path), None, None, None, error)
             bar.update(len(batch))
 
 
 def write_predictions(predictions: Iterable[Prediction], threshold: float, out: str | Path) -> int:
-    """Write the predictions CSV (columns `COLUMNS`) atomically; returns the rows written."""
+    """Write the predictions CSV (columns `COLUMNS`) atomically; returns the rows written.
+
+    `refer` is 1 for a cell in the bundle's referral band, 0 otherwise, empty for a file that
+    could not be used.
+    """
     rows = 0
     with atomic_path(out) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for row in predictions:
             probability = "" if row.probability is None else repr(row.probability)
+            refer = "" if row.refer is None else int(row.refer)
             writer.writerow(
-                [row.path, probability, row.label or "", repr(threshold), row.error or ""]
+                [row.path, probability, row.label or "", repr(threshold), refer, row.error or ""]
             )
             rows += 1
     return rows
@@ -263,7 +306,7 @@ def predict(
     """Classify the images in `inputs` (files and folders) and write the CSV `out`.
 
     Every file gets exactly one row in input order; a file that cannot be used gets its
-    reason in `error` and empty `probability_all` and `label`.
+    reason in `error` and empty `calibrated_probability_all`, `label` and `refer`.
 
     Args:
         bundle: the loaded model bundle.

@@ -134,9 +134,11 @@ def test_gpu_rule_goes_through_sbatch_with_a_gpu(tmp_path, slurm_cluster, slurm_
 
 
 def tiny_config(**training):
-    """The tiny test config with SimpleNet only (the GPU jobs queue on one fake GPU)."""
+    """The tiny test config with SimpleNet only (the GPU jobs queue on one fake GPU), without
+    its ensembles (left out with one architecture) and ablation."""
     config = yaml.safe_load(TINY.read_text())
     config["architectures"] = {"SimpleNet": {}}
+    config["ablation"] = {}
     config["training"].update(training)
     return config
 

@@ -34,7 +34,8 @@ def gpu_leases(workdir):
 
 def test_every_gpu_job_leases_one_gpu_and_overlapping_jobs_never_share_one(finished):
     leases = gpu_leases(finished)
-    assert len(leases) == 2 * len(GPU_RULES)  # both architectures
+    # each GPU rule for both architectures, and SimpleNet's ablation train and evaluate
+    assert len(leases) == 2 * len(GPU_RULES) + 2
     assert {gpu for _, gpu, _, _ in leases} == {"0", "1"}
     overlapping = [(a, b) for a, b in combinations(leases, 2) if a[2] < b[3] and b[2] < a[3]]
     assert overlapping, "no two GPU jobs ran at the same time"

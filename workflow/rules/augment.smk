@@ -26,6 +26,7 @@ rule augment:
         brightness=config["augment"]["brightness"],
         contrast=config["augment"]["contrast"],
         stain_jitter=config["augment"]["stain_jitter"],
+        subjects=get_subject_disjoint,
     shell:
         "leukoflow augment {input.store:q} --out {output.images:q}"
         " --index {output.index:q} --examples {output.examples:q}"
@@ -33,4 +34,4 @@ rule augment:
         " --copies-per-image {params.copies:q} {params.rotation:q} {params.flip:q}"
         " --noise-std {params.noise:q} --brightness {params.brightness:q}"
         " --contrast {params.contrast:q} --stain-jitter {params.stain_jitter:q}"
-        " --threads {threads} > {log:q} 2>&1"
+        " {params.subjects:q} --threads {threads} > {log:q} 2>&1"

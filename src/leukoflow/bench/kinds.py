@@ -106,13 +106,14 @@ KINDS = {
         "summary": ["*_predict_images_per_s", "*_predict_vs_bare", "*_predict_vs_naive"],
     },
     "plan": {
-        "help": "snakemake -n planning time of config/config.yaml with cross-validation",
+        "help": "snakemake -n planning time of config/config.yaml with cross-validation, and "
+        "with the full 3 x 3 x 2 ablation matrix of its six architectures",
         "options": [
             ("--workflow", str, ".", "the repository folder (Snakefile, workflow/, config/)"),
             ("--folds", int, 5, "cv.folds"),
             ("--repeats", int, 3, "dry runs timed"),
         ],
-        "summary": ["plan_jobs", "plan_s_median"],
+        "summary": ["plan_jobs", "plan_s_median", "ablation_jobs", "ablation_plan_s_median"],
     },
     "dvc": {
         "help": "dvc add / status / push of a dataset folder against a plain copy",

@@ -127,11 +127,11 @@ def bench_architecture(
     """
     from leukoflow.images import open_rgb
     from leukoflow.inference import predict_arrays
-    from leukoflow.predict import default_workers, iter_predictions, make_predict_fn, prepare_batch
+    from leukoflow.predict import default_workers, iter_predictions, make_predict_fns, prepare_batch
     from leukoflow.stores import prepare_image
 
     bundle = make_bundle(arch, size, reference, Path(folder) / arch)
-    predict_fn = make_predict_fn(bundle)
+    (predict_fn,) = make_predict_fns(bundle)
     prep_s, (images, errors) = timed(lambda: prepare_batch(files, bundle.reference, size))
     if any(errors):
         raise LeukoflowError(f"benchmark images could not be prepared: {set(errors) - {None}}")
@@ -156,7 +156,7 @@ def bench_architecture(
             batch_size,
             workers=workers,
             progress=False,
-            predict_fn=predict_fn,
+            predict_fns=[predict_fn],
         )
         return np.array([row.probability for row in rows], np.float32)
 

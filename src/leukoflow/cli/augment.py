@@ -26,6 +26,7 @@ def run_augment(args: argparse.Namespace) -> None:
         copies_per_image=args.copies_per_image,
         threads=args.threads,
         examples=args.examples,
+        subject_disjoint=args.subject_disjoint,
     )
 
 
@@ -68,4 +69,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="HED stain jitter strength s: concentrations x U(1-s, 1+s) + U(-s, s); 0 = off",
     )
     p.add_argument("--threads", type=int, default=1, help="worker processes")
+    p.add_argument(
+        "--subject-disjoint",
+        action=on_off,
+        default=True,
+        help="refuse held-out stores that share a subject with the training store (default); "
+        "--no-subject-disjoint for the ablation's image-level random split",
+    )
     p.set_defaults(func=run_augment)

@@ -1,4 +1,5 @@
-"""Subcommands `bundle` and `predict`: package a trained model, classify new cell images."""
+"""Subcommands `bundle`, `bundle-ensemble` and `predict`: package a trained model or an
+ensemble, classify new cell images."""
 
 import argparse
 import logging
@@ -8,12 +9,15 @@ from leukoflow.cli import gpu_job_options, json_object
 log = logging.getLogger(__name__)
 
 PREDICT_HELP = """\
-Classify cell images with a model bundle (results/models/ARCH). Each image is stain-normalised
-with the bundle's reference and resized exactly as in training. Folders are searched
-recursively for BMP, PNG, JPEG and TIFF files (any case); files named explicitly are always
-read. The CSV has one row per input file, in order: path, probability_all, label (all or hem:
-all when probability_all >= threshold), threshold, error. A file that cannot be used (not an
-image, truncated, not RGB) gets its reason in `error` and does not stop the run.
+Classify cell images with a model bundle (results/models/NAME: an architecture or an
+ensemble). Each image is stain-normalised with the bundle's reference and resized exactly as
+in training, once per input size of the bundle's models. Folders are searched recursively
+for BMP, PNG, JPEG and TIFF files (any case); files named explicitly are always read. The CSV
+has one row per input file, in order: path, calibrated_probability_all (the probability of
+`all` after the bundle's temperature scaling, fitted on validation), label (all or hem: all
+when calibrated_probability_all >= threshold), threshold, refer (1 when the cell lies in the
+referral band chosen on validation: leave it to a person), error. A file that cannot be used
+(not an image, truncated, not RGB) gets its reason in `error` and does not stop the run.
 
 Exit status: 0 when at least one image was classified; 1 when none could be (the CSV is still
 written, with the reasons); 2 for a usage error (missing or incompatible bundle, bad option).
@@ -26,6 +30,26 @@ def run_bundle(args: argparse.Namespace) -> None:
 
     write_bundle(
         args.model, args.metrics, args.reference, args.settings, args.config_hash, args.out
+    )
+
+
+def run_bundle_ensemble(args: argparse.Namespace) -> None:
+    """Write an ensemble's bundle folder: every member's model and bundle.json."""
+    from leukoflow.bundle import write_ensemble_bundle
+    from leukoflow.errors import LeukoflowError
+
+    if len(args.members) != len(args.models):
+        raise LeukoflowError(
+            f"--models: {len(args.models)} files for {len(args.members)} members (--members)"
+        )
+    write_ensemble_bundle(
+        args.name,
+        dict(zip(args.members, args.models, strict=True)),
+        args.settings,
+        args.metrics,
+        args.reference,
+        args.config_hash,
+        args.out,
     )
 
 
@@ -51,21 +75,32 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bundle_options(parser, settings_help):
+    """Add the options `bundle` and `bundle-ensemble` share: settings, the stain reference,
+    the config hash and the bundle folder."""
+    parser.add_argument("--settings", required=True, type=json_object, help=settings_help)
+    parser.add_argument("--reference", required=True, help="stain reference JSON used in training")
+    parser.add_argument("--config-hash", required=True, help="hash of the configuration")
+    parser.add_argument("--out", required=True, help="bundle folder to write (replaced as a whole)")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `bundle` and `predict`."""
     p = subparsers.add_parser("bundle", help="package a trained model for `leukoflow predict`")
     p.add_argument("--model", required=True, help="trained model.keras")
     p.add_argument("--metrics", required=True, help="evaluate's metrics.json (threshold, test)")
-    p.add_argument("--reference", required=True, help="stain reference JSON used in training")
-    p.add_argument(
-        "--settings",
-        required=True,
-        type=json_object,
-        help="the architecture's merged settings (JSON)",
-    )
-    p.add_argument("--config-hash", required=True, help="hash of the config the model came from")
-    p.add_argument("--out", required=True, help="bundle folder to write (replaced as a whole)")
+    _bundle_options(p, "the architecture's merged settings (JSON)")
     p.set_defaults(func=run_bundle)
+
+    p = subparsers.add_parser(
+        "bundle-ensemble", help="package an ensemble (its members' models) for `leukoflow predict`"
+    )
+    p.add_argument("--name", required=True, help="the ensemble's name")
+    p.add_argument("--members", nargs="+", required=True, help="member architectures, in order")
+    p.add_argument("--models", nargs="+", required=True, help="each member's model.keras")
+    p.add_argument("--metrics", required=True, help="the ensemble job's metrics.json")
+    _bundle_options(p, "{member: its merged settings} (JSON)")
+    p.set_defaults(func=run_bundle_ensemble)
 
     p = subparsers.add_parser(
         "predict",
