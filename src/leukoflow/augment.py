@@ -10,9 +10,17 @@ number of threads.
 
 Transformations, in this order: flips; rotation by an angle in [0, 360) degrees about the
 centre of the cell's bounding box, bilinear, black fill; on the cell only (the pixels of
-`leukoflow.stain.foreground_mask`, the stores' notion of foreground): contrast and
-brightness jitter, then additive Gaussian noise (one draw per cell pixel and channel, in
-row-major order of the cell pixels). Background pixels stay as they are (black).
+`leukoflow.stain.foreground_mask`, the stores' notion of foreground): stain jitter (off by
+default), contrast and brightness jitter, then additive Gaussian noise (one draw per cell
+pixel and channel, in row-major order of the cell pixels). Background pixels stay as they
+are (black).
+
+Stain jitter is Tellez et al.'s (2018) HED augmentation: each pixel's optical density
+-log((v + 1) / 256) is split into concentrations of Ruifrok and Johnston's haematoxylin,
+eosin and DAB vectors (`RGB_FROM_HED`, a full basis, so every colour is represented); each
+concentration c becomes alpha c + beta, with alpha in [1 - s, 1 + s] and beta in [-s, s]
+drawn per copy and stain, s = `stain_jitter`. The alternative to stain normalisation that
+the literature uses where normalisation is doubtful.
 """
 
 import dataclasses
@@ -34,7 +42,20 @@ from leukoflow.stores import open_store
 
 log = logging.getLogger(__name__)
 
-PARAM_COLUMNS = ("angle", "flip_h", "flip_v", "noise_std", "noise_seed", "brightness", "contrast")
+STAINS = ("h", "e", "d")  # haematoxylin, eosin, DAB: the rows of RGB_FROM_HED
+STAIN_ALPHAS = tuple(f"stain_alpha_{k}" for k in STAINS)
+STAIN_BETAS = tuple(f"stain_beta_{k}" for k in STAINS)
+PARAM_COLUMNS = (
+    "angle",
+    "flip_h",
+    "flip_v",
+    "noise_std",
+    "noise_seed",
+    "brightness",
+    "contrast",
+    *STAIN_ALPHAS,
+    *STAIN_BETAS,
+)
 IDENTITY = {
     "angle": 0.0,
     "flip_h": False,
@@ -43,7 +64,13 @@ IDENTITY = {
     "noise_seed": 0,
     "brightness": 0.0,
     "contrast": 1.0,
+    **dict.fromkeys(STAIN_ALPHAS, 1.0),
+    **dict.fromkeys(STAIN_BETAS, 0.0),
 }
+# Ruifrok & Johnston's optical-density vectors (rows) of haematoxylin, eosin and DAB, as in
+# scikit-image's `rgb_from_hed`, scaled to unit length
+RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+RGB_FROM_HED /= np.linalg.norm(RGB_FROM_HED, axis=1, keepdims=True)
 DECIMALS = 6  # parameters are stored rounded, so a CSV round trip gives the same doubles
 TRAIN_STEM = "train"  # the stores rule names the training store `train.npy`
 HELD_OUT_STEMS = ("val", "test")  # the stores of held-out subsets, beside the training store
@@ -59,7 +86,8 @@ class AugmentSpec:
     rotation: uniform angle in [0, 360) degrees; flip: horizontal and vertical flips, each
     with probability 1/2; noise_std: std of the additive Gaussian noise on the cell, in
     grey levels (0-255); brightness: offset drawn from [-b, b] times 255 grey levels;
-    contrast: factor drawn from [1 - c, 1 + c] about the cell's mean colour.
+    contrast: factor drawn from [1 - c, 1 + c] about the cell's mean colour; stain_jitter:
+    s of the HED stain jitter (alpha in [1 - s, 1 + s], beta in [-s, s]; 0: off).
     """
 
     rotation: bool = True
@@ -67,6 +95,7 @@ class AugmentSpec:
     noise_std: float = 4.0
     brightness: float = 0.05
     contrast: float = 0.05
+    stain_jitter: float = 0.0
 
     def __post_init__(self):
         if not self.noise_std >= 0:
@@ -75,6 +104,8 @@ class AugmentSpec:
             raise ConfigError(f"augment.brightness: {self.brightness} must be in [0, 1]")
         if not 0 <= self.contrast <= 1:
             raise ConfigError(f"augment.contrast: {self.contrast} must be in [0, 1]")
+        if not 0 <= self.stain_jitter < 1:
+            raise ConfigError(f"augment.stain_jitter: {self.stain_jitter} must be in [0, 1)")
 
 
 def cell_centre(mask):
@@ -97,7 +128,10 @@ def draw_params(seed, source_row, copy, spec):
     rng = np.random.default_rng([seed, source_row, copy])
     u = rng.random(5)
     noise_seed = int(rng.integers(0, 2**32))
-    return {
+    jitter = (2.0 * rng.random(2 * len(STAINS)) - 1.0) * spec.stain_jitter
+    stain = {name: round(1.0 + j, DECIMALS) for name, j in zip(STAIN_ALPHAS, jitter[:3])}
+    stain |= {name: round(j, DECIMALS) + 0.0 for name, j in zip(STAIN_BETAS, jitter[3:])}
+    return stain | {
         "angle": round(360.0 * u[0], DECIMALS) % 360.0 if spec.rotation else 0.0,
         "flip_h": bool(u[1] < 0.5) if spec.flip else False,
         "flip_v": bool(u[2] < 0.5) if spec.flip else False,
@@ -119,6 +153,9 @@ def regenerate(source_image, params):
     noise_std = round(float(params["noise_std"]), DECIMALS)
     brightness = round(float(params["brightness"]), DECIMALS)
     contrast = round(float(params["contrast"]), DECIMALS)
+    alphas = np.array([round(float(params[k]), DECIMALS) for k in STAIN_ALPHAS])
+    betas = np.array([round(float(params[k]), DECIMALS) for k in STAIN_BETAS])
+    stain = not (np.all(alphas == 1.0) and np.all(betas == 0.0))
     image = np.asarray(source_image, dtype=np.uint8)
     if bool(params["flip_h"]):
         image = image[:, ::-1]
@@ -133,12 +170,14 @@ def regenerate(source_image, params):
             fillcolor=(0, 0, 0),
         )
         image = np.asarray(rotated)
-    if brightness == 0.0 and contrast == 1.0 and noise_std == 0.0:
+    if brightness == 0.0 and contrast == 1.0 and noise_std == 0.0 and not stain:
         return image.copy()
     mask = foreground_mask(image)
     if not mask.any():
         return image.copy()
     cell = image[mask].astype(np.float32)  # (M, 3)
+    if stain:
+        cell = jitter_stain(cell, alphas, betas)
     if brightness != 0.0 or contrast != 1.0:
         mean = cell.mean(axis=0)
         cell = (cell - mean) * np.float32(contrast) + (mean + np.float32(255.0 * brightness))
@@ -150,6 +189,25 @@ def regenerate(source_image, params):
     out = image.copy()
     out[mask] = np.clip(np.rint(cell), 0, 255).astype(np.uint8)
     return out
+
+
+def jitter_stain(cell: np.ndarray, alphas: np.ndarray, betas: np.ndarray) -> np.ndarray:
+    """Tellez et al.'s HED jitter of cell pixels: concentrations c -> alpha c + beta.
+
+    Args:
+        cell: float32 (M, 3), pixel values in grey levels (0-255).
+        alphas: (3,), the factors of the haematoxylin, eosin and DAB concentrations.
+        betas: (3,), their offsets (concentration units: optical density along a unit
+            stain vector).
+
+    Returns:
+        float32 (M, 3), grey levels, unrounded and unclipped.
+    """
+    od = -np.log((cell + np.float32(1)) / np.float32(256))
+    # OD = c @ RGB_FROM_HED, so OD' = (OD @ inv(RGB_FROM_HED) * alpha + beta) @ RGB_FROM_HED
+    matrix = (np.linalg.inv(RGB_FROM_HED) * alphas) @ RGB_FROM_HED
+    shifted = od @ matrix.astype(np.float32) + (betas @ RGB_FROM_HED).astype(np.float32)
+    return np.float32(256) * np.exp(-shifted) - np.float32(1)
 
 
 def plan_rows(labels, copies_per_image, balance, seed):
@@ -182,14 +240,15 @@ def plan_rows(labels, copies_per_image, balance, seed):
     return np.concatenate(sources), np.concatenate(copies)
 
 
-def check_training_store(npy_path, index):
+def check_training_store(npy_path, index, subject_disjoint=True):
     """Raise LeukoflowError unless `npy_path` is a training store that shares nothing with
     the held-out stores.
 
     Checks: the file is named `train.npy` (what the stores rule writes for the training
     subset); the index is not already augmented (no `source_row`); a `subset` column, if
     any, says `train` on every row; and the `val`/`test` stores beside it, where present,
-    share no image path and no subject with it.
+    share no image path and, with `subject_disjoint` (all but the ablation's image-level
+    random split), no subject with it.
     """
     npy_path = Path(npy_path)
     if npy_path.stem != TRAIN_STEM:
@@ -215,7 +274,7 @@ def check_training_store(npy_path, index):
         held_out = pd.read_csv(held_out_csv, dtype=str)
         if not {"path", "subject"} <= set(held_out.columns):
             raise LeukoflowError(f"{held_out_csv}: store index without path/subject columns")
-        for column in ("path", "subject"):
+        for column in ("path", "subject") if subject_disjoint else ("path",):
             shared = set(index[column].astype(str)) & set(held_out[column])
             if shared:
                 raise LeukoflowError(
@@ -296,12 +355,15 @@ def augment_store(
     copies_per_image=0,
     threads=1,
     examples=None,
+    subject_disjoint=True,
 ):
     """Write the augmented training store `out_npy` (+ `.csv` index) from `train_npy`.
 
     Returns the index (DataFrame). Rows are computed in chunks by `threads` processes into a
     preallocated memory-mapped file, renamed into place at the end; the bytes do not depend
     on `threads`. `examples`: optional PNG path for a grid of one cell and 8 augmentations.
+    `subject_disjoint=False` lets the held-out stores share subjects with the training
+    store (the ablation's image-level random split, leaky on purpose).
     """
     train_npy, out_npy = Path(train_npy), Path(out_npy)
     if seed < 0:
@@ -315,7 +377,7 @@ def augment_store(
     images, index = open_store(train_npy)
     if images.shape[-1] != 3:
         raise LeukoflowError(f"{train_npy}: expected RGB images (N, H, W, 3), got {images.shape}")
-    check_training_store(train_npy, index)
+    check_training_store(train_npy, index, subject_disjoint)
     if len(images) == 0:
         raise LeukoflowError(f"{train_npy}: the training store is empty")
     labels = index["y"].to_numpy()
@@ -370,17 +432,19 @@ def write_examples(images, index, spec, seed, path):
         params = draw_params(seed, row, copy, spec)
         ax.imshow(regenerate(source, params))
         flips = "".join(f for f, on in (("H", params["flip_h"]), ("V", params["flip_v"])) if on)
-        ax.set_title(
+        title = (
             f"{params['angle']:.0f}° {flips or '-'} b{params['brightness']:+.2f}"
-            f" c{params['contrast']:.2f}",
-            fontsize=8,
+            f" c{params['contrast']:.2f}"
         )
+        if spec.stain_jitter > 0:
+            title += "\nHED x" + " ".join(f"{params[k]:.2f}" for k in STAIN_ALPHAS)
+        ax.set_title(title, fontsize=8)
     for ax in axes.flat:
         ax.set_axis_off()
     label = index["label"].iloc[row] if "label" in index.columns else index["y"].iloc[row]
     figure.suptitle(
         f"Offline augmentation ({label}): rotation={spec.rotation}, flip={spec.flip}, "
-        f"noise std={spec.noise_std:g}",
+        f"noise std={spec.noise_std:g}, stain jitter={spec.stain_jitter:g}",
         fontsize=10,
     )
     with atomic_path(path, suffix=".png") as tmp:

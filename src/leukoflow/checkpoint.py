@@ -56,14 +56,15 @@ def fingerprint(
         weights_file: the initial weights file (path, size and time count), or None.
 
     Returns:
-        The digest of those and of the Keras backend.
+        The digest of those and of the Keras backend. The number of devices does not count:
+        a checkpoint written on N devices resumes on M.
     """
     import keras
 
     parts = {
         "version": CHECKPOINT_VERSION,
         "arch": arch,
-        "settings": settings,
+        "settings": {key: value for key, value in settings.items() if key != "devices"},
         "backend": keras.backend.backend(),
         "inputs": [],
     }
@@ -79,9 +80,7 @@ def fingerprint(
 
 def variable_values(variables: Sequence[keras.Variable]) -> list[np.ndarray]:
     """Copies of the current values of Keras variables, as numpy arrays, in order."""
-    import keras
-
-    return [np.array(keras.ops.convert_to_numpy(v.value)) for v in variables]
+    return [np.array(v.numpy()) for v in variables]  # numpy(): mirrored variables too
 
 
 def assign_values(
@@ -106,6 +105,19 @@ def assign_values(
         if array.shape != tuple(variable.shape):
             raise LeukoflowError(f"checkpoint {what} do not match the model ({variable.path})")
         variable.assign(array)
+
+
+def initial_state() -> dict:
+    """The training state before the first epoch (what `Checkpoint.save` writes after each)."""
+    return {
+        "epochs_done": 0,
+        "best_score": -1.0,
+        "best_epoch": -1,
+        "stale": 0,
+        "stopped": False,
+        "history": [],
+        "best_val_probabilities": [],
+    }
 
 
 class Checkpoint:

@@ -1,7 +1,8 @@
 """Errors a user can act on: the CLI prints their message and exits with status 2.
 
 Subclasses live beside the code that raises them: `leukoflow.images.BadImageError`,
-`leukoflow.ingest.BadDatasetError`, `leukoflow.stain.DegenerateStainError`.
+`leukoflow.ingest.BadDatasetError`, `leukoflow.macenko.DegenerateStainError` (also
+exported by `leukoflow.stain`).
 """
 
 

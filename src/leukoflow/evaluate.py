@@ -1,12 +1,12 @@
-"""Test-set evaluation: threshold chosen on validation, metrics, subject bootstrap.
+"""Test-set evaluation: everything fitted on validation, then scored on test with CIs.
 
-The positive class is `all` (label 1). Every reported metric is computed by one vectorised
-function, `weighted_metrics`, on integer sample weights: weights of ones give the plain
-metrics, and the multiplicities of a bootstrap resample give the metrics of the resampled
-pool without copying images. Resampling is over **subjects** (all images of a drawn subject
-come along), stratified by the subject's label, because images of one subject are not
-independent. `run_evaluate` is the `evaluate` job: it predicts the validation and test
-stores and writes the metrics and both prediction tables.
+From the validation predictions only: the temperature (`leukoflow.calibration`), the
+decision threshold (on the calibrated probabilities) and the referral band
+(`leukoflow.referral`). Then the test subset is scored: every metric of
+`leukoflow.metrics` with its subject-bootstrap CI, the Brier score and ECE before and after
+calibration, the referral band's share and the metrics of the cells not referred, the
+risk-coverage area. `run_evaluate` is the `evaluate` job of one trained model; the
+`ensemble` job (`leukoflow.ensemble`) goes through the same `evaluate_predictions`.
 """
 
 from __future__ import annotations
@@ -21,148 +21,26 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from leukoflow.atomic import atomic_path, write_text
+from leukoflow.calibration import apply_temperature, calibration_summary, fit_temperature
 from leukoflow.errors import LeukoflowError
+from leukoflow.metrics import binary_metrics, bootstrap_ci, subject_resamples
+from leukoflow.referral import choose_band, referral_summary, referred_mask, risk_coverage
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
-ECE_BINS = 10
-CI_METRICS = (
-    "precision",
-    "recall",
-    "f1",
-    "weighted_f1",
-    "macro_f1",
-    "balanced_accuracy",
-    "roc_auc",
-    "pr_auc",
-    "brier",
-    "ece",
-    "accuracy",
-)
-PREDICTION_COLUMNS = ["row", "path", "subject", "y", "probability_all", "predicted"]
-
-
-def _safe_div(num, den):
-    """num / den elementwise, 0 where den is 0 (scikit-learn's zero_division=0)."""
-    num, den = np.asarray(num, float), np.asarray(den, float)
-    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
-
-
-def _ranking_metrics(y, p, w):
-    """ROC-AUC and average precision of scores `p` under sample weights `w` (B, N).
-
-    Ties in `p` are grouped as scikit-learn does (one threshold per distinct score).
-    Returns two arrays (B,); NaN where a resample has only one class.
-    """
-    order = np.argsort(-p, kind="mergesort")
-    p_sorted = p[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(p_sorted)) + 1]  # distinct scores, descending
-    pos_w = np.add.reduceat(w[:, order] * y[order], starts, axis=1)
-    neg_w = np.add.reduceat(w[:, order] * (1 - y[order]), starts, axis=1)
-    tps, fps = np.cumsum(pos_w, axis=1), np.cumsum(neg_w, axis=1)
-    n_pos, n_neg = tps[:, -1], fps[:, -1]
-    # AUC: each positive beats the negatives ranked below it; ties count one half.
-    neg_below = n_neg[:, None] - fps
-    auc = _safe_div((pos_w * (neg_below + 0.5 * neg_w)).sum(axis=1), n_pos * n_neg)
-    precision = _safe_div(tps, tps + fps)
-    recall = _safe_div(tps, n_pos[:, None])
-    ap = (np.diff(recall, axis=1, prepend=0.0) * precision).sum(axis=1)
-    one_class = (n_pos == 0) | (n_neg == 0)
-    auc[one_class] = np.nan
-    ap[n_pos == 0] = np.nan
-    return auc, ap
-
-
-def _ece(y, p, w, bins=ECE_BINS):
-    """Expected calibration error of P(all) with `bins` equal-width bins, weights (B, N).
-
-    ECE = sum over bins of (bin weight / total) * |mean label - mean probability| in the bin;
-    the bins are [0, 0.1), [0.1, 0.2), ..., [0.9, 1.0] (1.0 falls in the last one).
-    """
-    idx = np.minimum((p * bins).astype(int), bins - 1)
-    onehot = np.eye(bins)[idx]  # (N, bins)
-    count = w @ onehot
-    gap = np.abs(w @ (onehot * y[:, None]) - w @ (onehot * p[:, None]))
-    return _safe_div(gap.sum(axis=1), count.sum(axis=1))
-
-
-def weighted_metrics(
-    y: ArrayLike, p: ArrayLike, predicted: ArrayLike, w: ArrayLike
-) -> dict[str, np.ndarray]:
-    """Every metric of predictions under integer sample weights.
-
-    Conventions follow scikit-learn: zero_division=0, macro/weighted F1 over the labels
-    present in truth or prediction, balanced accuracy over the labels present in truth.
-
-    Args:
-        y: (N,) 0/1 labels.
-        p: (N,) probabilities of `all`.
-        predicted: (N,) 0/1 decisions.
-        w: (B, N) non-negative weights, one row per resample ((N,) is one row).
-
-    Returns:
-        {name: (B,) array} for `CI_METRICS` (`roc_auc` is NaN where a resample lacks a
-        class, `pr_auc` where it lacks `all`), and `confusion` (B, 2, 2) as
-        [[tn, fp], [fn, tp]] (rows = truth, scikit-learn order).
-    """
-    y = np.asarray(y, float)
-    p = np.asarray(p, float)
-    predicted = np.asarray(predicted, float)
-    w = np.atleast_2d(np.asarray(w, float))
-    tp = w @ (y * predicted)
-    fp = w @ ((1 - y) * predicted)
-    fn = w @ (y * (1 - predicted))
-    tn = w @ ((1 - y) * (1 - predicted))
-    n = tp + fp + fn + tn
-    n_pos, n_neg = tp + fn, tn + fp
-    f1_pos = _safe_div(2 * tp, 2 * tp + fp + fn)
-    f1_neg = _safe_div(2 * tn, 2 * tn + fn + fp)
-    has_pos = (n_pos + tp + fp) > 0  # label 1 in truth or prediction
-    has_neg = (n_neg + tn + fn) > 0
-    recall_pos, recall_neg = _safe_div(tp, n_pos), _safe_div(tn, n_neg)
-    auc, ap = _ranking_metrics(y, p, w)
-    return {
-        "precision": _safe_div(tp, tp + fp),
-        "recall": recall_pos,
-        "f1": f1_pos,
-        "weighted_f1": _safe_div(f1_pos * n_pos + f1_neg * n_neg, n),
-        "macro_f1": _safe_div(f1_pos * has_pos + f1_neg * has_neg, has_pos * 1.0 + has_neg),
-        "balanced_accuracy": _safe_div(
-            recall_pos * (n_pos > 0) + recall_neg * (n_neg > 0), (n_pos > 0) * 1.0 + (n_neg > 0)
-        ),
-        "accuracy": _safe_div(tp + tn, n),
-        "roc_auc": auc,
-        "pr_auc": ap,
-        "brier": _safe_div(w @ (p - y) ** 2, n),
-        "ece": _ece(y, p, w),
-        "confusion": np.stack([np.stack([tn, fp], -1), np.stack([fn, tp], -1)], -2),
-    }
-
-
-def binary_metrics(y: ArrayLike, p: ArrayLike, threshold: float) -> dict:
-    """The metrics of probabilities against labels at one threshold.
-
-    Args:
-        y: (N,) 0/1 labels.
-        p: (N,) probabilities of `all`; a cell is called `all` when p >= threshold.
-        threshold: the decision threshold.
-
-    Returns:
-        The metrics of `weighted_metrics` as plain floats (None where undefined),
-        `confusion` as a 2x2 int list, `n` and `n_all` (images, `all` images).
-    """
-    y = np.asarray(y, int)
-    p = np.asarray(p, float)
-    predicted = (p >= threshold).astype(int)
-    values = weighted_metrics(y, p, predicted, np.ones((1, len(y))))
-    out = {k: float(v[0]) for k, v in values.items() if k != "confusion"}
-    out["confusion"] = values["confusion"][0].astype(int).tolist()
-    out["n"] = len(y)
-    out["n_all"] = int(y.sum())
-    return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in out.items()}
+PREDICTION_COLUMNS = [
+    "row",
+    "path",
+    "subject",
+    "y",
+    "probability_all",
+    "calibrated_probability_all",
+    "predicted",
+    "referred",
+]
 
 
 def choose_threshold(y_val: ArrayLike, p_val: ArrayLike, rule: str = "max_f1") -> float:
@@ -203,130 +81,6 @@ def choose_threshold(y_val: ArrayLike, p_val: ArrayLike, rule: str = "max_f1") -
     return float((upper + lower) / 2)
 
 
-def subject_resamples(
-    subjects: ArrayLike, labels: ArrayLike, n_resamples: int, seed: int
-) -> np.ndarray:
-    """Bootstrap weights: subjects drawn with replacement within each label.
-
-    A subject's label is the majority label of its images. Each resample draws, for each
-    label, as many subjects as there are with that label; an image's weight is how often
-    its subject was drawn.
-
-    Args:
-        subjects: (N,) subject id of each image.
-        labels: (N,) 0/1.
-        n_resamples: B, the number of resamples.
-        seed: seed of the draws.
-
-    Returns:
-        float (B, N) weights.
-    """
-    subjects = np.asarray(subjects).astype(str)
-    labels = np.asarray(labels, int)
-    names, inverse = np.unique(subjects, return_inverse=True)
-    subject_label = np.bincount(inverse, weights=labels) / np.bincount(inverse) >= 0.5
-    rng = np.random.default_rng(seed)
-    counts = np.zeros((n_resamples, len(names)))
-    for label in (False, True):
-        members = np.flatnonzero(subject_label == label)
-        if len(members):
-            draws = rng.integers(0, len(members), size=(n_resamples, len(members)))
-            rows = np.repeat(np.arange(n_resamples), len(members))
-            np.add.at(counts, (rows, members[draws.ravel()]), 1)
-    return counts[:, inverse]
-
-
-def image_resamples(n_images: int, n_resamples: int, seed: int) -> np.ndarray:
-    """Bootstrap weights (B, N) of plain image resampling (the naive CI, for comparison)."""
-    rng = np.random.default_rng(seed)
-    return rng.multinomial(n_images, np.full(n_images, 1.0 / n_images), size=n_resamples)
-
-
-def _chunks(total, size=250):
-    """Slices of `range(total)`, `size` at a time."""
-    for start in range(0, total, size):
-        yield slice(start, min(total, start + size))
-
-
-def bootstrap_ci(
-    y: ArrayLike,
-    p: ArrayLike,
-    predicted: ArrayLike,
-    weights: np.ndarray,
-    level: float = 0.95,
-) -> dict[str, list[float | None]]:
-    """Percentile confidence intervals of `CI_METRICS` from bootstrap weights.
-
-    Args:
-        y: (N,) 0/1 labels.
-        p: (N,) probabilities of `all`.
-        predicted: (N,) 0/1 decisions.
-        weights: (B, N), from `subject_resamples` or `image_resamples` (read 250 rows at
-            a time).
-        level: the coverage of the interval.
-
-    Returns:
-        {metric: [lo, hi]}; resamples where a metric is undefined are left out, and
-        [None, None] when it is undefined in all.
-    """
-    parts = {m: [] for m in CI_METRICS}
-    for rows in _chunks(len(weights)):
-        values = weighted_metrics(y, p, predicted, weights[rows])
-        for metric in CI_METRICS:
-            parts[metric].append(values[metric])
-    tail = 100 * (1 - level) / 2
-    ci = {}
-    for metric in CI_METRICS:
-        values = np.concatenate(parts[metric])
-        values = values[np.isfinite(values)]  # e.g. ROC-AUC of a resample with one class
-        if len(values):
-            ci[metric] = np.percentile(values, [tail, 100 - tail]).tolist()
-        else:
-            ci[metric] = [None, None]
-    return ci
-
-
-def _f1(y, predicted, w):
-    """F1 of `all` (B,) under weights (B, N)."""
-    y, predicted = np.asarray(y, float), np.asarray(predicted, float)
-    tp = w @ (y * predicted)
-    return _safe_div(2 * tp, w @ predicted + w @ y)
-
-
-def paired_bootstrap(
-    y: ArrayLike,
-    subjects: ArrayLike,
-    predicted_a: ArrayLike,
-    predicted_b: ArrayLike,
-    n_resamples: int = 2000,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Share of subject resamples in which F1 of `a` exceeds F1 of `b` on the same test set.
-
-    Both models are scored on each same resample of subjects (paired), so the share is the
-    bootstrap probability that `a` is really better than `b`.
-
-    Args:
-        y: (N,) 0/1 labels of the test images.
-        subjects: (N,) subject of each image.
-        predicted_a: (N,) 0/1 decisions of model a.
-        predicted_b: (N,) 0/1 decisions of model b.
-        n_resamples: resamples of subjects (`subject_resamples`).
-        seed: seed of the resamples.
-
-    Returns:
-        (share, mean F1 gap a - b).
-    """
-    weights = subject_resamples(subjects, y, n_resamples, seed)
-    wins, gaps = [], []
-    for rows in _chunks(n_resamples):
-        f1_a = _f1(y, predicted_a, weights[rows])
-        f1_b = _f1(y, predicted_b, weights[rows])
-        wins.append(f1_a > f1_b)
-        gaps.append(f1_a - f1_b)
-    return float(np.concatenate(wins).mean()), float(np.concatenate(gaps).mean())
-
-
 def per_subject_accuracy(frame: pd.DataFrame) -> list[dict]:
     """[{subject, label, n, accuracy}] from a predictions frame (y, predicted, subject)."""
     grouped = frame.assign(correct=frame["y"] == frame["predicted"]).groupby("subject")
@@ -348,8 +102,14 @@ def evaluate_predictions(
     threshold_rule: str = "max_f1",
     n_bootstrap: int = 2000,
     seed: int = 0,
+    referral_metric: str = "sensitivity",
+    referral_target: float = 0.95,
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """Metrics of validation and test predictions; the threshold comes from `val` only.
+    """Metrics of validation and test predictions; everything fitted comes from `val` only.
+
+    The temperature is fitted on the validation probabilities, the threshold and the
+    referral band are chosen on the calibrated validation probabilities; test labels are
+    used only to score.
 
     Args:
         val: validation predictions (`predictions_frame`: row, path, subject, y,
@@ -358,13 +118,18 @@ def evaluate_predictions(
         threshold_rule: the rule of `choose_threshold`.
         n_bootstrap: subject resamples of the test CIs.
         seed: seed of the resamples.
+        referral_metric: the metric of the cells not referred that the band must bring to
+            `referral_target` (`leukoflow.referral.TARGET_METRICS`).
+        referral_target: its target value.
 
     Returns:
         (metrics, val, test): the metrics dict (threshold, test and val metrics, CIs,
-        per-subject accuracy, counts) and the two frames with a `predicted` column added.
+        per-subject accuracy, counts, `calibration`, `referral`, `risk_coverage`) and the
+        two frames with `calibrated_probability_all`, `predicted` and `referred` added.
 
     Raises:
-        LeukoflowError: when a frame lacks a column or is empty, or as `choose_threshold`.
+        LeukoflowError: when a frame lacks a column or is empty, as `choose_threshold`, or
+            for an unknown referral metric.
     """
     for name, frame in (("val", val), ("test", test)):
         missing = {"subject", "y", "probability_all"} - set(frame.columns)
@@ -372,13 +137,30 @@ def evaluate_predictions(
             raise LeukoflowError(f"{name} predictions lack column(s) {sorted(missing)}")
         if frame.empty:
             raise LeukoflowError(f"the {name} subset is empty: nothing to evaluate")
-    threshold = choose_threshold(
-        val["y"].to_numpy(), val["probability_all"].to_numpy(), threshold_rule
+    y_val = val["y"].to_numpy(int)
+    temperature = fit_temperature(y_val, val["probability_all"].to_numpy(float))
+    val, test = (
+        frame.assign(
+            calibrated_probability_all=apply_temperature(frame["probability_all"], temperature)
+        )
+        for frame in (val, test)
     )
-    val = val.assign(predicted=(val["probability_all"] >= threshold).astype(int))
-    test = test.assign(predicted=(test["probability_all"] >= threshold).astype(int))
-    y, p = test["y"].to_numpy(int), test["probability_all"].to_numpy(float)
+    p_val = val["calibrated_probability_all"].to_numpy(float)
+    threshold = choose_threshold(y_val, p_val, threshold_rule)
+    band = choose_band(y_val, p_val, threshold, referral_metric, referral_target)
+    val, test = (
+        frame.assign(
+            predicted=(frame["calibrated_probability_all"] >= threshold).astype(int),
+            referred=referred_mask(
+                frame["calibrated_probability_all"], band["lo"], band["hi"]
+            ).astype(int),
+        )
+        for frame in (val, test)
+    )
+    y, p = test["y"].to_numpy(int), test["calibrated_probability_all"].to_numpy(float)
+    predicted = test["predicted"].to_numpy(int)
     weights = subject_resamples(test["subject"], y, n_bootstrap, seed)
+    calibration = calibration_summary(y, test["probability_all"], p, weights)
     metrics = {
         "threshold": threshold,
         "threshold_rule": threshold_rule,
@@ -392,11 +174,39 @@ def evaluate_predictions(
             "seed": seed,
         },
         "test": binary_metrics(y, p, threshold),
-        "ci": bootstrap_ci(y, p, test["predicted"].to_numpy(int), weights),
-        "val": binary_metrics(val["y"].to_numpy(int), val["probability_all"].to_numpy(), threshold),
+        "ci": bootstrap_ci(y, p, predicted, weights),
+        "val": binary_metrics(y_val, p_val, threshold),
         "per_subject": per_subject_accuracy(test),
+        "calibration": {"temperature": temperature, **calibration},
+        "referral": {**band, "test": referral_summary(y, p, predicted, band, weights)},
+        "risk_coverage": {"aurc": risk_coverage(y, p, threshold)[2]},
     }
     return metrics, val, test
+
+
+def evaluate_with_config(
+    val: pd.DataFrame, test: pd.DataFrame, evaluate_config: Mapping
+) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """`evaluate_predictions` with the options of the config's `evaluate` block.
+
+    Args:
+        val: validation predictions.
+        test: test predictions.
+        evaluate_config: the `evaluate` block (threshold, bootstrap, seed, referral).
+
+    Returns:
+        As `evaluate_predictions`.
+    """
+    referral = evaluate_config.get("referral") or {}
+    return evaluate_predictions(
+        val,
+        test,
+        threshold_rule=str(evaluate_config.get("threshold", "max_f1")),
+        n_bootstrap=int(evaluate_config.get("bootstrap", 2000)),
+        seed=int(evaluate_config.get("seed", 0)),
+        referral_metric=str(referral.get("metric", "sensitivity")),
+        referral_target=float(referral.get("target", 0.95)),
+    )
 
 
 def predictions_frame(index: pd.DataFrame, probabilities: ArrayLike) -> pd.DataFrame:
@@ -441,7 +251,7 @@ def run_evaluate(
     test_out: str | Path,
     split_id: str = "main",
 ) -> dict:
-    """The `evaluate` job: predict val and test, choose the threshold on val, score test.
+    """The `evaluate` job: predict val and test, fit on val, score test.
 
     Args:
         model_path: the trained `model.keras`.
@@ -449,7 +259,8 @@ def run_evaluate(
         test_store: the test store.
         settings: the architecture's merged settings (`architecture`, `batch_size`,
             `jit_compile`, `mixed_precision`).
-        evaluate_config: the config's `evaluate` block (threshold, bootstrap, tta, seed).
+        evaluate_config: the config's `evaluate` block (threshold, bootstrap, tta, seed,
+            referral).
         metrics_out: metrics JSON to write.
         val_out: validation predictions CSV to write (`PREDICTION_COLUMNS`).
         test_out: test predictions CSV to write.
@@ -477,24 +288,20 @@ def run_evaluate(
         images, index = open_store(store)
         log.info("predicting %d images of %s (TTA %d)", len(images), store, tta)
         frames.append(predictions_frame(index, predict_store(predict_fn, images, batch_size, tta)))
-    metrics, val, test = evaluate_predictions(
-        frames[0],
-        frames[1],
-        threshold_rule=str(evaluate_config.get("threshold", "max_f1")),
-        n_bootstrap=int(evaluate_config.get("bootstrap", 2000)),
-        seed=int(evaluate_config.get("seed", 0)),
-    )
+    metrics, val, test = evaluate_with_config(frames[0], frames[1], evaluate_config)
     metrics.update(
         architecture=settings.get("architecture", Path(model_path).parent.name),
         split=split_id,
         tta=tta,
         model=str(model_path),
+        settings=settings,
     )
     write_evaluation(metrics, val, test, metrics_out, val_out, test_out)
     log.info(
-        "test F1 %.3f, weighted F1 %.3f at threshold %.3f",
+        "test F1 %.3f, weighted F1 %.3f at threshold %.3f, temperature %.3f",
         metrics["test"]["f1"],
         metrics["test"]["weighted_f1"],
         metrics["threshold"],
+        metrics["calibration"]["temperature"],
     )
     return metrics

@@ -1,15 +1,20 @@
 """Classifying new cell images with a model bundle (`leukoflow predict`).
 
-Every image goes through `leukoflow.stores.prepare_image` (the square frame centred on the
-cell, the Lanczos resize, then stain normalisation with the bundle's reference), exactly as
-the training and test stores were built, so a bundle gives the same probabilities as
-evaluate did.
+Every image is read once and goes through `leukoflow.stores.prepare_image` (the square frame
+centred on the cell, the Lanczos resize, then stain normalisation with the bundle's
+reference) once per distinct input size of the bundle's models, exactly as the training and
+test stores were built. Each model predicts from the image at its size; an ensemble's
+members' probabilities are combined (`leukoflow.ensemble.combine`); the bundle's temperature
+calibrates the result (`leukoflow.calibration.apply_temperature`), and the threshold and the
+referral band apply to the calibrated probability. So a bundle gives the calibrated
+probabilities, decisions and referrals evaluate wrote.
 
-Engines: "keras" runs model.keras through the compiled inference function evaluate uses;
-"onnx" runs model.onnx with ONNX Runtime (`leukoflow.onnx_model`), which needs neither
-TensorFlow nor JAX. `choose_engine` resolves "auto": ONNX Runtime on a CPU when the
-bundle has an ONNX model (it is the faster engine there, docs/PERFORMANCE.md), Keras
-otherwise.
+Engines: "keras" runs each member's Keras file through the compiled inference function
+evaluate uses; "onnx" runs each member's ONNX file with ONNX Runtime (`leukoflow.onnx_model`),
+which needs neither TensorFlow nor JAX. The engine only computes the members' P(all):
+combining, calibration, the threshold and the referral band are the same code for both.
+`choose_engine` resolves "auto": ONNX Runtime on a CPU when every member has an ONNX file
+(it is the faster engine there, docs/PERFORMANCE.md), Keras otherwise.
 
 Speed: a pool of worker threads reads and prepares whole batches ahead of the model (at
 most `workers + 1` batches in flight), while the main thread runs the model's compiled
@@ -35,6 +40,8 @@ from tqdm import tqdm
 
 from leukoflow import CLASS_NAMES
 from leukoflow.atomic import atomic_path
+from leukoflow.calibration import apply_temperature
+from leukoflow.ensemble import combine
 from leukoflow.errors import LeukoflowError
 from leukoflow.images import BadImageError, is_image_name, open_rgb
 from leukoflow.inference import predict_arrays, tta_angles
@@ -46,17 +53,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("path", "probability_all", "label", "threshold", "error")
-ENGINES = ("auto", "keras", "onnx")
+COLUMNS = ("path", "calibrated_probability_all", "label", "threshold", "refer", "error")
+ENGINE_CHOICES = ("auto", "keras", "onnx")
 
 
 @dataclass
 class Prediction:
-    """One output row: `probability` and `label` are None when the file could not be used."""
+    """One output row; `probability` (calibrated), `label` and `refer` are None when the file
+    could not be used."""
 
     path: str
     probability: float | None
     label: str | None
+    refer: bool | None
     error: str | None
 
 
@@ -84,60 +93,82 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def prepare_file(
-    path: str | Path, reference: dict, size: int
-) -> tuple[np.ndarray | None, str | None]:
-    """Read and prepare one file: (uint8 (size, size, 3), None), or (None, why it failed)."""
+    path: str | Path, reference: dict, sizes: Sequence[int]
+) -> tuple[dict[int, np.ndarray] | None, str | None]:
+    """Read one file once and prepare it at every size.
+
+    Returns:
+        ({size: uint8 (size, size, 3)}, None), or (None, why the file could not be used).
+    """
     try:
-        return prepare_image(open_rgb(path), reference, size), None
+        image = open_rgb(path)
+        return {size: prepare_image(image, reference, size) for size in sizes}, None
     except BadImageError as error:
         return None, error.reason
     except (LeukoflowError, ValueError, OSError) as error:
         return None, str(error)
 
 
-def prepare_batch(
-    paths: Sequence[str | Path], reference: dict, size: int
-) -> tuple[np.ndarray, list[str | None]]:
-    """Read and prepare a batch of files (`prepare_file`).
+def prepare_sizes(
+    paths: Sequence[str | Path], reference: dict, sizes: Sequence[int]
+) -> tuple[dict[int, np.ndarray], list[str | None]]:
+    """Read a batch of files and prepare each at every size (`prepare_file`).
 
     Args:
         paths: the files.
         reference: the stain reference.
-        size: side of the model input, pixels.
+        sizes: the distinct sides of the models' inputs, pixels.
 
     Returns:
-        (images, errors): uint8 `(n_ok, size, size, 3)` for the files that could be used,
-        in order, and one entry per path, None for a used file or the reason it was not.
+        (images, errors): {size: uint8 `(n_ok, size, size, 3)`} for the files that could be
+        used, in order, and one entry per path, None for a used file or the reason it was
+        not.
     """
-    images, errors = [], []
+    images, errors = {size: [] for size in sizes}, []
     for path in paths:
-        image, error = prepare_file(path, reference, size)
+        prepared, error = prepare_file(path, reference, sizes)
         errors.append(error)
-        if image is not None:
-            images.append(image)
-    if not images:
-        return np.zeros((0, size, size, 3), np.uint8), errors
-    return np.stack(images), errors
+        for size in sizes if prepared is not None else ():
+            images[size].append(prepared[size])
+    return {
+        size: np.stack(found) if found else np.zeros((0, size, size, 3), np.uint8)
+        for size, found in images.items()
+    }, errors
+
+
+def prepare_batch(
+    paths: Sequence[str | Path], reference: dict, size: int
+) -> tuple[np.ndarray, list[str | None]]:
+    """Read and prepare a batch of files at one size (`prepare_sizes` with one size).
+
+    Returns:
+        (images, errors): uint8 `(n_ok, size, size, 3)` and one error entry per path.
+    """
+    images, errors = prepare_sizes(paths, reference, (size,))
+    return images[size], errors
 
 
 def choose_engine(requested: str, meta: dict, gpu: bool | None = None) -> str:
     """The engine that runs a bundle: "keras" or "onnx".
 
     Args:
-        requested: "keras", "onnx" or "auto" (ONNX Runtime when the bundle has an ONNX
-            model and the Keras backend has no GPU; Keras otherwise).
-        meta: the bundle's metadata (`leukoflow.bundle.read_meta`).
-        gpu: whether the Keras backend has a GPU; None asks it (`runtime.has_gpu`),
-            only for "auto" on a bundle with an ONNX model.
+        requested: "keras", "onnx" or "auto" (ONNX Runtime when every member of the bundle
+            has an ONNX file and the Keras backend has no GPU; Keras otherwise).
+        meta: the bundle's metadata (`leukoflow.bundle.read_meta`, with `members`).
+        gpu: whether the Keras backend has a GPU; None asks it (`runtime.has_gpu`), only
+            for "auto" on a bundle with ONNX files.
 
     Raises:
-        LeukoflowError: for an engine not in `ENGINES`.
+        LeukoflowError: for an engine not in `ENGINE_CHOICES`.
     """
-    if requested not in ENGINES:
-        raise LeukoflowError(f"--engine must be one of {', '.join(ENGINES)}, got {requested!r}")
+    if requested not in ENGINE_CHOICES:
+        raise LeukoflowError(
+            f"--engine must be one of {', '.join(ENGINE_CHOICES)}, got {requested!r}"
+        )
     if requested != "auto":
         return requested
-    if not (meta.get("onnx") or {}).get("file"):
+    members = meta.get("members") or []
+    if not members or not all((m.get("onnx") or {}).get("file") for m in members):
         return "keras"
     if gpu is None:
         from leukoflow.runtime import has_gpu
@@ -146,35 +177,37 @@ def choose_engine(requested: str, meta: dict, gpu: bool | None = None) -> str:
     return "keras" if gpu else "onnx"
 
 
-def make_predict_fn(bundle: Bundle, threads: int | None = None) -> PredictFn:
-    """The inference function of the bundle: ONNX Runtime when it was loaded for "onnx".
+def make_predict_fns(bundle: Bundle, threads: int | None = None) -> list[PredictFn]:
+    """The inference function of each of the bundle's models, for the engine it was loaded
+    for: ONNX Runtime on the members' ONNX files, or the compiled inference function evaluate
+    builds.
 
     Args:
-        bundle: a bundle from `load_bundle(path, engine)`: without a Keras model, its
-            model.onnx runs in ONNX Runtime; with one, the compiled inference function
-            evaluate builds.
+        bundle: a bundle from `load_bundle(path, engine)`.
         threads: ONNX Runtime's intra-op threads (None: its default). The Keras engine
             takes its threads from `configure_model_threads`.
 
     Returns:
-        float32 batch (N, size, size, 3) in [0, 255] -> P(all) float32 (N,); XLA as
-        `leukoflow.runtime.decide` says for the bundle's settings.
+        One per member: float32 batch (N, size, size, 3) in [0, 255] -> P(all) float32
+        (N,); on Keras, XLA as `leukoflow.runtime.decide` says for the member's settings.
 
     Raises:
-        ConfigError: for a `jit_compile` or `mixed_precision` in the bundle's settings
+        ConfigError: for a `jit_compile` or `mixed_precision` in a member's settings
             outside the allowed values.
         LeukoflowError: on a backend other than TensorFlow or JAX, or when ONNX Runtime
-            cannot load model.onnx.
+            cannot load an ONNX file.
     """
-    if bundle.model is None:
+    if bundle.engine == "onnx":
         from leukoflow.onnx_model import onnx_inference
 
-        return onnx_inference(bundle.onnx_path, threads)
+        return [onnx_inference(member.onnx_file, threads) for member in bundle.members]
     from leukoflow.inference import compiled_inference
     from leukoflow.runtime import decide
 
-    jit = decide(bundle.meta.get("settings", {})).jit_compile
-    return compiled_inference(bundle.model, jit_compile=jit)
+    return [
+        compiled_inference(member.model, jit_compile=decide(member.settings).jit_compile)
+        for member in bundle.members
+    ]
 
 
 def configure_model_threads(threads: int | None) -> None:
@@ -219,15 +252,16 @@ def iter_predictions(
     tta: int = 0,
     workers: int | None = None,
     progress: bool = True,
-    predict_fn: PredictFn | None = None,
+    predict_fns: Sequence[PredictFn] | None = None,
 ) -> Iterator[Prediction]:
     """Yield one `Prediction` per file, in order.
 
-    Batches of `batch_size` files are read and prepared by `workers` threads, at most
-    `workers + 1` batches ahead of the model; the main thread runs `predict_fn` on each
-    batch as soon as it is ready. Threads, not processes: decoding, stain normalisation and
-    resizing run in numpy and PIL with the GIL released, and threads cost nothing to start
-    and pass arrays without copies.
+    Batches of `batch_size` files are read and prepared (once per distinct input size) by
+    `workers` threads, at most `workers + 1` batches ahead of the models; the main thread
+    runs each model on its size's batch as soon as it is ready, combines the members and
+    calibrates. Threads, not processes: decoding, stain normalisation and resizing run in
+    numpy and PIL with the GIL released, and threads cost nothing to start and pass arrays
+    without copies.
 
     Args:
         bundle: the loaded model bundle.
@@ -236,11 +270,12 @@ def iter_predictions(
         tta: test-time rotations (0 or 1: off).
         workers: preparation threads; None: `default_workers()`.
         progress: show a progress bar.
-        predict_fn: the inference function; None: `make_predict_fn(bundle)`.
+        predict_fns: the inference function of each member; None:
+            `make_predict_fns(bundle)`.
 
     Raises:
         LeukoflowError: for a batch size or worker count below 1 or a negative `tta`
-            (before any file is read), or as `make_predict_fn`.
+            (before any file is read), or as `make_predict_fns`.
     """
     if batch_size < 1:
         raise LeukoflowError(f"--batch-size must be at least 1, got {batch_size}")
@@ -248,8 +283,9 @@ def iter_predictions(
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise LeukoflowError(f"--threads must be at least 1, got {workers}")
-    predict_fn = predict_fn or make_predict_fn(bundle)
-    size, reference, threshold = bundle.input_size, bundle.reference, bundle.threshold
+    predict_fns = predict_fns or make_predict_fns(bundle)
+    sizes, reference, threshold = bundle.input_sizes, bundle.reference, bundle.threshold
+    band = bundle.referral
     shape = min(batch_size, max(len(files), 1))  # the one batch shape the model sees
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     with (
@@ -263,7 +299,7 @@ def iter_predictions(
         def submit():
             batch = next(queued, None)
             if batch is not None:
-                pending.append((batch, pool.submit(prepare_batch, batch, reference, size)))
+                pending.append((batch, pool.submit(prepare_sizes, batch, reference, sizes)))
 
         for _ in range(workers + 1):
             submit()
@@ -271,26 +307,37 @@ def iter_predictions(
             batch, future = pending.popleft()
             submit()
             images, errors = future.result()
-            probabilities = iter(predict_arrays(predict_fn, images, shape, tta).tolist())
+            members = [
+                predict_arrays(fn, images[member.input_size], shape, tta)
+                for fn, member in zip(predict_fns, bundle.members, strict=True)
+            ]
+            combined = combine(np.vstack(members), bundle.combiner)
+            probabilities = iter(apply_temperature(combined, bundle.temperature).tolist())
             for path, error in zip(batch, errors, strict=True):
                 if error is None:
                     p = next(probabilities)
-                    yield Prediction(str(path), p, CLASS_NAMES[int(p >= threshold)], None)
+                    refer = band is not None and band["lo"] <= p < band["hi"]
+                    yield Prediction(str(path), p, CLASS_NAMES[int(p >= threshold)], refer, None)
                 else:
-                    yield Prediction(str(path), None, None, error)
+                    yield Prediction(str(path), None, None, None, error)
             bar.update(len(batch))
 
 
 def write_predictions(predictions: Iterable[Prediction], threshold: float, out: str | Path) -> int:
-    """Write the predictions CSV (columns `COLUMNS`) atomically; returns the rows written."""
+    """Write the predictions CSV (columns `COLUMNS`) atomically; returns the rows written.
+
+    `refer` is 1 for a cell in the bundle's referral band, 0 otherwise, empty for a file that
+    could not be used.
+    """
     rows = 0
     with atomic_path(out) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for row in predictions:
             probability = "" if row.probability is None else repr(row.probability)
+            refer = "" if row.refer is None else int(row.refer)
             writer.writerow(
-                [row.path, probability, row.label or "", repr(threshold), row.error or ""]
+                [row.path, probability, row.label or "", repr(threshold), refer, row.error or ""]
             )
             rows += 1
     return rows
@@ -304,12 +351,12 @@ def predict(
     tta: int = 0,
     workers: int | None = None,
     progress: bool = True,
-    predict_fn: PredictFn | None = None,
+    predict_fns: Sequence[PredictFn] | None = None,
 ) -> tuple[int, int]:
     """Classify the images in `inputs` (files and folders) and write the CSV `out`.
 
     Every file gets exactly one row in input order; a file that cannot be used gets its
-    reason in `error` and empty `probability_all` and `label`.
+    reason in `error` and empty `calibrated_probability_all`, `label` and `refer`.
 
     Args:
         bundle: the loaded model bundle.
@@ -319,7 +366,8 @@ def predict(
         tta: test-time rotations (0 or 1: off).
         workers: preparation threads; None: `default_workers()`.
         progress: show a progress bar.
-        predict_fn: the inference function; None: `make_predict_fn(bundle)`.
+        predict_fns: the inference function of each member; None:
+            `make_predict_fns(bundle)`.
 
     Returns:
         (rows, classified): the rows written and how many files were classified.
@@ -332,7 +380,7 @@ def predict(
 
     def counted():
         predictions = iter_predictions(
-            bundle, files, batch_size, tta, workers, progress, predict_fn
+            bundle, files, batch_size, tta, workers, progress, predict_fns
         )
         for row in predictions:
             counts["classified"] += row.error is None

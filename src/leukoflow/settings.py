@@ -1,4 +1,4 @@
-"""Configuration checks the JSON schema cannot express, and per-architecture settings.
+"""Configuration checks the JSON schema cannot express, per-architecture settings, ensembles.
 
 Imported by the Snakefile while planning, so it does not import Keras.
 """
@@ -72,6 +72,94 @@ def arch_config_hash(config: Mapping, arch: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def ensembles(config: Mapping) -> dict[str, dict]:
+    """The ensembles of a run: {name: {"method", "members"}}.
+
+    `ensembles` unset (null) means one mean ensemble, `Ensemble`, of every architecture run;
+    `{}` means none; an ensemble without `members` holds every architecture run. An
+    ensemble of every architecture is left out when fewer than two run (one listing its
+    members is checked by `check_config` instead).
+
+    Args:
+        config: the validated workflow configuration.
+
+    Returns:
+        The ensembles in config order, members in config order when not listed.
+    """
+    archs = list(config["architectures"])
+    configured = config.get("ensembles")
+    if configured is None:
+        configured = {"Ensemble": {"method": "mean"}}
+    out = {}
+    for name, spec in configured.items():
+        spec = spec or {}
+        if not spec.get("members") and len(archs) < 2:
+            continue
+        out[name] = {
+            "method": spec.get("method", "mean"),
+            "members": list(spec.get("members") or archs),
+        }
+    return out
+
+
+def ensemble_config_hash(config: Mapping, name: str) -> str:
+    """A short, stable hash of an ensemble: its method and its members' hashes.
+
+    Args:
+        config: the validated workflow configuration.
+        name: an ensemble of `ensembles(config)`.
+
+    Returns:
+        16 hexadecimal digits (the start of a SHA-256).
+    """
+    spec = ensembles(config)[name]
+    relevant = {**spec, "members": {m: arch_config_hash(config, m) for m in spec["members"]}}
+    text = json.dumps(relevant, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_members(config, key, names):
+    """ConfigError naming `key` when a name in `names` is not an architecture of the run."""
+    archs = list(config["architectures"])
+    unknown = [name for name in names if name not in archs]
+    if unknown:
+        raise ConfigError(
+            f"{key}: {', '.join(map(repr, unknown))} not among the architectures run; "
+            f"allowed: {', '.join(archs)}"
+        )
+
+
+def _check_ensembles(config):
+    """Names that are not architectures' names, two or more members, all of them run."""
+    for name, spec in ensembles(config).items():
+        if name in ARCHITECTURES:
+            raise ConfigError(
+                f"ensembles: {name!r} is an architecture's name; name the ensemble otherwise "
+                "(its bundle goes to results/models/NAME beside the architectures')"
+            )
+        _check_members(config, f"ensembles.{name}.members", spec["members"])
+        if len(spec["members"]) < 2:
+            raise ConfigError(
+                f"ensembles.{name}.members: {spec['members']} is one architecture; an ensemble "
+                "needs two or more (the architectures run: "
+                f"{', '.join(config['architectures'])})"
+            )
+
+
+def _check_ablation(config):
+    """Architectures that are run, and factors named together with them."""
+    block = config.get("ablation") or {}
+    archs = block.get("architectures") or []
+    listed = [f for f in ("split", "stain", "augmentation") if block.get(f)]
+    _check_members(config, "ablation.architectures", archs)
+    if bool(archs) != bool(listed):
+        raise ConfigError(
+            "ablation: give both `architectures` and the levels of at least one factor "
+            "(split: subject, random; stain: none, reinhard, macenko; augmentation: offline, "
+            "online, none), or neither"
+        )
+
+
 def check_config(config: Mapping, base_dir: str | Path = ".") -> None:
     """Check what the schema cannot: architectures, weights, sizes, folds, dataset folder.
 
@@ -82,8 +170,10 @@ def check_config(config: Mapping, base_dir: str | Path = ".") -> None:
     Raises:
         ConfigError: naming the key and the allowed values, for an unknown architecture,
             `weights: imagenet` for an architecture without ImageNet weights, an
-            `input_size` below the architecture's minimum, `cv.folds: 1`, or a missing
-            `dataset.path` folder with `dataset.source: folder`.
+            `input_size` below the architecture's minimum, `cv.folds: 1`, a missing
+            `dataset.path` folder with `dataset.source: folder`, an ensemble named like
+            an architecture or holding one that is not run (or only one), or an ablation
+            of architectures that are not run or without a factor.
     """
     unknown = [name for name in config["architectures"] if name not in ARCHITECTURES]
     if unknown:
@@ -104,6 +194,8 @@ def check_config(config: Mapping, base_dir: str | Path = ".") -> None:
                 f"architectures.{arch}.input_size: {settings['input_size']} is too small; "
                 f"{arch} needs at least {minimum} pixels"
             )
+    _check_ensembles(config)
+    _check_ablation(config)
     if config["cv"]["folds"] == 1:
         raise ConfigError("cv.folds: 1 is not cross-validation; allowed: 0 (off) or 2 and more")
     dataset = config["dataset"]

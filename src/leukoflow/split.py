@@ -4,6 +4,9 @@ The split table is the manifest with two columns added: `subset` (train, val or 
 `cv_fold` (the cross-validation fold of a non-test subject, -1 for none). Every subject
 lands in exactly one subset (and one fold); `make_split` checks that before it returns.
 `subset_rows` reads a subset of split `main` or of a fold `fold{k}` from the table.
+
+`random_image_split` is the one split that is not subject-disjoint, on purpose: the
+ablation's image-level random split, which shows what leakage does to the test figures.
 """
 
 import logging
@@ -138,14 +141,15 @@ def assign_cv_folds(split: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
 
 
 def subset_rows(split: pd.DataFrame, split_id: str, subset: str) -> pd.DataFrame:
-    """The rows of `subset` (train/val/test) in split `split_id` (`main` or `fold{k}`).
+    """The rows of `subset` (train/val/test) in split `split_id`.
 
-    `main` uses the `subset` column. Fold k trains on the non-test subjects whose
+    `main`, and an ablation's data variant `ablation/data/{split}-{stain}` (whose table is
+    its own), use the `subset` column. Fold k trains on the non-test subjects whose
     `cv_fold != k`, validates on `cv_fold == k`, and tests on the shared `test` subset.
 
     Args:
         split: the split table.
-        split_id: `main` or `fold{k}`.
+        split_id: `main`, `fold{k}` or `ablation/data/{split}-{stain}`.
         subset: `train`, `val` or `test`.
 
     Returns:
@@ -156,7 +160,7 @@ def subset_rows(split: pd.DataFrame, split_id: str, subset: str) -> pd.DataFrame
     """
     if subset not in SUBSETS:
         raise LeukoflowError(f"unknown subset {subset!r}; allowed: {', '.join(SUBSETS)}")
-    if split_id == "main":
+    if split_id == "main" or split_id.startswith("ablation/data/"):
         return split[split["subset"] == subset]
     if not split_id.startswith("fold") or not split_id[4:].isdigit():
         raise LeukoflowError(f"unknown split id {split_id!r}; allowed: main, fold0, fold1, ...")
@@ -167,6 +171,28 @@ def subset_rows(split: pd.DataFrame, split_id: str, subset: str) -> pd.DataFrame
         return split[split["subset"] == "test"]
     pool = split[split["subset"] != "test"]
     return pool[pool["cv_fold"] == k] if subset == "val" else pool[pool["cv_fold"] != k]
+
+
+def random_image_split(split: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The image-level random counterpart of a split: NOT subject-disjoint, on purpose.
+
+    The `subset` labels of the split are shuffled among the images of each class, so every
+    subset keeps its number of images of each class while the images of one subject spread
+    over several subsets (the leakage of an image-level random split). `cv_fold` is -1.
+
+    Args:
+        split: the subject-disjoint split table (`subset`, `label`).
+        seed: seed of the shuffle.
+
+    Returns:
+        A copy with the shuffled `subset` column, rows in the same order.
+    """
+    rng = np.random.default_rng(seed)
+    subset = split["subset"].to_numpy().copy()
+    for label in sorted(split["label"].unique()):
+        rows = np.flatnonzero(split["label"].to_numpy() == label)
+        subset[rows] = rng.permutation(subset[rows])
+    return split.assign(subset=subset, cv_fold=-1)
 
 
 def check_disjoint(split: pd.DataFrame) -> None:

@@ -1,20 +1,42 @@
 """Stain normalisation of single-cell images on a black background: none, Reinhard, Macenko.
 
-Mask-aware: background pixels (every channel at most `BACKGROUND_MAX`) take no part in the
-statistics and are exactly black in the output; neither does the cell's `EDGE_PX` rim, where
-anti-aliasing mixes the stain with black. With the mask switched off the methods
-compute what torchstain's numpy normalisers compute, with the pixels held channel-first
-(3, N) so each step is one vectorised pass: optical densities and concentrations in
-float32, the Macenko mean and Gram matrix in float64 (float32 sums left the stain vectors
-~1e-4 off, by an amount that depended on the BLAS build).
+Mask-aware (the default): background pixels (every channel at most `BACKGROUND_MAX`) take
+no part in the statistics and are exactly black in the output; neither does the cell's
+`EDGE_PX` rim, where anti-aliasing mixes the stain with black. With the mask switched off
+the methods compute what torchstain's numpy normalisers compute, with the pixels held
+channel-first (3, N) so each step is one vectorised pass: optical densities and
+concentrations in float32, the Macenko mean and Gram matrix in float64 (float32 sums left
+the stain vectors ~1e-4 off, by an amount that depended on the BLAS build).
 
-This module is the algorithm only; `leukoflow.stain_reference` is the workflow step that
-fits the reference on the training subjects and measures what it does.
+Mask-aware Macenko departs from torchstain's in three ways, each needed on real
+Romanowsky-stained cells (three absorbers, no background to read the light from):
+
+- the stain plane is spanned by the two leading eigenvectors of the uncentred second
+  moment of the optical densities (Macenko et al. 2009 take the SVD of the OD tuples), not
+  of their centred covariance: once the background is left out, the centred covariance's
+  plane need not contain the mean OD direction, and projecting onto it lost the cell's
+  average colour (real Wright-stained white cells moved 9-13 grey levels on a round trip,
+  one 40);
+- the light level `io` follows each image's exposure: `io` times the image's brightness
+  over the reference's, the brightness being the `io_percentile` of the brightest channel
+  over the counted pixels (+ 1; the reference's is the median over its images). A
+  uniformly darker or brighter copy of a cell then has the same optical densities and is
+  normalised to the same pixels; the output is drawn at the light level `io`;
+- what the two stains do not explain is kept: each OD splits into stain concentrations
+  and a residual along the plane's normal; the concentrations are scaled to the
+  reference's 99th percentiles and put on its stains, the residual on its normal, so a
+  third absorber keeps its colour instead of being projected away and an image normalised
+  to a reference fitted on itself comes back unchanged. The output is rounded, not
+  truncated.
+
+This module is the algorithm only (Macenko's mathematics in `leukoflow.macenko`);
+`leukoflow.stain_reference` is the workflow step that fits the reference on the training
+subjects and measures what it does.
 
 A reference is a small JSON-able dict: `method`, `version`, the method's parameters and its
-target (Macenko: stain matrix (3, 2) and 99th-percentile concentrations (2,); Reinhard:
-LAB means and standard deviations (3,)). `fit_reference` aggregates per-image estimates by
-their median, so a few odd training images do not move it.
+target (Macenko: stain matrix (3, 2), 99th-percentile concentrations (2,) and, mask-aware,
+the `brightness`; Reinhard: LAB means and standard deviations (3,)). `fit_reference`
+aggregates per-image estimates by their median, so a few odd training images do not move it.
 
 Degenerate images (fewer than `MIN_STAIN_PIXELS` stained pixels, stain vectors closer than
 `MIN_STAIN_ANGLE_DEG`, or no stain concentration; Reinhard: fewer than `MIN_STAIN_PIXELS`
@@ -33,28 +55,22 @@ from pathlib import Path
 
 import numpy as np
 
+from leukoflow import macenko
 from leukoflow.atomic import write_text
 from leukoflow.errors import LeukoflowError
+from leukoflow.macenko import MIN_STAIN_PIXELS, DegenerateStainError, optical_density
 
 log = logging.getLogger(__name__)
 
 METHODS = ("none", "reinhard", "macenko")
-REFERENCE_VERSION = 1
+REFERENCE_VERSION = 2
 BACKGROUND_MAX = 10  # a pixel whose channels are all <= this is background
 EDGE_PX = 2  # rim of the foreground (px) left out of the statistics
-MIN_STAIN_PIXELS = 64
-MIN_STAIN_ANGLE_DEG = 3.0
-MIN_CONCENTRATION = 1e-3
-MACENKO_DEFAULTS = {"io": 240, "alpha": 1.0, "beta": 0.15}
 
 _RGB2XYZ = np.array(
     [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
 )
 _WHITE = np.array([0.95047, 1.0, 1.08883])
-
-
-class DegenerateStainError(LeukoflowError):
-    """An image whose stain cannot be estimated (nearly blank, or one stain only)."""
 
 
 def foreground_mask(image: np.ndarray, background_max: int = BACKGROUND_MAX) -> np.ndarray:
@@ -102,80 +118,6 @@ def _statistics_mask(image, brightest, params):
     return fg, interior(fg, image.shape[:2], params["edge"])
 
 
-@functools.lru_cache(maxsize=8)
-def _od_lut(io):
-    """Optical density of each 8-bit value, float64 (256,): -log((v + 1) / io)."""
-    return -np.log((np.arange(256) + 1.0) / io)
-
-
-def optical_density(flat: np.ndarray, io: float) -> np.ndarray:
-    """Optical density -log((v + 1) / io), float32 (3, N), of uint8 pixels (N, 3)."""
-    od = np.empty((3, flat.shape[0]), dtype=np.float32)
-    np.add(flat.T, np.float32(1), out=od)
-    np.log(od, out=od)
-    return np.subtract(np.float32(np.log(io)), od, out=od)
-
-
-def _percentiles(values, qs):
-    """Percentiles `qs` (0-100) of a 1-D array with numpy's linear method.
-
-    Sorts (vectorised sort): np.partition slows down badly on the many equal values that
-    8-bit images give (one black background colour, say), sorting does not.
-    """
-    ordered = np.sort(values)
-    n = ordered.size
-    result = []
-    for q in qs:
-        pos = q / 100.0 * (n - 1)
-        lo = int(np.floor(pos))
-        hi = min(lo + 1, n - 1)
-        result.append(float(ordered[lo]) + (float(ordered[hi]) - float(ordered[lo])) * (pos - lo))
-    return result
-
-
-def _macenko_estimate(od, brightest, counted, params):
-    """Stain matrix (3, 2) float64 and 99th-percentile concentrations (2,) of one image.
-
-    `od` float32 (3, N) is the optical density of the pixels, `brightest` uint8 (N,) their
-    largest channel value, `counted` a bool (N,) of the pixels that count (None: all).
-    Raises DegenerateStainError when the stain cannot be estimated.
-    """
-    alpha = params["alpha"]
-    # torchstain's "transparent" test (some channel OD < beta) as one threshold on the max
-    opaque_max = int(np.count_nonzero(_od_lut(params["io"]) >= params["beta"])) - 1
-    stained = brightest <= opaque_max
-    if counted is not None:
-        stained &= counted
-    index = np.flatnonzero(stained)
-    if index.size < MIN_STAIN_PIXELS:
-        raise DegenerateStainError(f"only {index.size} stained pixels (< {MIN_STAIN_PIXELS})")
-    od_hat = od.take(index, axis=1)
-    # mean and Gram matrix in float64: float32 sums over 10^4-10^5 pixels moved the stain
-    # vectors by ~1e-4, by an amount that depends on the BLAS build
-    od64 = od_hat.astype(np.float64)
-    mean = od64.mean(axis=1)
-    cov = (od64 @ od64.T) / index.size - np.outer(mean, mean)
-    _, eigvecs = np.linalg.eigh(cov)
-    # eigh's eigenvector signs are arbitrary; point them along the mean OD so the angles
-    # of the projected pixels do not wrap around +-pi (torchstain leaves this to chance)
-    plane = eigvecs[:, 1:3] * np.where(mean @ eigvecs[:, 1:3] < 0, -1.0, 1.0)
-    proj = plane.T.astype(np.float32) @ od_hat
-    phi = np.arctan2(proj[1], proj[0])
-    min_phi, max_phi = _percentiles(phi, [alpha, 100 - alpha])
-    v_min = plane @ np.array([np.cos(min_phi), np.sin(min_phi)])
-    v_max = plane @ np.array([np.cos(max_phi), np.sin(max_phi)])
-    stains = np.stack([v_min, v_max] if v_min[0] > v_max[0] else [v_max, v_min], axis=1)
-    angle = np.degrees(np.arccos(np.clip(abs(v_min @ v_max), -1.0, 1.0)))
-    if angle < MIN_STAIN_ANGLE_DEG:
-        raise DegenerateStainError(f"stain vectors {angle:.1f} degrees apart: one stain only")
-    od_counted = od if counted is None else od.take(np.flatnonzero(counted), axis=1)
-    conc = np.linalg.pinv(stains).astype(np.float32) @ od_counted
-    max_c = np.array([_percentiles(conc[k], [99])[0] for k in (0, 1)])
-    if not np.all(np.isfinite(stains)) or not np.all(max_c > MIN_CONCENTRATION):
-        raise DegenerateStainError(f"no stain concentration (99th percentiles {max_c})")
-    return stains, max_c
-
-
 @functools.lru_cache(maxsize=1)
 def _linear_lut():
     """sRGB 8-bit value to linear light, float32 (256,), computed as torchstain does."""
@@ -211,14 +153,17 @@ def _reinhard_estimate(lab, counted):
     return values.mean(axis=1, dtype=np.float64), values.std(axis=1, dtype=np.float64)
 
 
-def _estimate(image, method, params):
-    """Per-image estimate of `method` on uint8 (H, W, 3): a dict of the reference's targets."""
+def _estimate(image, method, params, brightness=None):
+    """Per-image estimate of `method` on uint8 (H, W, 3): a dict of the reference's targets.
+
+    `brightness`: the reference's (mask-aware Macenko), else None.
+    """
     flat = np.ascontiguousarray(image).reshape(-1, 3)
     brightest = _brightest(flat)
     _, counted = _statistics_mask(image, brightest, params)
     if method == "macenko":
-        od = optical_density(flat, params["io"])
-        stains, max_c = _macenko_estimate(od, brightest, counted, params)
+        io = macenko.light_level(brightest, counted, params, brightness)
+        stains, max_c = macenko.estimate(optical_density(flat, io), brightest, counted, io, params)
         return {"stain_matrix": stains, "max_concentrations": max_c}
     means, stds = _reinhard_estimate(_rgb_to_lab(flat), counted)
     return {"lab_means": means, "lab_stds": stds}
@@ -228,7 +173,7 @@ def _params(method, mask, **overrides):
     """The parameters of `method` with the defaults filled in."""
     params = {"background_max": BACKGROUND_MAX, "edge": EDGE_PX, "mask": bool(mask)}
     if method == "macenko":
-        params.update(MACENKO_DEFAULTS)
+        params.update(macenko.MASKED_MACENKO_DEFAULTS if mask else macenko.MACENKO_DEFAULTS)
     unknown = set(overrides) - set(params)
     if unknown:
         raise LeukoflowError(f"unknown {method} parameters: {', '.join(sorted(unknown))}")
@@ -247,8 +192,8 @@ def fit_reference(
         images: uint8 (H, W, 3) each.
         method: one of `METHODS`.
         mask: leave the background and the cell's rim out of the statistics.
-        **params: overrides of the method's defaults (Macenko: io, alpha, beta; any:
-            background_max, edge).
+        **params: overrides of the method's defaults (Macenko: io, alpha, beta, and
+            io_percentile with the mask; any: background_max, edge).
 
     Returns:
         The reference (JSON-able): `method`, `version`, `params`, the method's targets,
@@ -266,10 +211,14 @@ def fit_reference(
         reference["images"] = sum(1 for _ in images)
         reference["skipped"] = 0
         return reference
+    images = list(images)
+    brightness = None
+    if method == "macenko" and mask:
+        brightness = reference["brightness"] = _median_brightness(images, params)
     estimates, skipped = [], 0
     for image in images:
         try:
-            estimates.append(_estimate(image, method, params))
+            estimates.append(_estimate(image, method, params, brightness))
         except DegenerateStainError as error:
             log.debug("reference: image skipped (%s)", error)
             skipped += 1
@@ -289,19 +238,23 @@ def fit_reference(
     return reference
 
 
-def _macenko_apply(flat, brightest, counted, reference):
-    """Normalised pixels float32 (3, N), channel-first, of uint8 pixels (N, 3) (Macenko)."""
-    params = reference["params"]
-    od = optical_density(flat, params["io"])
-    stains, max_c = _macenko_estimate(od, brightest, counted, params)
-    ref_stains = np.asarray(reference["stain_matrix"])
-    scale = np.asarray(reference["max_concentrations"]) / max_c
-    # OD_out = ref_stains @ diag(scale) @ pinv(stains) @ OD: one 3x3 matrix for all pixels
-    transform = (ref_stains * scale) @ np.linalg.pinv(stains)
-    out = transform.astype(np.float32) @ od
-    np.subtract(np.float32(np.log(params["io"])), out, out=out)
-    np.exp(out, out=out)
-    return np.minimum(out, 255, out=out)
+def _median_brightness(images, params):
+    """The median `macenko.brightness` of the images: mask-aware Macenko's reference exposure."""
+    levels = []
+    for image in images:
+        flat = np.ascontiguousarray(image).reshape(-1, 3)
+        brightest = _brightest(flat)
+        _, counted = _statistics_mask(image, brightest, params)
+        try:
+            levels.append(macenko.brightness(brightest, counted, params))
+        except DegenerateStainError:
+            continue
+    if not levels:
+        raise LeukoflowError(
+            f"cannot fit a macenko reference: all {len(images)} images are degenerate "
+            "(nearly blank)"
+        )
+    return float(np.median(levels))
 
 
 def _reinhard_apply(flat, brightest, counted, reference):
@@ -336,7 +289,7 @@ def normalize_with_status(image: np.ndarray, reference: dict) -> tuple[np.ndarra
     flat = np.ascontiguousarray(image).reshape(-1, 3)
     brightest = _brightest(flat)
     fg, counted = _statistics_mask(image, brightest, params)
-    apply = _macenko_apply if method == "macenko" else _reinhard_apply
+    apply = macenko.apply if method == "macenko" else _reinhard_apply
     try:
         channels = apply(flat, brightest, counted, reference)
     except DegenerateStainError as error:
@@ -403,8 +356,10 @@ def load_reference(path: str | Path) -> dict:
     needed = {
         "macenko": ("stain_matrix", "max_concentrations"),
         "reinhard": ("lab_means", "lab_stds"),
-    }
-    missing = [k for k in needed.get(method, ()) if k not in reference]
+    }.get(method, ())
+    if method == "macenko" and reference.get("params", {}).get("mask"):
+        needed += ("brightness",)
+    missing = [k for k in needed if k not in reference]
     if missing or "params" not in reference:
         raise LeukoflowError(f"{path}: stain reference lacks {', '.join(missing or ['params'])}")
     return reference

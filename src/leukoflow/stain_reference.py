@@ -3,13 +3,16 @@
 `build_reference` samples training images of one split, fits the reference
 (`leukoflow.stain.fit_reference`), measures how much the between-subject spread of mean
 foreground optical density shrinks once normalised (training and held-out samples), and
-draws a before/after figure; it writes each of the three to the path it is given. The
-algorithm itself is in `leukoflow.stain`.
+draws a before/after figure; it writes each of the three to the path it is given.
+`round_trip` measures how a method treats one cell (its own reference, darker and brighter
+copies): the check every method is held to on real pixels. The algorithm itself is in
+`leukoflow.stain`.
 """
 
+import functools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +45,70 @@ def mean_foreground_od(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     flat = np.ascontiguousarray(image).reshape(-1, 3)
     od = optical_density(flat, 256).take(np.flatnonzero(mask.reshape(-1)), axis=1)
     return od.mean(axis=1, dtype=np.float64) if od.shape[1] else np.full(3, np.nan)
+
+
+def exposed(image: np.ndarray, factor: float) -> np.ndarray:
+    """A uniformly darker (`factor` < 1) or brighter copy of a cell on black.
+
+    The foreground's pixels times `factor`, rounded and clipped to 255; the background
+    stays black.
+
+    Args:
+        image: uint8 (H, W, 3).
+        factor: the exposure, > 0.
+
+    Returns:
+        uint8 (H, W, 3).
+    """
+    fg = foreground_mask(image)
+    out = np.clip(np.rint(image * float(factor)), 0, 255).astype(np.uint8)
+    out[~fg] = 0
+    return out
+
+
+def round_trip(
+    image: np.ndarray,
+    method: str | Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]],
+    darker: float = 0.85,
+    brighter: float = 1.1,
+) -> dict:
+    """How a normaliser treats a cell, and uniformly darker and brighter copies of it.
+
+    All figures are mean absolute differences in grey levels over the cell's pixels (the
+    foreground of `image`, all three channels).
+
+    Args:
+        image: uint8 (H, W, 3), a cell on black.
+        method: one of `leukoflow.stain.METHODS` (mask-aware), or a function that
+            returns the normaliser (uint8 image -> uint8 image) to a reference fitted on
+            the image it is given (another implementation, torchstain's say).
+        darker: exposure of the darker copy (`exposed`).
+        brighter: exposure of the brighter copy, at most: lowered to the largest that
+            saturates no pixel of the cell (a uniformly brighter copy must not clip).
+
+    Returns:
+        `self`: the cell normalised against the cell; `darker`, `brighter`: the
+        normalised copy against the normalised cell (`brighter` None when the cell
+        already holds a 255, so no copy can be uniformly brighter); `brighter_factor`.
+    """
+    if isinstance(method, str):
+        reference = fit_reference([image], method)
+        normalise = functools.partial(normalize, reference=reference)
+    else:
+        normalise = method(image)
+    fg = foreground_mask(image)
+    normalised = normalise(image)
+
+    def change(a, b):
+        return float(np.abs(a.astype(np.int16) - b.astype(np.int16))[fg].mean())
+
+    factor = min(brighter, 255.0 / max(int(image[fg].max()), 1))
+    return {
+        "self": change(normalised, image),
+        "darker": change(normalise(exposed(image, darker)), normalised),
+        "brighter": change(normalise(exposed(image, factor)), normalised) if factor > 1 else None,
+        "brighter_factor": factor,
+    }
 
 
 def sample_rows(rows: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:

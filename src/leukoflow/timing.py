@@ -1,7 +1,8 @@
 """Inference timing: batch-1 latency and batch throughput through the compiled function.
 
 The function timed is `leukoflow.inference.compiled_inference`, the one evaluation and
-`predict` use; `naive_predict_latency` times `model.predict` per image, the slow path it
+`predict` use, on the model in the precision it was trained and is deployed in (its saved
+dtype policy); `naive_predict_latency` times `model.predict` per image, the slow path it
 is compared with. `run_timing` is the `timing` job.
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 from leukoflow.atomic import write_text
 from leukoflow.errors import LeukoflowError
 from leukoflow.inference import compiled_inference
-from leukoflow.runtime import backend_name, decide, device_info, versions
+from leukoflow.runtime import backend_name, decide, device_info, saved_dtype_policy, versions
 
 if TYPE_CHECKING:
     import keras
@@ -195,7 +196,8 @@ def run_timing(
         out: the JSON record to write.
 
     Returns:
-        The record (`time_model`, with `architecture`).
+        The record (`time_model`, with `architecture` and `dtype_policy`: the model runs in
+        the precision it was trained in, which it was saved with).
 
     Raises:
         ConfigError: as `time_model`.
@@ -208,6 +210,7 @@ def run_timing(
     model = load_model(model_path)
     record = time_model(model, warmup, calls, batch_size, settings.get("jit_compile", "auto"))
     record["architecture"] = settings.get("architecture")
+    record["dtype_policy"] = saved_dtype_policy(model_path)
     write_text(out, json.dumps(record, indent=2, sort_keys=True) + "\n")
     log.info(
         "%s: batch-1 median %.2f ms (p95 %.2f), batch-%d %.1f images/s on %s",

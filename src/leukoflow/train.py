@@ -2,7 +2,7 @@
 
 `train(...)` is what `leukoflow train` runs. It writes the files it is given:
 - the model (`model.keras`): the best epoch's model (by validation weighted F1 at
-  threshold 0.5), float32 and without optimizer state;
+  threshold 0.5), in the dtype policy it trained with and without optimizer state;
 - the history (`history.csv`): one row per epoch (`HISTORY_COLUMNS`);
 - the validation predictions: `row,path,subject,y,probability_all` of the best model;
 - the DVCLive folder, when given: every epoch's figures through DVCLive
@@ -18,14 +18,20 @@ with a cosine decay over the phase's steps. Early stopping (`patience` epochs wi
 better validation F1) acts only in the unfrozen phase.
 
 Speed: one compiled train step and one compiled predict step per phase (all batches full);
-precision and XLA as `leukoflow.runtime.decide` says.
+precision and XLA as `leukoflow.runtime.decide` says. `devices` > 1 trains data-parallel on
+that many devices (`leukoflow.parallel`): global batches of `batch_size` x `devices` and
+learning rates scaled by `lr_scaling`. A checkpoint written on N devices resumes on M (the
+cosine schedule continues at the same fraction of its phase, with M's batch and rate).
+
+The saved model keeps the dtype policy it trained with (float32 on a CPU, mixed_bfloat16 on
+an A100 or H100), so evaluation, timing and `leukoflow predict` run it in that precision.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,11 +42,18 @@ from numpy.typing import ArrayLike
 
 from leukoflow import runtime
 from leukoflow.atomic import atomic_path
-from leukoflow.checkpoint import Checkpoint, assign_values, fingerprint, variable_values
+from leukoflow.checkpoint import (
+    Checkpoint,
+    assign_values,
+    fingerprint,
+    initial_state,
+    variable_values,
+)
 from leukoflow.diskspace import require_space, training_bytes
 from leukoflow.errors import ConfigError, LeukoflowError
 from leukoflow.livelog import TrainingLive
-from leukoflow.loader import TrainBatches, balanced_class_weights, ordered_batches
+from leukoflow.loader import TrainBatches, balanced_class_weights
+from leukoflow.parallel import Replicas, global_batch_size, scaled_learning_rate
 from leukoflow.stores import open_store
 
 if TYPE_CHECKING:
@@ -75,6 +88,8 @@ REQUIRED_KEYS = (
     "online_augmentation",
     "mixed_precision",
     "jit_compile",
+    "devices",
+    "lr_scaling",
     "seed",
 )
 
@@ -102,16 +117,20 @@ def check_settings(settings: Mapping) -> None:
 
 
 def phases(settings: Mapping) -> list[Phase]:
-    """The training phases of the settings, in order (see the module docstring)."""
+    """The training phases of the settings, in order (see the module docstring), their
+    learning rates scaled for `devices` by `lr_scaling` (`leukoflow.parallel`)."""
     epochs = settings["epochs"]
+    devices, rule = settings.get("devices", 1), settings.get("lr_scaling", "none")
+    rate = scaled_learning_rate(settings["learning_rate"], devices, rule)
     if settings["weights"] == "none":
-        return [Phase("train", 0, epochs, settings["learning_rate"], frozen=False)]
+        return [Phase("train", 0, epochs, rate, frozen=False)]
     warm = min(settings["warmup_epochs"], epochs)
     result = []
     if warm:
-        result.append(Phase("warmup", 0, warm, settings["learning_rate"], frozen=True))
+        result.append(Phase("warmup", 0, warm, rate, frozen=True))
     if epochs > warm:
-        result.append(Phase("fine_tune", warm, epochs, settings["fine_tune_learning_rate"], False))
+        fine = scaled_learning_rate(settings["fine_tune_learning_rate"], devices, rule)
+        result.append(Phase("fine_tune", warm, epochs, fine, False))
     return result
 
 
@@ -156,37 +175,6 @@ def compile_model(
         jit_compile=jit_compile,
     )
     return model
-
-
-def train_one_epoch(
-    model: keras.Model, batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]
-) -> tuple[float, float]:
-    """Train on every `(images, labels, sample_weights)` of `batches`.
-
-    Returns:
-        (loss, accuracy): their means over the batches.
-
-    Raises:
-        LeukoflowError: when `batches` is empty.
-    """
-    losses, accuracies = [], []
-    for images, labels, weights in batches:
-        logs = model.train_on_batch(images, labels, sample_weight=weights, return_dict=True)
-        losses.append(logs["loss"])
-        accuracies.append(logs["accuracy"])
-    if not losses:
-        raise LeukoflowError("an epoch had no batches")
-    return float(np.mean(losses)), float(np.mean(accuracies))
-
-
-def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Probabilities of `all`, float32 `(N,)`, for uint8 images `(N, s, s, 3)` in store order."""
-    out = np.empty(len(images), dtype=np.float32)
-    for start, batch in ordered_batches(images, batch_size):
-        probabilities = np.asarray(model.predict_on_batch(batch), dtype=np.float32).reshape(-1)
-        stop = min(start + batch_size, len(images))
-        out[start:stop] = probabilities[: stop - start]
-    return out
 
 
 def validation_metrics(labels: ArrayLike, probabilities: ArrayLike) -> dict[str, float]:
@@ -340,7 +328,8 @@ def train(
     _check_store(val_images, "validation", size)
 
     decided = runtime.decide(settings)
-    log.info("%s: %s", arch, decided.as_dict())
+    replicas = Replicas(decided)
+    log.info("%s: %s on %s", arch, decided.as_dict(), replicas.describe())
     runtime.apply(decided)
     keras.utils.set_random_seed(settings["seed"])
 
@@ -350,60 +339,81 @@ def train(
     batches = TrainBatches(
         train_images,
         train_index["y"].to_numpy(),
-        settings["batch_size"],
+        global_batch_size(settings),
         settings["seed"],
         class_weights=class_weights,
         steps=settings["steps_per_epoch"],
     )
-    val_labels = val_index["y"].to_numpy()
+    with replicas.scope():
+        model = _build(arch, settings, weights_file)  # checks the weights file first
+        _check_space(arch, model, outputs)
+        checkpoint = Checkpoint(
+            outputs.checkpoint,
+            fingerprint(arch, settings, train_store, val_store, weights_file),
+        )
+        state = checkpoint.load()
+        if state is None:
+            state = initial_state()
+            best_values = variable_values(model.variables)
+        else:
+            log.info("resuming %s after epoch %d", arch, state["epochs_done"])
+            assign_values(model.variables, checkpoint.arrays("model"), "variables")
+            best_values = checkpoint.arrays("best")
+        live = TrainingLive(outputs.live, state["history"]) if outputs.live else None
+        fit = _Fit(arch, settings, model, replicas, batches, checkpoint, live)
+        for phase in phases(settings):
+            if not state["stopped"] and state["epochs_done"] < phase.end:
+                best_values = fit.phase(phase, decided, state, best_values, val_images, val_index)
+        if live:
+            live.end()
 
-    model = _build(arch, settings, weights_file)  # checks the weights file first
-    _check_space(arch, model, outputs)
-    checkpoint = Checkpoint(
-        outputs.checkpoint,
-        fingerprint(arch, settings, train_store, val_store, weights_file),
-    )
-    state = checkpoint.load()
-    if state is None:
-        state = {
-            "epochs_done": 0,
-            "best_score": -1.0,
-            "best_epoch": -1,
-            "stale": 0,
-            "stopped": False,
-            "history": [],
-            "best_val_probabilities": [],
-        }
-        best_values = variable_values(model.variables)
-    else:
-        log.info("resuming %s after epoch %d", arch, state["epochs_done"])
-        assign_values(model.variables, checkpoint.arrays("model"), "variables")
-        best_values = checkpoint.arrays("best")
-    live = TrainingLive(outputs.live, state["history"]) if outputs.live else None
+    history = pd.DataFrame(state["history"], columns=HISTORY_COLUMNS)
+    _write_outputs(arch, settings, best_values, state, val_index, history, outputs)
+    checkpoint.remove()
+    return history
 
-    for phase in phases(settings):
-        if state["stopped"] or state["epochs_done"] >= phase.end:
-            continue
+
+@dataclass
+class _Fit:
+    """What every epoch of one training job uses (see `train`)."""
+
+    arch: str
+    settings: dict
+    model: keras.Model
+    replicas: Replicas
+    batches: TrainBatches
+    checkpoint: Checkpoint
+    live: TrainingLive | None
+
+    def phase(self, phase, decided, state, best_values, val_images, val_index):
+        """Train the epochs of `phase` not done yet, updating `state`; the best values."""
+        model, settings, steps = self.model, self.settings, len(self.batches)
         set_backbone_frozen(model, phase.frozen)
         compile_model(
             model,
             phase.learning_rate,
-            (phase.end - phase.start) * len(batches),
+            (phase.end - phase.start) * steps,
             settings["weight_decay"],
             decided.jit_compile,
         )
         model.optimizer.build(model.trainable_variables)
         if state["epochs_done"] > phase.start:
             assign_values(
-                model.optimizer.variables, checkpoint.arrays("optimizer"), "optimizer variables"
+                model.optimizer.variables,
+                self.checkpoint.arrays("optimizer"),
+                "optimizer variables",
             )
+            # the schedule's step, in this run's steps per epoch (another device count
+            # than the checkpoint's gives another number of steps)
+            model.optimizer.iterations.assign((state["epochs_done"] - phase.start) * steps)
         else:
             state["stale"] = 0
+        val_labels = val_index["y"].to_numpy()
         for epoch in range(state["epochs_done"], phase.end):
             started = time.perf_counter()
             learning_rate = current_learning_rate(model)
-            loss, accuracy = train_one_epoch(model, batches.epoch(epoch))
-            probabilities = predict_probabilities(model, val_images, settings["batch_size"])
+            loss, accuracy = self.replicas.train_epoch(model, self.batches, epoch)
+            probabilities = self.replicas.predict_images(model, val_images, self.batches.batch_size)
             metrics = validation_metrics(val_labels, probabilities)
             improved = metrics["val_weighted_f1"] > state["best_score"]
             if improved:
@@ -418,12 +428,12 @@ def train(
             state["history"].append(row)
             state["epochs_done"] = epoch + 1
             state["stopped"] = not phase.frozen and state["stale"] >= settings["patience"]
-            checkpoint.save(state, model, improved, best_values)
-            if live:
-                live.log_epoch(row)
+            self.checkpoint.save(state, model, improved, best_values)
+            if self.live:
+                self.live.log_epoch(row)
             log.info(
                 "%s epoch %d/%d (%s): loss %.4f, val_loss %.4f, val weighted F1 %.4f, %.1f s",
-                arch,
+                self.arch,
                 epoch + 1,
                 settings["epochs"],
                 phase.name,
@@ -433,22 +443,14 @@ def train(
                 row["seconds"],
             )
             if state["stopped"]:
-                log.info("%s: early stop after epoch %d (patience)", arch, epoch + 1)
+                log.info("%s: early stop after epoch %d (patience)", self.arch, epoch + 1)
                 break
-
-    if live:
-        live.end()
-    history = pd.DataFrame(state["history"], columns=HISTORY_COLUMNS)
-    _write_outputs(arch, settings, best_values, state, val_index, history, outputs)
-    checkpoint.remove()
-    return history
+        return best_values
 
 
 def _write_outputs(arch, settings, best_values, state, val_index, history, outputs):
-    """The model (float32, no optimizer), history and validation predictions, atomically."""
-    import keras
-
-    keras.config.set_dtype_policy("float32")
+    """The model (in the dtype policy it trained with, no optimizer), the history and the
+    validation predictions, atomically."""
     final = _build(arch, settings, None, load_weights=False)
     assign_values(final.variables, best_values, "best weights")
     with atomic_path(outputs.model) as tmp:

@@ -40,9 +40,21 @@ TRAIN_LOG = "logs/train/main/SimpleNet.log"
 SACCT_FIELDS = ["JobID", "Comment", "State", "ReqTRES", "AllocTRES", "Account", "Partition"]
 
 
-def snakemake(workdir, env, *args, timeout=600):
-    """Run this Python's snakemake in `workdir`; return the CompletedProcess (output merged)."""
-    return run_snakemake(workdir, *args, env=env, check=False, timeout=timeout, merge_output=True)
+def snakemake(workdir, env, *args, timeout=600, activate=True):
+    """Run this Python's snakemake in `workdir`; return the CompletedProcess (output merged).
+
+    `activate=False` runs it as `.venv/bin/snakemake` from a shell where the environment is
+    not activated (its scripts folder off PATH).
+    """
+    return run_snakemake(
+        workdir,
+        *args,
+        env=env,
+        check=False,
+        timeout=timeout,
+        merge_output=True,
+        activate=activate,
+    )
 
 
 def check(result):
@@ -122,9 +134,11 @@ def test_gpu_rule_goes_through_sbatch_with_a_gpu(tmp_path, slurm_cluster, slurm_
 
 
 def tiny_config(**training):
-    """The tiny test config with SimpleNet only (the GPU jobs queue on one fake GPU)."""
+    """The tiny test config with SimpleNet only (the GPU jobs queue on one fake GPU), without
+    its ensembles (left out with one architecture) and ablation."""
     config = yaml.safe_load(TINY.read_text())
     config["architectures"] = {"SimpleNet": {}}
+    config["ablation"] = {}
     config["training"].update(training)
     return config
 
@@ -136,7 +150,11 @@ def comparable(table):
 
 @pytest.fixture(scope="module")
 def cluster_run(tmp_path_factory, slurm_cluster, slurm_env):
-    """The tiny workflow run through profiles/slurm and, at the same time, locally."""
+    """The tiny workflow run through profiles/slurm and, at the same time, locally.
+
+    The cluster run is started as `.venv/bin/snakemake` without an activated environment:
+    its Slurm jobs must find `leukoflow` all the same.
+    """
     root = tmp_path_factory.mktemp("e2e")
     config = tiny_config()
     cluster = copy_workflow(REPO, root / "cluster", {"test.yaml": config})
@@ -164,6 +182,7 @@ def cluster_run(tmp_path_factory, slurm_cluster, slurm_env):
                 f"gpu_model={slurm_cluster['gpu_type']}",
                 *CLUSTER_ARGS,
                 timeout=1200,
+                activate=False,
             )
             local_code = local_run.wait(timeout=1200)
         finally:

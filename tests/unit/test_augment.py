@@ -14,10 +14,14 @@ from leukoflow import synth
 from leukoflow.augment import (
     IDENTITY,
     PARAM_COLUMNS,
+    RGB_FROM_HED,
     ROWS_PER_PROCESS,
+    STAIN_ALPHAS,
+    STAIN_BETAS,
     AugmentSpec,
     augment_store,
     draw_params,
+    jitter_stain,
     plan_rows,
     regenerate,
 )
@@ -88,9 +92,11 @@ def augment(stores, out, **options):
 
 @pytest.fixture(scope="module")
 def augmented(stores, tmp_path_factory):
-    """The augmented store (path) of the module's training store, examples PNG beside it."""
+    """The augmented store (path) of the module's training store, with stain jitter, and
+    the examples PNG beside it."""
     out = tmp_path_factory.mktemp("aug") / "train_aug.npy"
-    augment(stores, out, examples=out.with_name("examples.png"))
+    spec = AugmentSpec(stain_jitter=0.1)
+    augment(stores, out, spec=spec, examples=out.with_name("examples.png"))
     return out
 
 
@@ -160,6 +166,28 @@ def test_brightness_and_contrast_jitter_the_cell_only():
     assert (brighter[~mask] == 0).all() and (stronger[~mask] == 0).all()
 
 
+def hed_concentrations(pixels):
+    """Haematoxylin, eosin and DAB concentrations (M, 3) of uint8 pixels (M, 3)."""
+    od = -np.log((pixels.astype(float) + 1) / 256)
+    return od @ np.linalg.inv(RGB_FROM_HED)
+
+
+def test_stain_jitter_scales_and_shifts_stain_concentrations_on_the_cell_only():
+    cell = synth.cells(1, 96, seed=4)[0]
+    mask = foreground_mask(cell)
+    pixels = cell[mask].astype(np.float32)
+    unchanged = jitter_stain(pixels, np.ones(3), np.zeros(3))
+    np.testing.assert_allclose(unchanged, pixels, atol=1e-3)
+    params = IDENTITY | {"stain_alpha_h": 1.2, "stain_beta_e": 0.05}
+    out = regenerate(cell, params)
+    assert (out[~mask] == 0).all() and foreground_mask(out).sum() == mask.sum()
+    before, after = hed_concentrations(cell[mask]), hed_concentrations(out[mask])
+    dark = before[:, 0] > 0.3  # where rounding to 8 bits moves the ratio little
+    assert np.median(after[dark, 0] / before[dark, 0]) == pytest.approx(1.2, abs=0.02)
+    assert np.median(after[:, 1] - before[:, 1]) == pytest.approx(0.05, abs=0.01)
+    assert np.median(np.abs(after[:, 2] - before[:, 2])) < 0.01
+
+
 def test_draw_params_respect_the_knobs():
     spec = AugmentSpec(rotation=True, flip=True, noise_std=3.0, brightness=0.1, contrast=0.2)
     drawn = pd.DataFrame([draw_params(5, row, 1, spec) for row in range(400)])
@@ -173,6 +201,16 @@ def test_draw_params_respect_the_knobs():
     no_rotation = AugmentSpec(rotation=False, flip=True, noise_std=3.0)
     same_flips = draw_params(5, 9, 2, no_rotation)["flip_h"] == draw_params(5, 9, 2, spec)["flip_h"]
     assert same_flips and draw_params(5, 9, 2, no_rotation)["angle"] == 0.0
+    # stain jitter: off by default; on, within its bounds, the other draws unchanged
+    assert all(drawn[list(STAIN_ALPHAS)] == 1.0) and all(drawn[list(STAIN_BETAS)] == 0.0)
+    jittered = AugmentSpec(**{**vars(spec), "stain_jitter": 0.2})
+    stain = pd.DataFrame([draw_params(5, row, 1, jittered) for row in range(400)])
+    assert stain.drop(columns=[*STAIN_ALPHAS, *STAIN_BETAS]).equals(
+        drawn.drop(columns=[*STAIN_ALPHAS, *STAIN_BETAS])
+    )
+    assert stain[list(STAIN_ALPHAS)].stack().between(0.8, 1.2).all()
+    assert stain[list(STAIN_BETAS)].abs().max().max() <= 0.2
+    assert (stain[list(STAIN_ALPHAS)].std() > 0.1).all()
 
 
 @settings(max_examples=60, deadline=None)
@@ -287,6 +325,8 @@ def test_invalid_knobs_are_config_errors(stores, tmp_path):
         AugmentSpec(contrast=1.5)
     with pytest.raises(ConfigError, match="noise_std"):
         AugmentSpec(noise_std=-1.0)
+    with pytest.raises(ConfigError, match="stain_jitter"):
+        AugmentSpec(stain_jitter=1.0)
     with pytest.raises(ConfigError, match="seed"):
         augment(stores, tmp_path / "out.npy", seed=-1)
 
@@ -314,6 +354,8 @@ def test_cli_switches(stores, tmp_path, capsys):
             "0",
             "--contrast",
             "0",
+            "--stain-jitter",
+            "0.2",
             "--threads",
             "1",
         ]
@@ -323,6 +365,8 @@ def test_cli_switches(stores, tmp_path, capsys):
     assert len(index) == 2 * 13
     assert (index["angle"] == 0).all() and not index[["flip_h", "flip_v"]].any().any()
     assert (index.loc[13:, "noise_std"] == 2.0).all()
+    assert index.loc[13:, list(STAIN_ALPHAS)].stack().between(0.8, 1.2).all()
+    assert (index.loc[:12, list(STAIN_ALPHAS)] == 1.0).all().all()
     refused = ["--out", str(tmp_path / "v.npy"), "--index", str(tmp_path / "v.csv")]
     status = cli_main(["augment", str(stores / "val.npy"), *refused])
     assert status == 2

@@ -92,6 +92,7 @@ def test_training_stops_before_its_first_epoch_when_checkpoints_would_not_fit(
         "steps_per_epoch": 1, "batch_size": 8, "learning_rate": 1e-3,
         "fine_tune_learning_rate": 1e-4, "weight_decay": 1e-4, "dropout": 0.0, "patience": 1,
         "balance": "none", "mixed_precision": "auto", "jit_compile": "auto", "seed": 0,
+        "devices": 1, "lr_scaling": "sqrt",
         "online_augmentation": {"enabled": False, "rotation": True, "flip": True, "noise_std": 0},
     }  # fmt: skip
     out = small_disk / "SimpleNet"

@@ -1,4 +1,5 @@
-"""Evaluation: every metric against scikit-learn, the subject bootstrap, the threshold, TTA."""
+"""Evaluation: every metric against scikit-learn, the subject bootstrap, what is fitted on
+validation (threshold, temperature, referral band) and nothing else, TTA."""
 
 import json
 
@@ -9,6 +10,7 @@ from sklearn import metrics as skm
 
 from leukoflow import evaluate as ev
 from leukoflow import inference, synth
+from leukoflow import metrics as lm
 
 
 def synthetic_predictions(n_subjects=12, per_subject=20, seed=0, skill=1.5):
@@ -65,14 +67,14 @@ def test_metrics_match_sklearn(seed):
     frame = synthetic_predictions(seed=seed)
     y, p = frame["y"].to_numpy(), frame["probability_all"].to_numpy()
     p = np.round(p, 2)  # ties, which the ranking metrics must group as scikit-learn does
-    ours = ev.binary_metrics(y, p, 0.4)
+    ours = lm.binary_metrics(y, p, 0.4)
     assert_same(ours, sklearn_metrics(y, p, (p >= 0.4).astype(int)))
 
 
 def test_degenerate_predictions_match_sklearn():
     y = np.array([1, 1, 1, 0, 0])
     p = np.array([0.9, 0.8, 0.7, 0.6, 0.65])
-    ours = ev.binary_metrics(y, p, 0.99)  # nothing called `all`
+    ours = lm.binary_metrics(y, p, 0.99)  # nothing called `all`
     assert_same(ours, sklearn_metrics(y, p, np.zeros(5, int)))
 
 
@@ -81,8 +83,8 @@ def test_bootstrap_weights_equal_duplicated_pool():
     frame = synthetic_predictions(seed=3)
     y, p = frame["y"].to_numpy(), np.round(frame["probability_all"].to_numpy(), 2)
     predicted = (p >= 0.5).astype(int)
-    weights = ev.subject_resamples(frame["subject"], y, 3, seed=5)
-    values = ev.weighted_metrics(y, p, predicted, weights)
+    weights = lm.subject_resamples(frame["subject"], y, 3, seed=5)
+    values = lm.weighted_metrics(y, p, predicted, weights)
     for b in range(3):
         idx = np.repeat(np.arange(len(y)), weights[b].astype(int))
         ours = {name: value[b] for name, value in values.items()}
@@ -91,7 +93,7 @@ def test_bootstrap_weights_equal_duplicated_pool():
 
 def test_subject_resamples_keep_subjects_whole_and_strata():
     frame = synthetic_predictions(n_subjects=6, per_subject=5)
-    weights = ev.subject_resamples(frame["subject"], frame["y"], 50, seed=0)
+    weights = lm.subject_resamples(frame["subject"], frame["y"], 50, seed=0)
     for subject, rows in frame.groupby("subject").groups.items():
         assert (weights[:, rows] == weights[:, rows[:1]]).all(), subject
     per_label = [weights[:, frame["y"].to_numpy() == label].sum(axis=1) for label in (0, 1)]
@@ -113,24 +115,54 @@ def test_subject_bootstrap_wider_than_image_bootstrap_when_one_subject_dominates
         p += list(prob)
     y, p = np.array(y), np.array(p)
     predicted = (p >= 0.5).astype(int)
-    subj = ev.bootstrap_ci(y, p, predicted, ev.subject_resamples(subjects, y, 1000, 0))
-    img = ev.bootstrap_ci(y, p, predicted, ev.image_resamples(len(y), 1000, 0))
+    subj = lm.bootstrap_ci(y, p, predicted, lm.subject_resamples(subjects, y, 1000, 0))
+    img = lm.bootstrap_ci(y, p, predicted, lm.image_resamples(len(y), 1000, 0))
     for metric in ("f1", "weighted_f1", "balanced_accuracy", "accuracy"):
         width_subj = subj[metric][1] - subj[metric][0]
         width_img = img[metric][1] - img[metric][0]
         assert width_subj > 2 * width_img, metric
 
 
-def test_threshold_uses_validation_only():
+def test_no_test_label_moves_anything_fitted():
+    """Flip every test label: threshold, temperature and referral band stay as they were."""
     val = synthetic_predictions(seed=0)
     test = synthetic_predictions(seed=1)
-    m1, _, _ = ev.evaluate_predictions(val, test, "max_f1", n_bootstrap=100)
+    m1, _, t1 = ev.evaluate_predictions(val, test, "max_f1", n_bootstrap=100)
     flipped = test.assign(y=1 - test["y"])  # different test labels, same everything else
     m2, _, t2 = ev.evaluate_predictions(val, flipped, "max_f1", n_bootstrap=100)
     assert m1["threshold"] == m2["threshold"]
+    assert m1["calibration"]["temperature"] == m2["calibration"]["temperature"]
+    for key in ("lo", "hi", "met", "val_share_referred", "val_value"):
+        assert m1["referral"][key] == m2["referral"][key], key
+    for column in ("calibrated_probability_all", "predicted", "referred"):
+        assert (t1[column] == t2[column]).all(), column
     assert m1["test"]["f1"] != m2["test"]["f1"]
-    assert (t2["predicted"] == (t2["probability_all"] >= m2["threshold"])).all()
+    assert (t2["predicted"] == (t2["calibrated_probability_all"] >= m2["threshold"])).all()
     assert ev.evaluate_predictions(val, test, "0.5", n_bootstrap=100)[0]["threshold"] == 0.5
+
+
+def test_calibration_and_referral_are_reported_with_cis():
+    val = synthetic_predictions(seed=2, skill=0.8)
+    test = synthetic_predictions(seed=3, skill=0.8)
+    metrics, _, out = ev.evaluate_predictions(
+        val, test, n_bootstrap=200, referral_metric="sensitivity", referral_target=0.9
+    )
+    calibration = metrics["calibration"]
+    for arm in ("before", "after"):
+        for name in ("brier", "ece"):
+            lo, hi = calibration[arm][f"{name}_ci"]
+            assert lo <= calibration[arm][name] + 1e-9 <= hi + 2e-9, (arm, name)
+    y, p = out["y"].to_numpy(float), out["calibrated_probability_all"].to_numpy()
+    assert calibration["after"]["brier"] == pytest.approx(np.mean((p - y) ** 2))
+    assert metrics["test"]["brier"] == pytest.approx(calibration["after"]["brier"])
+    referral = metrics["referral"]
+    assert referral["lo"] <= metrics["threshold"] <= referral["hi"]
+    kept = out[out["referred"] == 0]
+    assert referral["test"]["n_referred"] == int(out["referred"].sum())
+    assert referral["test"]["rest"]["sensitivity"] == pytest.approx(
+        skm.recall_score(kept["y"], kept["predicted"])
+    )
+    assert 0 <= metrics["risk_coverage"]["aurc"] <= 1
 
 
 def test_max_f1_threshold_is_best_on_validation():
@@ -149,9 +181,9 @@ def test_paired_bootstrap_prefers_the_better_model():
     good = (frame["probability_all"].to_numpy() >= 0.5).astype(int)
     rng = np.random.default_rng(0)
     bad = np.where(rng.random(len(y)) < 0.3, 1 - good, good)
-    share, gap = ev.paired_bootstrap(y, frame["subject"], good, bad, 500, seed=0)
+    share, gap = lm.paired_bootstrap(y, frame["subject"], good, bad, 500, seed=0)
     assert share > 0.95 and gap > 0
-    share_same, _ = ev.paired_bootstrap(y, frame["subject"], good, good, 200, seed=0)
+    share_same, _ = lm.paired_bootstrap(y, frame["subject"], good, good, 200, seed=0)
     assert share_same == 0.0  # never strictly better than itself
 
 
@@ -237,6 +269,6 @@ def test_evaluate_subcommand_with_a_real_model(tmp_path):
     rotations = [np.rot90(x, k, axes=(1, 2)) for k in range(4)]
     expected = np.mean([model.predict(r, verbose=0).reshape(-1) for r in rotations], axis=0)
     assert np.allclose(test["probability_all"], expected, atol=1e-5)
-    assert (test["predicted"] == (test["probability_all"] >= 0.5)).all()
+    assert (test["predicted"] == (test["calibrated_probability_all"] >= 0.5)).all()
     bad = [*args, "--evaluate", "{not json", *outputs]
     assert main(bad) == 2

@@ -1,11 +1,12 @@
 """The ONNX copy of a model: every architecture exports and agrees with Keras within 1e-4.
 
-Random weights (`build_model`, no training) at the smallest input each architecture takes;
-the agreement is checked on images other than the ones the export check used. The export
-time hardly depends on the input size: the deep networks take most of this module's 200 s
-on 2 quiet cores (EfficientNetV2M 62 s, ResNet152V2 44 s, EfficientNetB5 40 s, Xception
-17 s). On JAX the export is the same TensorFlow one, so SimpleNet stands for all
-(EfficientNetB5 passes too, in 260 s on a busy machine).
+Random weights (`build_model`, no training) at the smallest input each architecture takes
+(32 px, Xception 71 px), each exported once (the module-scoped `exported` fixture) and checked
+by three tests; the agreement is checked on images other than the ones the export check
+used. The export time hardly depends on the input size: the deep networks' conversions take
+most of this module's time (EfficientNetV2M, ResNet152V2 and EfficientNetB5 most). On JAX
+the export is the same TensorFlow one, so SimpleNet stands for all (EfficientNetB5 passes
+too, in 260 s on a busy machine).
 """
 
 import json
@@ -36,31 +37,48 @@ def small_size(arch):
     return max(32, ARCHITECTURES[arch].min_size)
 
 
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
-def test_every_architecture_exports_and_agrees_with_keras(arch, tmp_path):
+@pytest.fixture(scope="module", params=list(ARCHITECTURES))
+def exported(request, tmp_path_factory):
+    """One architecture (random weights, smallest input) exported once, for every test of it:
+    (architecture, input size, folder with model.keras and model.onnx, export_checked's
+    result, the Keras model's compiled inference function)."""
     import keras
 
     from leukoflow.inference import compiled_inference
     from leukoflow.models import build_model
 
+    arch = request.param
     keras.utils.set_random_seed(0)
     size = small_size(arch)
+    folder = tmp_path_factory.mktemp(f"onnx_{arch}")
     model = build_model(arch, size, weights="none")
-    model.save(tmp_path / "model.keras")
-    result = export_checked(model, tmp_path / "model.keras", tmp_path / "model.onnx")
+    model.save(folder / "model.keras")
+    result = export_checked(model, folder / "model.keras", folder / "model.onnx")
+    return arch, size, folder, result, compiled_inference(model)
+
+
+def test_every_architecture_exports_within_the_tolerance(exported):
+    _, _, _, result, _ = exported
     assert result["file"] == "model.onnx", result["reason"]
     assert result["reason"] is None and result["max_abs_diff"] <= TOLERANCE
     assert "tf2onnx" in result["exporter"] and result["opset"] >= 13
 
+
+def test_every_architectures_onnx_model_has_the_keras_contract(exported):
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(tmp_path / "model.onnx"))
+    _, size, folder, _, _ = exported
+    session = ort.InferenceSession(str(folder / "model.onnx"))
     assert [i.name for i in session.get_inputs()] == [INPUT_NAME]
     assert [o.name for o in session.get_outputs()] == [OUTPUT_NAME]
     assert session.get_inputs()[0].shape[1:] == [size, size, 3]
+
+
+def test_every_architecture_agrees_with_keras_on_other_images(exported):
+    _, size, folder, _, keras_fn = exported
     images = check_images(size, n=6, seed=1)  # any batch size, other images than the check's
-    expected = compiled_inference(model)(images)
-    assert np.abs(onnx_inference(tmp_path / "model.onnx")(images) - expected).max() <= TOLERANCE
+    diff = np.abs(onnx_inference(folder / "model.onnx")(images) - keras_fn(images)).max()
+    assert diff <= TOLERANCE
 
 
 def test_a_model_with_online_augmentation_exports(tmp_path):
@@ -110,13 +128,17 @@ def test_jax_models_export_through_tensorflow_and_agree_with_jax(arch, tmp_path)
     assert (tmp_path / "model.onnx").is_file()
 
 
-def test_auto_engine_is_onnx_on_a_cpu_when_the_bundle_has_one():
-    with_onnx = {"onnx": {"file": "model.onnx", "reason": None}}
-    without = {"onnx": {"file": None, "reason": "tf2onnx could not convert the model"}}
+def test_auto_engine_is_onnx_on_a_cpu_when_every_member_has_one():
+    def bundle(*files):
+        return {"members": [{"onnx": {"file": f, "reason": None if f else "X"}} for f in files]}
+
+    with_onnx, without = bundle("model.onnx"), bundle(None)
+    assert choose_engine("auto", bundle("members/A.onnx", "members/B.onnx"), gpu=False) == "onnx"
+    assert choose_engine("auto", bundle("members/A.onnx", None), gpu=False) == "keras"
     assert choose_engine("auto", with_onnx, gpu=False) == "onnx"
     assert choose_engine("auto", with_onnx, gpu=True) == "keras"
     assert choose_engine("auto", without, gpu=False) == "keras"
-    assert choose_engine("auto", {}, gpu=False) == "keras"  # a bundle made before ONNX
+    assert choose_engine("auto", {"members": [{}]}, gpu=False) == "keras"  # made before ONNX
     assert choose_engine("onnx", without, gpu=True) == "onnx"  # asked for: load_bundle says why
     assert choose_engine("keras", with_onnx, gpu=False) == "keras"
 
@@ -153,8 +175,19 @@ def sources(tmp_path_factory):
         "ci": {"f1": [0.5, 0.9]},
         "test": {"f1": 0.7, "ece": 0.1, "brier": 0.2},
         "val": {"f1": 0.6},
-    }
+        "calibration": {
+            "temperature": 1.5,
+            "before": {"ece": 0.2, "brier": 0.25},
+            "after": {"ece": 0.1, "brier": 0.2},
+        },
+        "referral": {"lo": 0.45, "hi": 0.55, "metric": "sensitivity", "target": 0.9,
+                     "met": True, "val_share_referred": 0.1, "test": {"share_referred": 0.2}},
+    }  # fmt: skip
     (root / "metrics.json").write_text(json.dumps(metrics))
+    combiner = {"method": "mean", "members": ["SimpleNet", "Wide"], "weights": [0.5, 0.5],
+                "intercept": 0.0}  # fmt: skip
+    (root / "ensemble.json").write_text(json.dumps({**metrics, "ensemble": combiner}))
+    build_model("SimpleNet", SIZE + 8, weights="none").save(root / "model40.keras")
     split = pd.DataFrame(
         {
             "path": [f"c{i}.bmp" for i in range(8)],
@@ -208,8 +241,9 @@ def test_bundle_holds_the_onnx_model_the_card_and_the_data(bundle_dir):
     from leukoflow.modelcard import render_card
 
     meta = read_meta(bundle_dir)
+    (onnx,) = (member["onnx"] for member in meta["members"])
     assert (bundle_dir / "model.onnx").is_file()
-    assert meta["onnx"]["file"] == "model.onnx" and meta["onnx"]["max_abs_diff"] <= TOLERANCE
+    assert onnx["file"] == "model.onnx" and onnx["max_abs_diff"] <= TOLERANCE
     assert meta["data"]["subsets"]["train"] == {"subjects": 3, "images": 6, "all": 4, "hem": 2}
     assert meta["evaluation"]["ci"] == {"f1": [0.5, 0.9]}
     # the card is made from bundle.json alone: nothing in it can drift from the bundle
@@ -221,9 +255,9 @@ def test_onnx_and_keras_engines_give_the_same_predictions(sources, bundle_dir, t
     onnx_rows = predicted(sources, bundle_dir, "onnx", tmp_path)
     auto_rows = predicted(sources, bundle_dir, "auto", tmp_path)  # a CPU: ONNX Runtime
     assert len(keras_rows) == 6 and keras_rows["error"].isna().all()
-    diff = np.abs(onnx_rows["probability_all"] - keras_rows["probability_all"]).max()
-    assert diff <= TOLERANCE
-    assert auto_rows["probability_all"].tolist() == onnx_rows["probability_all"].tolist()
+    column = "calibrated_probability_all"
+    assert np.abs(onnx_rows[column] - keras_rows[column]).max() <= TOLERANCE
+    assert auto_rows[column].tolist() == onnx_rows[column].tolist()
 
 
 def test_a_failed_export_leaves_a_bundle_without_onnx_and_says_why(sources, tmp_path):
@@ -237,10 +271,10 @@ def test_a_failed_export_leaves_a_bundle_without_onnx_and_says_why(sources, tmp_
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    meta = read_meta(out)
-    assert not (out / "model.onnx").exists() and meta["onnx"]["file"] is None
-    assert "tf2onnx" in meta["onnx"]["reason"]
-    assert f"No `model.onnx`: {meta['onnx']['reason']}" in (out / "README.md").read_text()
+    (onnx,) = (member["onnx"] for member in read_meta(out)["members"])
+    assert not (out / "model.onnx").exists() and onnx["file"] is None
+    assert "tf2onnx" in onnx["reason"]
+    assert f"No `model.onnx`: {onnx['reason']}" in (out / "README.md").read_text()
 
     from leukoflow.cli import main
 
@@ -252,9 +286,82 @@ def test_a_failed_export_leaves_a_bundle_without_onnx_and_says_why(sources, tmp_
         timeout=300,
     )
     assert done.returncode == 2
-    assert f"has no ONNX model: {meta['onnx']['reason']}" in done.stderr
+    assert f"has no ONNX model of SimpleNet: {onnx['reason']}" in done.stderr
     assert main(["predict", "--model", str(out), "--out", str(tmp_path / "k.csv"),
                  str(sources / "cells")]) == 0  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ensemble_dir(sources):
+    """A mean ensemble of two SimpleNets at two input sizes, bundled with its ONNX files."""
+    from leukoflow.cli import main
+
+    settings = {
+        "SimpleNet": {"architecture": "SimpleNet", "input_size": SIZE, "epochs": 3},
+        "Wide": {"architecture": "SimpleNet", "input_size": SIZE + 8, "epochs": 3},
+    }
+    data = {"dataset": {"source": "synthetic", "synthetic": {"subjects": 4}}, "split": {}}
+    out = sources / "Duo"
+    argv = [
+        "bundle-ensemble", "--name", "Duo", "--members", "SimpleNet", "Wide",
+        "--models", str(sources / "model.keras"), str(sources / "model40.keras"),
+        "--settings", json.dumps(settings), "--metrics", str(sources / "ensemble.json"),
+        "--reference", str(sources / "reference.json"), "--config-hash", "e",
+        "--split", str(sources / "split.csv"), "--data", json.dumps(data), "--out", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    return out
+
+
+def test_an_ensemble_bundle_holds_each_members_onnx_model_and_a_card(ensemble_dir):
+    from leukoflow.bundle import read_meta
+    from leukoflow.modelcard import render_card
+
+    meta = read_meta(ensemble_dir)
+    for member in meta["members"]:
+        name = member["architecture"]
+        assert member["onnx"]["file"] == f"members/{name}.onnx", member["onnx"]["reason"]
+        assert (ensemble_dir / "members" / f"{name}.onnx").is_file()
+        assert member["onnx"]["max_abs_diff"] <= TOLERANCE
+    assert meta["data"]["subsets"]["test"]["images"] == 1
+    card = (ensemble_dir / "README.md").read_text()
+    assert card == render_card(meta)
+    assert "# leukoflow ensemble Duo" in card and "combined by **mean**" in card
+    assert "| SimpleNet | 32 | 0.5000 |" in card and "| Wide | 40 | 0.5000 |" in card
+    assert "T = **1.5000**" in card and "[0.4500, 0.5500)" in card
+    assert "- Wide: `members/Wide.onnx` (opset 17" in card
+
+
+def test_an_ensemble_gives_the_same_calibrated_predictions_on_both_engines(
+    sources, ensemble_dir, tmp_path
+):
+    keras_rows = predicted(sources, ensemble_dir, "keras", tmp_path)
+    onnx_rows = predicted(sources, ensemble_dir, "onnx", tmp_path)
+    auto_rows = predicted(sources, ensemble_dir, "auto", tmp_path)  # a CPU: ONNX Runtime
+    assert len(keras_rows) == 6 and keras_rows["error"].isna().all()
+    column = "calibrated_probability_all"
+    assert np.abs(onnx_rows[column] - keras_rows[column]).max() <= TOLERANCE
+    assert auto_rows[column].tolist() == onnx_rows[column].tolist()
+    # combining, temperature, threshold and band are the same code on both engines
+    p = onnx_rows[column].to_numpy()
+    assert onnx_rows["refer"].tolist() == [int(0.45 <= q < 0.55) for q in p]
+    assert onnx_rows["label"].tolist() == ["all" if q >= 0.5 else "hem" for q in p]
+
+
+def test_an_ensemble_with_a_member_without_onnx_runs_on_keras_only(sources, ensemble_dir, tmp_path):
+    import shutil
+
+    from leukoflow.cli import main
+
+    copy = tmp_path / "Duo"
+    shutil.copytree(ensemble_dir, copy)
+    meta = json.loads((copy / "bundle.json").read_text())
+    meta["members"][1]["onnx"] = {"file": None, "reason": "tf2onnx could not convert the model"}
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    out = tmp_path / "p.csv"
+    argv = ["predict", "--model", str(copy), "--out", str(out), str(sources / "cells")]
+    assert main([*argv, "--engine", "onnx"]) == 2
+    assert main(argv) == 0  # auto: Keras, since not every member has its ONNX file
 
 
 def test_bench_predict_times_both_engines_in_one_run(sources, tmp_path):

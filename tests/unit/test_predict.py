@@ -1,4 +1,5 @@
-"""`leukoflow predict`: same probabilities as evaluate, bad files, folder walk, TTA, exit codes."""
+"""`leukoflow predict`: same probabilities as evaluate, calibrated, referred, ensembles prepared
+once per input size; bad files, folder walk, TTA, exit codes."""
 
 import csv
 import json
@@ -8,7 +9,8 @@ import pytest
 from PIL import Image
 
 from leukoflow import synth
-from leukoflow.bundle import load_bundle, write_bundle
+from leukoflow.bundle import load_bundle
+from leukoflow.bundle_write import write_bundle
 from leukoflow.cli import main
 from leukoflow.images import read_rgb
 from leukoflow.predict import COLUMNS, collect_inputs
@@ -47,9 +49,11 @@ def workspace(tmp_path_factory):
     return {"root": root, "files": files, "bundle": load_bundle(root / "bundle")}
 
 
-def run_predict(workspace, inputs, tmp_path, *options):
+def run_predict(workspace, inputs, tmp_path, *options, bundle="bundle", engine="keras"):
+    """`leukoflow predict` on the Keras engine (test_onnx.py compares the engines)."""
     out = tmp_path / "predictions.csv"
-    argv = ["predict", "--model", str(workspace["root"] / "bundle"), "--out", str(out)]
+    argv = ["predict", "--model", str(workspace["root"] / bundle), "--out", str(out)]
+    argv += ["--engine", engine]
     status = main([*argv, *options, *map(str, inputs)])
     with open(out, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -69,7 +73,7 @@ def evaluate_probabilities(workspace, images, tta):
 
 
 def probabilities(rows):
-    return np.array([float(row["probability_all"]) for row in rows])
+    return np.array([float(row["calibrated_probability_all"]) for row in rows])
 
 
 @pytest.mark.slow
@@ -87,7 +91,8 @@ def test_probabilities_are_those_of_the_model_on_prepared_images(workspace, tmp_
     )
     for row in rows:
         assert float(row["threshold"]) == 0.5 and row["error"] == ""
-        assert row["label"] == ("all" if float(row["probability_all"]) >= 0.5 else "hem")
+        assert row["label"] == ("all" if float(row["calibrated_probability_all"]) >= 0.5 else "hem")
+        assert row["refer"] == "0"  # the bundle has no referral band
 
 
 @pytest.mark.slow
@@ -142,9 +147,10 @@ def test_bad_files_get_an_error_row_and_do_not_stop_the_run(workspace, tmp_path)
     assert [row["path"] for row in rows] == [str(p) for p in inputs]
     for row, (path, words) in zip(rows[1:-1], bad.items(), strict=True):
         assert words in row["error"], (path, row["error"])
-        assert row["probability_all"] == "" and row["label"] == ""
+        assert row["calibrated_probability_all"] == "" and row["label"] == ""
+        assert row["refer"] == ""
     for row in (rows[0], rows[-1]):
-        assert row["error"] == "" and 0 <= float(row["probability_all"]) <= 1
+        assert row["error"] == "" and 0 <= float(row["calibrated_probability_all"]) <= 1
 
 
 @pytest.mark.slow
@@ -185,3 +191,94 @@ def test_missing_bundle_is_a_usage_error(tmp_path, capsys):
     assert status == 2
     assert "is not a folder" in capsys.readouterr().err
     assert not out.exists()
+
+
+def write_fitted_bundles(workspace):
+    """A calibrated model bundle with a referral band, and a stacked ensemble of it and a
+    SimpleNet at another input size (the sizes differ: two preparations per image)."""
+    from leukoflow.bundle_write import write_ensemble_bundle
+    from leukoflow.models import build_model
+
+    root = workspace["root"]
+    if (root / "ensemble").is_dir():
+        return
+    build_model("SimpleNet", SIZE + 8, weights="none", dropout=0.0).save(root / "model40.keras")
+    fitted = {
+        "threshold": 0.45,
+        "test": {},
+        "calibration": {"temperature": 2.0},
+        "referral": {"lo": 0.4, "hi": 0.55, "metric": "sensitivity", "target": 0.95},
+    }
+    (root / "fitted.json").write_text(json.dumps(fitted))
+    combiner = {
+        "method": "stacked",
+        "members": ["A", "B"],
+        "weights": [1.2, -0.7],
+        "intercept": 0.3,
+    }
+    (root / "fitted_ensemble.json").write_text(json.dumps({**fitted, "ensemble": combiner}))
+    settings = {"architecture": "SimpleNet", "input_size": SIZE, "jit_compile": "off"}
+    write_bundle(
+        root / "model.keras", root / "fitted.json", root / "reference.json", settings, "h",
+        root / "calibrated",
+    )  # fmt: skip
+    write_ensemble_bundle(
+        "Duo",
+        {"A": root / "model.keras", "B": root / "model40.keras"},
+        {"A": settings, "B": {**settings, "input_size": SIZE + 8}},
+        root / "fitted_ensemble.json",
+        root / "reference.json",
+        "e",
+        root / "ensemble",
+    )
+
+
+def logit(p):
+    return np.log(p) - np.log1p(-p)
+
+
+@pytest.mark.slow
+def test_probabilities_are_calibrated_and_cells_in_the_band_referred(workspace, tmp_path):
+    write_fitted_bundles(workspace)
+    files = workspace["files"]
+    _, plain = run_predict(workspace, files, tmp_path)
+    status, rows = run_predict(workspace, files, tmp_path, bundle="calibrated")
+    assert status == 0
+    p = probabilities(rows)
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-logit(probabilities(plain)) / 2.0)), atol=1e-6)
+    assert [row["refer"] for row in rows] == [str(int(0.4 <= q < 0.55)) for q in p]
+    assert [row["label"] for row in rows] == ["all" if q >= 0.45 else "hem" for q in p]
+
+
+@pytest.mark.slow
+def test_an_ensemble_reads_each_image_once_and_prepares_it_once_per_size(
+    workspace, tmp_path, monkeypatch
+):
+    """Two members at two sizes: each file read once, prepared once at each size; the
+    probabilities are the stacked combination of the members', then calibrated."""
+    from leukoflow import predict as predict_module
+    from leukoflow.models import load_model
+
+    write_fitted_bundles(workspace)
+    files = workspace["files"]
+    reads, preparations = [], []
+    real_open, real_prepare = predict_module.open_rgb, predict_module.prepare_image
+    monkeypatch.setattr(predict_module, "open_rgb", lambda p: reads.append(p) or real_open(p))
+    monkeypatch.setattr(
+        predict_module,
+        "prepare_image",
+        lambda image, ref, size: preparations.append(size) or real_prepare(image, ref, size),
+    )
+    status, rows = run_predict(workspace, files, tmp_path, bundle="ensemble")
+    assert status == 0
+    assert sorted(map(str, reads)) == sorted(map(str, files))
+    assert sorted(preparations) == sorted([SIZE, SIZE + 8] * len(files))
+    root = workspace["root"]
+    members = []
+    for model, size in ((root / "model.keras", SIZE), (root / "model40.keras", SIZE + 8)):
+        images = np.stack([real_prepare(read_rgb(f), workspace["bundle"].reference, size)
+                           for f in files])  # fmt: skip
+        members.append(load_model(model).predict(images.astype(np.float32), verbose=0)[:, 0])
+    z = 0.3 + 1.2 * logit(members[0]) - 0.7 * logit(members[1])
+    expected = 1 / (1 + np.exp(-z / 2.0))
+    np.testing.assert_allclose(probabilities(rows), expected, atol=1e-5)

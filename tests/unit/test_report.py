@@ -17,13 +17,20 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from leukoflow import evaluate, saliency, synth
+from leukoflow import ablation_effects, ensemble, evaluate, saliency, synth
 from leukoflow.errors import LeukoflowError
-from leukoflow.report import ArchFiles, ReportInputs, ReportOutputs, build_report
+from leukoflow.report import ArchFiles, EnsembleFiles, ReportInputs, ReportOutputs, build_report
 from leukoflow.report.table import PAPER_TABLE, aligned_predictions, delta_f1_pct, fmt_paper
 
 ARCHS = ["SimpleNet", "VGG16", "Xception"]
 SKILL = {"SimpleNet": 0.6, "VGG16": 1.5, "Xception": 2.5}
+ENSEMBLES = {"Ensemble": "mean", "Stacked": "stacked"}
+DATASET = {
+    "source": "synthetic",
+    "path": "results/data/synthetic",
+    "synthetic": {"subjects": 14, "images_per_subject": 10, "size": 128, "seed": 0},
+}
+SETTINGS = {"weights": "none", "epochs": 3, "input_size": 64}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -72,24 +79,88 @@ def write_png(path, color, size=(120, 80)):
     Image.new("RGB", size, color).save(path)
 
 
+def write_evaluation(out, val, test, arch, split):
+    """evaluate's three files in `out` from validation and test predictions."""
+    metrics, val, test = evaluate.evaluate_predictions(val, test, n_bootstrap=200)
+    metrics.update(
+        architecture=arch, split=split, tta=0, settings={**SETTINGS, "architecture": arch}
+    )
+    evaluate.write_evaluation(
+        metrics,
+        val,
+        test,
+        out / "metrics.json",
+        out / "val_predictions.csv",
+        out / "test_predictions.csv",
+    )
+    return val, test
+
+
+def write_split_table(root, val, test):
+    """A split CSV of the tree's subjects: the validation and test rows, and training rows."""
+    rows = []
+    for subset, frame in (("train", val.assign(path="train/" + val["path"])), ("val", val),
+                          ("test", test)):  # fmt: skip
+        rows.append(
+            frame.assign(subset=subset, label=np.where(frame["y"] == 1, "all", "hem"))[
+                ["path", "label", "subject", "subset"]
+            ]
+        )
+    (root / "split").mkdir(parents=True, exist_ok=True)
+    pd.concat(rows).to_csv(root / "split" / "split.csv", index=False)
+
+
+def write_ablation(root):
+    """The ablation table of SimpleNet over the split, from real evaluation files: the
+    `random` combination is scored on half of the main test cells, with better skill."""
+    main = root / "main" / "evaluate" / "SimpleNet"
+    val = pd.read_csv(main / "val_predictions.csv", dtype={"subject": str})
+    test = pd.read_csv(main / "test_predictions.csv", dtype={"subject": str})
+    better = predictions(8, 12, 2.5, seed=200 + len("SimpleNet")).iloc[::2]
+    out = root / "ablation" / "split-random" / "evaluate" / "SimpleNet"
+    out.mkdir(parents=True)
+    write_evaluation(out, val[["row", "path", "subject", "y", "probability_all"]], better,
+                     "SimpleNet", "ablation/split-random")  # fmt: skip
+    jobs = [
+        {"architecture": "SimpleNet", "combination": f"split-{level}", "levels": {"split": level},
+         "run": run}
+        for level, run in (("subject", "main"), ("random", "ablation/split-random"))
+    ]  # fmt: skip
+    plan = {"jobs": jobs, "reference": {"SimpleNet": {"split": "subject"}}}
+    folders = [main, out]
+    ablation_effects.run_ablation_table(
+        plan,
+        [f / "metrics.json" for f in folders],
+        [f / "test_predictions.csv" for f in folders],
+        root / "ablation" / "effects.csv",
+        root / "ablation" / "combinations.csv",
+        root / "ablation" / "effects.md",
+        n_resamples=200,
+    )
+    assert len(test) == 2 * len(better)
+
+
 def make_tree(root, timing_record, folds=0, spread=True):
-    """A results tree for ARCHS (and `folds` cross-validation folds)."""
+    """A results tree for ARCHS and ENSEMBLES (and `folds` cross-validation folds)."""
     for k, split in enumerate(["main"] + [f"fold{i}" for i in range(folds)]):
         for arch in ARCHS:
             val = predictions(6, 10, SKILL[arch], seed=100 + k)
             test = predictions(8, 12, SKILL[arch], seed=200 + k + len(arch))
             test["row"] = np.arange(len(test))
-            metrics, val, test = evaluate.evaluate_predictions(val, test, n_bootstrap=200)
-            metrics.update(architecture=arch, split=split, tta=0)
             out = root / split / "evaluate" / arch
-            evaluate.write_evaluation(
-                metrics,
-                val,
-                test,
-                out / "metrics.json",
-                out / "val_predictions.csv",
-                out / "test_predictions.csv",
-            )
+            out.mkdir(parents=True)
+            write_evaluation(out, val, test, arch, split)
+    write_split_table(root, val, test)
+    for name, method in ENSEMBLES.items():
+        folder = root / "main" / "ensemble" / name
+        files = {s: [root / "main" / "evaluate" / a / f"{s}_predictions.csv" for a in ARCHS]
+                 for s in ("val", "test")}  # fmt: skip
+        ensemble.run_ensemble(
+            name, method, ARCHS, files["val"], files["test"], {"bootstrap": 200},
+            folder / "metrics.json", folder / "val_predictions.csv",
+            folder / "test_predictions.csv",
+        )  # fmt: skip
+    write_ablation(root)
     for arch in ARCHS:
         timing_dir = root / "main" / "timing"
         timing_dir.mkdir(parents=True, exist_ok=True)
@@ -128,7 +199,7 @@ def make_tree(root, timing_record, folds=0, spread=True):
         (root / "main" / "stain" / "spread.json").write_text(json.dumps(spread_numbers))
 
 
-def tree_inputs(root, archs, folds=0):
+def tree_inputs(root, archs, folds=0, ensembles=tuple(ENSEMBLES)):
     """The report's inputs in a tree written by `make_tree`, each file named."""
     main = root / "main"
     return ReportInputs(
@@ -150,6 +221,17 @@ def tree_inputs(root, archs, folds=0):
         stain_spread=main / "stain" / "spread.json",
         stain_examples=main / "stain" / "examples.png",
         augment_examples=main / "stores" / "32px" / "train_aug_examples.png",
+        ensembles={
+            name: EnsembleFiles(
+                metrics=main / "ensemble" / name / "metrics.json",
+                predictions=main / "ensemble" / name / "test_predictions.csv",
+            )
+            for name in ensembles
+        },
+        dataset=DATASET,
+        split_table=root / "split" / "split.csv",
+        ablation_effects=root / "ablation" / "effects.csv",
+        ablation_combinations=root / "ablation" / "combinations.csv",
     )
 
 
@@ -178,6 +260,12 @@ def cli_args(inputs, out_dir):
     ):
         args += [option, *(str(getattr(f, field)) for f in files)]
     args += ["--fold-metrics", *(str(p) for f in files for p in f.fold_metrics)]
+    args += ["--ensembles", *inputs.ensembles]
+    args += ["--ensemble-metrics", *(str(f.metrics) for f in inputs.ensembles.values())]
+    args += ["--ensemble-predictions", *(str(f.predictions) for f in inputs.ensembles.values())]
+    args += ["--dataset", json.dumps(inputs.dataset), "--split-table", str(inputs.split_table)]
+    args += ["--ablation-effects", str(inputs.ablation_effects)]
+    args += ["--ablation-combinations", str(inputs.ablation_combinations)]
     args += ["--stain-spread", str(inputs.stain_spread)]
     args += ["--stain-examples", str(inputs.stain_examples)]
     args += ["--augment-examples", str(inputs.augment_examples)]
@@ -234,13 +322,24 @@ def test_table1_contract(rendered):
         "f1_cv_sd",
     ):
         assert column in csv.columns, column
-    assert list(csv["architecture"]) == ARCHS
-    mean_f1 = csv["f1"].mean()
+    assert list(csv["architecture"]) == ARCHS + list(ENSEMBLES)
+    assert list(csv["kind"]) == ["architecture"] * 3 + ["ensemble"] * 2
+    mean_f1 = csv["f1"][:3].mean()  # ΔF1 is relative to the architectures' mean F1
     assert np.allclose(csv["delta_f1_pct"], (csv["f1"] - mean_f1) / mean_f1 * 100)
     assert csv.loc[csv["architecture"] == "VGG16", "paper_f1"].item() == 0.80
-    best = csv.loc[csv["f1"].idxmax(), "architecture"]
+    best = csv.loc[csv["f1"][:3].idxmax(), "architecture"]
     assert best == "Xception" and csv["is_best"].sum() == 1
-    assert (csv.loc[~csv["is_best"], "p_best_better"] > 0.5).all()  # better model by design
+    archs = csv["kind"] == "architecture"
+    assert (csv.loc[archs & ~csv["is_best"], "p_best_better"] > 0.5).all()  # worse by design
+    assert csv.loc[~archs, "p_best_better"].notna().all()  # ensembles against the best single
+    times = csv.set_index("architecture")["time_ms"]
+    # table1.csv keeps 6 significant digits: the sum of rounded times, within that rounding
+    assert times["Ensemble"] == pytest.approx(times[ARCHS].sum(), rel=1e-5)
+    for arch in [*ARCHS, *ENSEMBLES]:
+        folder = "evaluate" if arch in ARCHS else "ensemble"
+        metrics = json.loads((root / "main" / folder / arch / "metrics.json").read_text())
+        row = csv[csv["architecture"] == arch].iloc[0]
+        assert row["f1"] == pytest.approx(metrics["test"]["f1"])
     for arch in ARCHS:
         metrics = json.loads((root / "main" / "evaluate" / arch / "metrics.json").read_text())
         row = csv[csv["architecture"] == arch].iloc[0]
@@ -250,17 +349,23 @@ def test_table1_contract(rendered):
         ]
         assert row["f1_cv_mean"] == pytest.approx(np.mean([f["test"]["f1"] for f in folds]))
     md = (root / "table1.md").read_text()
-    assert all(f"| {a} " in md or f"| **{a}** " in md for a in ARCHS)
+    assert all(f"| {a} " in md or f"| **{a}** " in md for a in [*ARCHS, *ENSEMBLES])
     assert "CPU" in md  # says what the time was measured on
+    assert "Data: SYNTHETIC cells from leukoflow's own generator" in md
+    assert "14 subjects x 10 images" in md and "test 8 subjects, 96 images" in md
+    assert "Stacked: an ensemble, a logistic regression on the validation logits" in md
+    assert "Verdicts:" in md and "Stacked (an ensemble): F1" in md
+    assert "Ablation, SimpleNet, split random against subject" in md
 
 
 @pytest.mark.slow
 def test_dvc_metrics_and_plot_data(rendered):
     root, _ = rendered
     metrics = json.loads((root / "metrics.json").read_text())
-    assert set(metrics) == set(ARCHS)
+    assert set(metrics) == {*ARCHS, *ENSEMBLES}
     for values in metrics.values():
         assert {"precision", "recall", "f1", "weighted_f1", "macro_f1", "roc_auc"} <= set(values)
+        assert {"temperature", "ece_uncalibrated", "share_referred"} <= set(values)
         assert all(not isinstance(v, dict | list) for v in values.values())
     for arch in ARCHS:
         roc = pd.read_csv(root / "plots" / "roc" / f"{arch}.csv")
@@ -281,6 +386,8 @@ def test_dvc_metrics_and_plot_data(rendered):
         "augmentation",
         "stain",
         "paper_comparison",
+        "risk_coverage",
+        "ablation",
     ):
         with Image.open(root / "plots" / f"{name}.png") as image:
             assert image.width > 100 and image.height > 50, name
@@ -314,15 +421,19 @@ def test_report_opens_in_chromium(rendered, tmp_path):
     page = root / "report.html"
     dom = chromium(["--dump-dom", page.as_uri()], tmp_path).stdout
     sources = re.findall(r'<img[^>]*src="([^"]*)"', dom)
-    assert len(sources) == 11
+    assert len(sources) == 13
     for src in sources:
         assert src.startswith("data:image/png;base64,")
         data = base64.b64decode(src.split(",", 1)[1])
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 100
     table = dom[dom.index('id="table1"') :]
-    for arch in ARCHS:
+    for arch in [*ARCHS, *ENSEMBLES]:
         assert re.search(rf"<tr[^>]*><td>{arch}</td>", table), arch
     assert "paper 0.8" in table and "Saliency" in dom and "od_spread" in dom
+    for section in ("Calibration", "Referral", "Ablation"):
+        assert f"<h2>{section}</h2>" in dom, section
+    header = dom[: dom.index("</header>")]
+    assert "SYNTHETIC" in header  # the data is named before anything else
     assert "http" not in re.sub(r'xmlns="http[^"]*"', "", dom)  # nothing fetched from outside
     chromium(
         ["--screenshot=" + str(tmp_path / "page.png"), "--window-size=1280,2400", page.as_uri()],
@@ -371,13 +482,15 @@ def test_page_is_written_by_cli(rendered, tmp_path):
 
     root, _ = rendered
     out = tmp_path / "cli"
-    assert main(cli_args(tree_inputs(root, ARCHS[:2], folds=2), out)) == 0
+    assert main(cli_args(tree_inputs(root, ARCHS[:2], folds=2, ensembles=()), out)) == 0
     for name in ("t.csv", "t.md", "m.json", "page.html", "figures/roc.png", "figures/cv_f1.png"):
         assert (out / name).is_file(), name
     assert not (out / "report.html").exists()  # written where named, nowhere else
     assert main(cli_args(tree_inputs(tmp_path / "nothing", ["VGG16"]), out)) == 2
     md_rows = [line for line in (out / "t.md").read_text().splitlines() if line[:2] == "| "]
     assert len(md_rows) == 3  # header and two architectures
+    # an ensemble of an architecture the report does not have is refused
+    assert main(cli_args(tree_inputs(root, ARCHS[:2], folds=2), tmp_path / "other")) == 2
 
 
 def test_cli_wants_one_file_per_architecture(tmp_path, capsys):
@@ -407,3 +520,29 @@ def test_paper_numbers_are_printed_as_in_the_paper():
         "9",
         "-19.2",
     ]
+
+
+@pytest.mark.slow
+def test_verdicts_name_the_models_that_did_not_learn(tmp_path):
+    """A model at chance that calls every cell `all` is named, with its training settings."""
+    for arch, skill in (("SimpleNet", 2.0), ("VGG16", 0.0)):
+        val = predictions(6, 10, skill, seed=100)
+        test = predictions(8, 12, skill, seed=200)
+        if skill == 0.0:
+            val, test = (f.assign(probability_all=0.7) for f in (val, test))
+        out = tmp_path / "main" / "evaluate" / arch
+        out.mkdir(parents=True)
+        val, test = write_evaluation(out, val, test, arch, "main")
+    write_split_table(tmp_path, val, test)
+    inputs = tree_inputs(tmp_path, ["SimpleNet", "VGG16"], ensembles=())
+    build_report(inputs, tree_outputs(tmp_path / "out"))
+    md = (tmp_path / "out" / "table1.md").read_text()
+    verdicts = md[md.index("Verdicts:") :]
+    assert "Did not learn: VGG16: the 95% CI of the test ROC-AUC includes 0.5" in verdicts
+    assert "VGG16: from scratch, 3 epoch(s), 64 px" in verdicts
+    assert "on 60 training images" in verdicts and "expected at demo scale" in verdicts
+    assert "VGG16 calls every test cell `all`" in verdicts
+    assert "Learned (test ROC-AUC CI above 0.5): SimpleNet" in verdicts
+    page = (tmp_path / "out" / "report.html").read_text()
+    summary = page[page.index('id="summary"') : page.index('id="table1"')]
+    assert "Did not learn: VGG16" in summary and "SYNTHETIC" in summary

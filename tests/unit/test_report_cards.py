@@ -34,7 +34,12 @@ def arch_files(root, arch):
     folder = root / arch
     (folder / "bundle").mkdir(parents=True)
     (folder / "dvclive").mkdir()
-    (folder / "metrics.json").write_text(json.dumps({"test": {"f1": 0.75}}))
+    metrics = {
+        "test": {"f1": 0.75},
+        "calibration": {"temperature": 1.0, "before": {"ece": 0.1}},
+        "referral": {"test": {"share_referred": 0.0}},
+    }
+    (folder / "metrics.json").write_text(json.dumps(metrics))
     pd.DataFrame({"subject": ["1"], "y": [1], "probability_all": [0.9]}).to_csv(
         folder / "predictions.csv", index=False
     )
@@ -80,3 +85,15 @@ def test_model_card_section_shows_every_cards_key_lines():
     assert "none: tf2onnx could not convert the model: X" in page
     assert "synthetic: train 10 subjects / 120 images" in page and "feedface" in page
     assert html_model_cards(ReportData(archs=["SimpleNet"], folds=0)) == ""
+
+
+def test_model_card_section_shows_the_ensembles_cards_too():
+    duo = {**META, "kind": "ensemble", "architecture": "Duo",
+           "combiner": {"method": "mean", "members": ["SimpleNet", "VGG16"],
+                        "weights": [0.5, 0.5]}}  # fmt: skip
+    data = ReportData(
+        archs=["SimpleNet"], folds=0, ensembles=["Duo"], bundles={"SimpleNet": META, "Duo": duo}
+    )
+    page = html_model_cards(data)
+    assert page.index("<td>SimpleNet</td>") < page.index("<td>Duo</td>")
+    assert "mean of SimpleNet (0.500), VGG16 (0.500)" in page

@@ -12,6 +12,8 @@ import pytest
 
 from leukoflow import saliency as sal
 from leukoflow import synth
+from leukoflow.errors import LeukoflowError
+from leukoflow.saliency import maps
 
 SIZE = 32
 
@@ -47,9 +49,9 @@ def logit(model, x):
 @pytest.mark.slow
 def test_input_gradient_matches_finite_differences(model):
     images, labels = cells(2)
-    grads = sal.gradient_function(model)(images, sal._signs(labels))
+    grads = sal.gradient_function(model)(images, maps._signs(labels))
     assert grads.shape == images.shape
-    signs = sal._signs(labels)
+    signs = maps._signs(labels)
     # along the gradient of the class score, where float32 finite differences resolve it
     direction = grads * signs[:, None, None, None]
     direction /= np.sqrt((direction**2).sum(axis=(1, 2, 3), keepdims=True))
@@ -136,7 +138,7 @@ def test_select_cells_takes_both_classes():
     index = pd.DataFrame({"y": [0] * 10 + [1] * 3})
     rows = sal.select_cells(index, 8, seed=0)
     assert len(rows) == 7 and index["y"].iloc[rows].sum() == 3
-    with pytest.raises(sal.LeukoflowError, match="one class"):
+    with pytest.raises(LeukoflowError, match="one class"):
         sal.select_cells(pd.DataFrame({"y": [1, 1]}), 2)
 
 

@@ -1,6 +1,13 @@
-"""Stain normalisation: torchstain agreement, mask handling, degenerate cells, the reference."""
+"""Stain normalisation: round trips on real and synthetic cells, torchstain agreement, mask
+handling, degenerate cells, the reference.
+
+Real pixels: scikit-image's immunohistochemistry sample (shipped inside the package) and
+four white blood cells cut from BCCD blood-smear photographs (tests/data/bccd, see its
+README).
+"""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +28,12 @@ from leukoflow.stain import (
     normalize,
     save_reference,
 )
-from leukoflow.synth import STAIN_H
+from leukoflow.stain_reference import round_trip
+from leukoflow.synth import ABSORBERS
+
+BCCD = Path(__file__).parents[1] / "data" / "bccd"
+REAL = ["immunohistochemistry", *sorted(p.stem for p in BCCD.glob("*.png"))]
+SYNTHETIC = ["synthetic-0", "synthetic-1", "synthetic-2"]
 
 
 def cells(n, size=128, seed=0, subjects=3):
@@ -29,13 +41,54 @@ def cells(n, size=128, seed=0, subjects=3):
     return synth.cells(n, size, seed=seed, subjects=subjects)[0]
 
 
+def named_image(name):
+    """A test image by name: REAL (skimage's sample, a BCCD cell) or SYNTHETIC."""
+    if name == "immunohistochemistry":
+        return skimage.data.immunohistochemistry()
+    if name in SYNTHETIC:
+        return cells(3, seed=7)[SYNTHETIC.index(name)]
+    return np.asarray(Image.open(BCCD / f"{name}.png").convert("RGB"))
+
+
 def mean_abs_diff(a, b):
     return np.abs(a.astype(int) - b.astype(int)).mean()
+
+
+def torchstain_macenko(image):
+    """`round_trip`'s fit for torchstain's numpy Macenko."""
+    oracle = torchstain.normalizers.MacenkoNormalizer(backend="numpy")
+    oracle.fit(image)
+    return lambda x: oracle.normalize(x, stains=False)[0]
 
 
 @pytest.fixture(scope="module")
 def ihc():
     return skimage.data.immunohistochemistry()
+
+
+def test_the_real_test_images_are_there():
+    assert len(REAL) == 5 and (BCCD / "LICENSE").exists() and (BCCD / "README.md").exists()
+
+
+@pytest.mark.parametrize("name", REAL + SYNTHETIC)
+@pytest.mark.parametrize("method", ["none", "reinhard", "macenko"])
+def test_round_trip_on_real_and_synthetic_cells(method, name):
+    """Normalised to itself a cell moves <= 5 grey levels; an exposure change cancels to <= 3."""
+    figures = round_trip(named_image(name), method)
+    assert figures["self"] <= 5.0, figures
+    if method != "none":  # `none` leaves a darker copy darker, by design
+        assert figures["darker"] <= 3.0, figures
+        assert figures["brighter"] is None or figures["brighter"] <= 3.0, figures
+        assert figures["brighter"] is not None or name == "immunohistochemistry"
+
+
+@pytest.mark.parametrize("name", REAL + SYNTHETIC)
+def test_macenko_round_trip_at_least_as_good_as_torchstain(name):
+    image = named_image(name)
+    mine, theirs = round_trip(image, "macenko"), round_trip(image, torchstain_macenko)
+    for key in ("self", "darker", "brighter"):
+        if theirs[key] is not None and theirs[key] <= (5.0 if key == "self" else 3.0):
+            assert mine[key] <= theirs[key], (key, mine, theirs)
 
 
 def test_macenko_matches_torchstain_on_synthetic_cells():
@@ -53,6 +106,16 @@ def test_macenko_matches_torchstain_on_synthetic_cells():
 def test_macenko_matches_torchstain_on_immunohistochemistry(ihc):
     top, bottom = ihc[:256], ihc[256:]
     for source, target in ((ihc, ihc), (top, bottom)):
+        oracle = torchstain.normalizers.MacenkoNormalizer(backend="numpy")
+        oracle.fit(source)
+        reference = fit_reference([source], "macenko", mask=False)
+        expected = oracle.normalize(target, stains=False)[0]
+        assert mean_abs_diff(normalize(target, reference), expected) <= 1.0
+
+
+def test_macenko_matches_torchstain_on_real_blood_cells():
+    first, *others = (named_image(name) for name in REAL[1:])
+    for source, target in [(first, first), *((first, other) for other in others)]:
         oracle = torchstain.normalizers.MacenkoNormalizer(backend="numpy")
         oracle.fit(source)
         reference = fit_reference([source], "macenko", mask=False)
@@ -117,10 +180,10 @@ def disk_image(size=64, radius=25):
 
 
 def one_stain_cell(seed=0):
-    """Purpose-built: a disc of haematoxylin alone (one stain vector), for the degenerate fit."""
+    """Purpose-built: a disc of azure B alone (one stain vector), for the degenerate fit."""
     disk = disk_image()
     conc = np.where(disk, 0.3 + 1.2 * np.random.default_rng(seed).random(disk.shape), 0)
-    image = np.rint(240 * np.exp(-conc[..., None] * STAIN_H)).astype(np.uint8)
+    image = np.rint(240 * np.exp(-conc[..., None] * ABSORBERS["azure_b"])).astype(np.uint8)
     image[~disk] = 0
     return image
 
@@ -166,6 +229,10 @@ def test_reference_round_trip_and_bad_files(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps({**reference, "version": 0}))
     with pytest.raises(LeukoflowError, match="version"):
         load_reference(tmp_path / "old.json")
+    without = {k: v for k, v in reference.items() if k != "brightness"}
+    (tmp_path / "dim.json").write_text(json.dumps(without))
+    with pytest.raises(LeukoflowError, match="lacks brightness"):
+        load_reference(tmp_path / "dim.json")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(LeukoflowError, match="bad.json"):
         load_reference(tmp_path / "bad.json")
@@ -232,3 +299,8 @@ def test_bench_stain_prints_and_writes_its_figures(tmp_path, capsys):
     ratio = figures["torchstain_macenko_ms_per_image"] / figures["macenko_ms_per_image"]
     assert figures["speedup_vs_torchstain"] == pytest.approx(ratio)
     assert 0 <= figures["mean_abs_diff_vs_torchstain"] <= 1.0
+    for image in ("synthetic", "ihc"):
+        for method in ("macenko", "reinhard"):
+            assert figures[f"round_trip_{method}_{image}_self"] <= 5.0
+            assert figures[f"round_trip_{method}_{image}_exposure"] <= 3.0
+        assert f"round_trip_torchstain_macenko_{image}_self" in printed

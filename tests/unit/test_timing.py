@@ -59,5 +59,30 @@ def test_timing_subcommand(model, tmp_path):
     assert main([*base, "--calls", "50", "--batch-size", "4", "--out", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["architecture"] == "SimpleNet" and record["latency_ms"]["median"] > 0
+    assert record["dtype_policy"] == "float32"
     assert main([*base, "--calls", "10", "--out", str(tmp_path / "no.json")]) == 2
     assert not (tmp_path / "no.json").exists()
+
+
+@pytest.mark.slow
+def test_a_model_trained_in_mixed_precision_is_timed_in_it(tmp_path):
+    """A model saved under mixed_bfloat16 (as training saves it on an A100 or H100) is timed
+    in bfloat16, and the record says so."""
+    import keras
+
+    from leukoflow.cli import main
+    from leukoflow.models import build_model
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        build_model("SimpleNet", SIZE, weights="none").save(tmp_path / "model.keras")
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert runtime.saved_dtype_policy(tmp_path / "model.keras") == "mixed_bfloat16"
+    out = tmp_path / "timing.json"
+    settings = json.dumps({"architecture": "SimpleNet", "jit_compile": "off"})
+    arguments = ["--model", str(tmp_path / "model.keras"), "--settings", settings]
+    assert main(["timing", *arguments, "--warmup", "1", "--calls", "50", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["dtype_policy"] == "mixed_bfloat16"
+    assert record["precision"] == "bfloat16+float32"

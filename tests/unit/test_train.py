@@ -40,6 +40,8 @@ def settings(**overrides):
         "online_augmentation": {"enabled": False, "rotation": True, "flip": True, "noise_std": 4.0},
         "mixed_precision": "auto",
         "jit_compile": "auto",
+        "devices": 1,
+        "lr_scaling": "sqrt",
         "seed": 0,
     }
     base.update(overrides)
@@ -111,13 +113,14 @@ def test_phases_two_for_pretrained_one_from_scratch():
 
 
 def test_runtime_follows_the_device():
-    gpu = decide(settings(), gpu=True, backend="tensorflow").as_dict()
+    gpu = decide(settings(), gpu=True, backend="tensorflow", compute_capability=(9, 0)).as_dict()
     assert gpu == {
         "backend": "tensorflow",
         "gpu": True,
         "dtype_policy": "mixed_bfloat16",
         "jit_compile": True,
         "graph_optimizer": True,
+        "devices": 1,
     }
     cpu = decide(settings(), gpu=False, backend="tensorflow")
     assert (cpu.dtype_policy, cpu.jit_compile, cpu.graph_optimizer) == ("float32", False, False)
@@ -130,6 +133,45 @@ def test_runtime_follows_the_device():
     assert decide(settings(jit_compile="off"), gpu=False, backend="jax").jit_compile  # always XLA
     with pytest.raises(ConfigError, match="mixed_precision"):
         decide(settings(mixed_precision="fp8"), gpu=False, backend="tensorflow")
+    with pytest.raises(ConfigError, match="devices: 0"):
+        decide(settings(devices=0), gpu=False, backend="tensorflow")
+
+
+@pytest.mark.parametrize(
+    ("capability", "policy"),
+    [((9, 0), "mixed_bfloat16"), ((8, 0), "mixed_bfloat16"), ((7, 5), "mixed_float16"),
+     ((7, 0), "mixed_float16")],
+)  # fmt: skip
+def test_auto_precision_is_bfloat16_only_where_the_gpu_computes_it_natively(capability, policy):
+    """H100 9.0 and A100 8.0 have native bfloat16; T4 7.5 and V100 7.0 get float16 (Keras
+    then wraps the optimizer in a LossScaleOptimizer)."""
+    decided = decide(settings(), gpu=True, backend="jax", compute_capability=capability)
+    assert decided.dtype_policy == policy
+    assert decide(settings(), gpu=False, backend="jax").dtype_policy == "float32"
+
+
+def test_float16_training_scales_the_loss():
+    import keras
+
+    from leukoflow.models import build_model
+    from leukoflow.train import compile_model
+
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = compile_model(build_model("SimpleNet", 32, weights="none"), 1e-3, 10, 0.0, False)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_learning_rates_scale_with_the_devices():
+    four = settings(weights="imagenet", epochs=3, warmup_epochs=1, devices=4)
+    assert [p.learning_rate for p in phases(four)] == pytest.approx([6e-3, 2e-4])  # sqrt(4)
+    linear = settings(devices=4, lr_scaling="linear")
+    assert phases(linear)[0].learning_rate == pytest.approx(1.2e-2)
+    assert phases(settings(devices=4, lr_scaling="none"))[0].learning_rate == 3e-3
+    with pytest.raises(ConfigError, match="lr_scaling: 'cubic'"):
+        phases(settings(devices=2, lr_scaling="cubic"))
 
 
 def test_validation_metrics_use_weighted_f1_at_one_half():
@@ -248,18 +290,19 @@ def test_two_phases_from_a_weights_file_and_same_config_gives_same_weights(tmp_p
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def _run_cli(stores, config, out, wait_for_epoch=None):
-    """Run `leukoflow train`; with `wait_for_epoch`, SIGKILL it once that epoch is checkpointed."""
+def _run_cli(stores, config, out, wait_for_epoch=None, env=None, options=()):
+    """Run `leukoflow train` (TensorFlow unless `env` says otherwise, extra `options`); with
+    `wait_for_epoch`, SIGKILL it once that epoch is checkpointed. Returns its log (stderr)."""
     command = [
         LEUKOFLOW, "train", "--arch", "SimpleNet", "--train", stores[0], "--val", stores[1],
-        "--settings", json.dumps(config), "--weights-file", "", *output_args(out),
+        "--settings", json.dumps(config), "--weights-file", "", *output_args(out), *options,
     ]  # fmt: skip
-    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    env = env or dict(os.environ, KERAS_BACKEND="tensorflow")
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     if wait_for_epoch is None:
         _, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr[-3000:]
-        return
+        return stderr
     state = out / "checkpoint" / "state.json"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and process.poll() is None:
@@ -268,8 +311,9 @@ def _run_cli(stores, config, out, wait_for_epoch=None):
         time.sleep(0.05)
     assert process.poll() is None, "training ended before it could be killed"
     process.send_signal(signal.SIGKILL)
-    process.communicate()
+    _, stderr = process.communicate()
     assert process.returncode == -signal.SIGKILL
+    return stderr
 
 
 @pytest.mark.slow

@@ -13,8 +13,9 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 def test_two_folds_run_as_separate_jobs_and_reach_the_table(workdir):
     config = yaml.safe_load((workdir / "config" / "tiny.yaml").read_text())
-    config["architectures"] = {"SimpleNet": {}}
+    config["architectures"] = {"SimpleNet": {}}  # the ensembles of both are left out
     config["cv"] = {"folds": 2}
+    config["ablation"] = {}
     (workdir / "config" / "cv.yaml").write_text(yaml.safe_dump(config))
     jobs = planned_jobs(run_snakemake(workdir, "-n", "--configfile", "config/cv.yaml"))
     assert jobs["train"] == jobs["evaluate"] == 3 and jobs["stain_reference"] == 3

@@ -1,9 +1,10 @@
-"""A finished tiny run: rerun only what a change touches, and one GPU job at a time.
+"""A finished tiny run (the session's shared `finished`): rerun only what a change touches.
 
-The session's real run of the tiny config (`wf.finished_run`: SimpleNet and VGG16, a few
-dozen synthetic images, a few epochs, from folders whose names hold a space, an apostrophe
-and a non-ASCII letter, without an activated environment); then dry runs after each kind of
-change, asserting the exact set of planned jobs.
+The session's real run of the tiny config (`wf.finished_run`: SimpleNet and VGG16, two
+ensembles of both, an ablation of SimpleNet over the split; a few dozen synthetic images, a
+few epochs, from folders whose names hold a space, an apostrophe and a non-ASCII letter,
+without an activated environment); then dry runs after each kind of change, asserting the
+exact set of planned jobs.
 """
 
 import os
@@ -15,15 +16,24 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from wf import GPU_RULES
 
 import leukoflow
 from leukoflow.cli import main
-from leukoflow.workflow_runs import job_intervals, planned_jobs, run_snakemake
+from leukoflow.workflow_runs import planned_jobs, run_snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
-ONE_ARCH = {"train": 1, "evaluate": 1, "timing": 1, "saliency": 1, "bundle": 1, "report": 1}
+# one architecture's jobs, and the two ensembles (both hold every architecture) with theirs
+ONE_ARCH = {
+    "train": 1,
+    "evaluate": 1,
+    "timing": 1,
+    "saliency": 1,
+    "bundle": 1,
+    "ensemble": 2,
+    "bundle_ensemble": 2,
+    "report": 1,
+}
 
 
 def dry_run(workdir, config="config/tiny.yaml"):
@@ -45,7 +55,9 @@ def test_a_finished_run_plans_nothing(finished):
         assert (finished / "results" / name).stat().st_size > 0
 
 
-def test_changing_one_architecture_reruns_only_its_jobs(finished):
+def test_changing_one_member_reruns_it_and_its_ensembles_only(finished):
+    """VGG16 changes: its jobs and the ensembles holding it; not SimpleNet, not the ablation
+    (of SimpleNet only)."""
     config = changed_config(
         finished, lambda c: c["architectures"]["VGG16"].update({"learning_rate": 3.0e-4})
     )
@@ -65,15 +77,18 @@ def test_changing_the_stain_method_reruns_stain_and_downstream_only(finished):
     config = changed_config(finished, lambda c: c["stain"].update({"method": "reinhard"}))
     jobs = planned_jobs(run_snakemake(finished, "-n", "--configfile", config))
     assert not {"synth", "ingest", "split"} & set(jobs)
-    assert jobs == {
-        "stain_reference": 1,
-        "stores": 3,
-        "augment": 1,
-        "train": 2,
-        "evaluate": 2,
+    assert jobs == {  # the main run's data and the ablation's random-split data
+        "stain_reference": 2,
+        "stores": 6,
+        "augment": 2,
+        "train": 3,
+        "evaluate": 3,
         "timing": 2,
         "saliency": 2,
         "bundle": 2,
+        "ensemble": 2,
+        "ablation": 1,
+        "bundle_ensemble": 2,
         "report": 1,
     }
 
@@ -89,15 +104,6 @@ def test_changing_the_report_code_reruns_only_the_report(finished):
     finally:
         code.write_text(text)
         os.utime(code, ns=(before.st_atime_ns, before.st_mtime_ns))
-
-
-def test_gpu_jobs_never_overlap(finished):
-    logs = sorted((finished / ".snakemake" / "log").glob("*.snakemake.log"))
-    intervals = [i for i in job_intervals(logs[0].read_text()) if i[0] in GPU_RULES]
-    assert len(intervals) == len(GPU_RULES) * 2  # each GPU rule for both architectures
-    intervals.sort(key=lambda i: i[1])
-    for (_, _, end), (_, start, _) in zip(intervals, intervals[1:]):
-        assert start >= end
 
 
 def test_predict_with_a_bundle_reproduces_the_evaluation(finished):
@@ -121,5 +127,6 @@ def test_predict_with_a_bundle_reproduces_the_evaluation(finished):
     assert list(predicted["path"]) == [str(dataset / path) for path in evaluated["path"]]
     assert predicted["error"].isna().all()
     np.testing.assert_allclose(
-        predicted["probability_all"], evaluated["probability_all"], atol=1e-5
+        predicted["calibrated_probability_all"], evaluated["calibrated_probability_all"], atol=1e-5
     )
+    assert list(predicted["refer"]) == list(evaluated["referred"])

@@ -18,9 +18,9 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from wf import AWKWARD, run_arguments, tiny_workflow
+from wf import AWKWARD, run_arguments, run_environment, tiny_workflow
 
-from leukoflow.workflow_runs import run_snakemake, snakemake_command, snakemake_env
+from leukoflow.workflow_runs import run_snakemake, snakemake_command
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -46,7 +46,7 @@ def interrupted(workdir, sig, log):
         process = subprocess.Popen(
             snakemake_command(*run_arguments()),
             cwd=workdir,
-            env=snakemake_env(activate=False),
+            env=run_environment(),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, as a shell job has
@@ -72,13 +72,13 @@ def comparable_metrics(workdir):
     return {arch: {k: v for k, v in m.items() if k != "time_ms"} for arch, m in metrics.items()}
 
 
-def bundle_contents(workdir, arch):
-    """(bundle.json without its creation time, the model's weights) of one bundle."""
+def bundle_contents(workdir, name):
+    """(bundle.json without its creation time, every member model's weights) of one bundle."""
     from leukoflow.bundle import load_bundle
 
-    bundle = load_bundle(workdir / "results/models" / arch)
+    bundle = load_bundle(workdir / "results/models" / name)
     meta = {k: v for k, v in bundle.meta.items() if k != "created"}
-    return meta, bundle.model.get_weights()
+    return meta, [w for member in bundle.members for w in member.model.get_weights()]
 
 
 def test_killed_then_interrupted_run_ends_as_an_uninterrupted_one(finished, tmp_path):
@@ -93,21 +93,23 @@ def test_killed_then_interrupted_run_ends_as_an_uninterrupted_one(finished, tmp_
     interrupted(workdir, signal.SIGINT, tmp_path / "ctrl-c.log")
     assert "Terminating processes on user request" in (tmp_path / "ctrl-c.log").read_text()
 
-    run_snakemake(workdir, *run_arguments(), activate=False)
+    run_snakemake(workdir, *run_arguments(), env=run_environment(), activate=False)
     logs = "".join(p.read_text() for p in (workdir / "logs/train/main").glob("*.log"))
     assert f"resuming {killed} after epoch" in logs
 
     pd.testing.assert_frame_equal(comparable_table(workdir), comparable_table(finished))
     assert comparable_metrics(workdir) == comparable_metrics(finished)
-    for arch in comparable_table(finished)["architecture"]:
+    table = comparable_table(finished)
+    for arch in table.loc[table["kind"] == "architecture", "architecture"]:
         history = f"results/main/train/{arch}/history.csv"
         pd.testing.assert_frame_equal(
             pd.read_csv(workdir / history).drop(columns="seconds"),
             pd.read_csv(finished / history).drop(columns="seconds"),
         )
+    for name in table["architecture"]:  # the architectures' bundles and the ensembles'
         (meta, weights), (meta_ref, weights_ref) = (
-            bundle_contents(workdir, arch),
-            bundle_contents(finished, arch),
+            bundle_contents(workdir, name),
+            bundle_contents(finished, name),
         )
         assert meta == meta_ref
         assert all(np.array_equal(a, b) for a, b in zip(weights, weights_ref, strict=True))

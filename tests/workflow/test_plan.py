@@ -1,4 +1,5 @@
-"""Planning the paper's full config: cross-validation jobs, no job per image, timing printed."""
+"""Planning the paper's full config: cross-validation jobs, the full ablation matrix, no job
+per image, timing printed (`leukoflow bench plan` measures it)."""
 
 import time
 
@@ -6,6 +7,7 @@ import pytest
 import yaml
 from wf import REPO, write_cell_tree
 
+from leukoflow.bench.plan import full_ablation
 from leukoflow.workflow_runs import planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.workflow
@@ -13,11 +15,13 @@ pytestmark = pytest.mark.workflow
 SIZES = 5  # 299, 224 (VGG16 and ResNet152V2 share it), 456, 480, 128
 
 
-def full_config(workdir, dataset, folds):
-    """The paper config against `dataset`, with `folds` CV folds."""
+def full_config(workdir, dataset, folds, ablation=False):
+    """The paper config against `dataset`, with `folds` CV folds (or the full ablation)."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["dataset"]["path"] = str(dataset)
     config["cv"] = {"folds": folds}
+    if ablation:
+        config = full_ablation(config)
     (workdir / "config" / "full.yaml").write_text(yaml.safe_dump(config))
     return "config/full.yaml"
 
@@ -42,5 +46,37 @@ def test_full_config_plan_does_not_grow_with_images(workdir, tmp_path, images):
         "timing": 6,
         "saliency": 6,
         "bundle": 6,
+        "ensemble": 2,  # config.yaml's mean and stacked ensembles of the six
+        "bundle_ensemble": 2,
+        "report": 1,
+    }
+
+
+def test_full_ablation_matrix_plans_every_combination_once(workdir, tmp_path):
+    """3 stain methods x 3 augmentations x 2 splits for the six architectures: 108 models,
+    the six equal to the main run's reused; stores per split and stain only."""
+    dataset = write_cell_tree(tmp_path / "C-NMC", 6)
+    config = full_config(workdir, dataset, folds=0, ablation=True)
+    start = time.perf_counter()
+    jobs = planned_jobs(run_snakemake(workdir, "-n", "--configfile", config))
+    print(f"planned {sum(jobs.values())} jobs of the 3x3x2 ablation in "
+          f"{time.perf_counter() - start:.1f} s")  # fmt: skip
+    data = 2 * 3  # (split, stain) variants, the main one among them
+    assert jobs == {
+        "ingest": 1,
+        "split": 1,
+        "split_random": 1,
+        "stain_reference": data,
+        "stores": SIZES * 3 * data,
+        "augment": SIZES * data,  # every architecture trains with offline augmentation somewhere
+        "fetch_weights": 5,
+        "train": 6 * 18,  # the main run's six among them
+        "evaluate": 6 * 18,
+        "timing": 6,
+        "saliency": 6,
+        "bundle": 6,
+        "ensemble": 2,
+        "bundle_ensemble": 2,
+        "ablation": 1,
         "report": 1,
     }

@@ -1,6 +1,7 @@
 """Workflow-level test helpers: the workflow copied with the tiny config, a small dataset, and
 the tiny run every workflow test reads (`finished_run`)."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -45,10 +46,21 @@ def folder_workflow(dest, dataset):
 
 
 def run_arguments():
-    """The snakemake arguments of the shared tiny run: 4 cores, one-thread GPU jobs, gpu=1."""
-    threads = [f"{rule}=1" for rule in GPU_RULES]
-    return ["--cores", "4", "--resources", "gpu=1", "--configfile", "config/tiny.yaml",
-            "--set-threads", *threads]  # fmt: skip
+    """The snakemake arguments of the shared tiny run.
+
+    4 cores and two fake GPUs ("0", "1"; no GPU is needed): each GPU job gets 4 / 2 = 2
+    threads and leases one of the two GPUs in the run's own lock directory, so two GPU jobs
+    run side by side.
+    """
+    return ["--cores", "4", "--resources", "gpu=2", "--configfile", "config/tiny.yaml",
+            "--config", 'gpus=["0", "1"]', "gpu_lock_dir=.gpu-locks"]  # fmt: skip
+
+
+def run_environment():
+    """The calling shell's environment without its GPUs and leases (they come from
+    `run_arguments` alone) and with this installation's scripts off PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CUDA_", "LEUKOFLOW_"))}
+    return snakemake_env(env, activate=False)
 
 
 def finished_run(root):
@@ -58,11 +70,11 @@ def finished_run(root):
     called as `.venv/bin/snakemake` with the environment not activated (its `leukoflow` is
     not on PATH). Returns the working directory.
     """
-    assert shutil.which("leukoflow", path=snakemake_env(activate=False)["PATH"]) is None
+    assert shutil.which("leukoflow", path=run_environment()["PATH"]) is None
     root = Path(root) / AWKWARD
     dataset = tiny_dataset(root / "C-NMC data")
     workdir = folder_workflow(root / "work dir", dataset)
-    run_snakemake(workdir, *run_arguments(), activate=False)
+    run_snakemake(workdir, *run_arguments(), env=run_environment(), activate=False)
     return workdir
 
 

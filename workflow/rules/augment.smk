@@ -25,10 +25,13 @@ rule augment:
         noise=config["augment"]["noise_std"],
         brightness=config["augment"]["brightness"],
         contrast=config["augment"]["contrast"],
+        stain_jitter=config["augment"]["stain_jitter"],
+        subjects=get_subject_disjoint,
     shell:
         "leukoflow augment {input.store:q} --out {output.images:q}"
         " --index {output.index:q} --examples {output.examples:q}"
         " --seed {params.seed:q} {params.balance:q}"
         " --copies-per-image {params.copies:q} {params.rotation:q} {params.flip:q}"
         " --noise-std {params.noise:q} --brightness {params.brightness:q}"
-        " --contrast {params.contrast:q} --threads {threads} > {log:q} 2>&1"
+        " --contrast {params.contrast:q} --stain-jitter {params.stain_jitter:q}"
+        " {params.subjects:q} --threads {threads} > {log:q} 2>&1"

@@ -1,5 +1,6 @@
 # Config, paths and input functions; no logic beyond naming files and parameters.
 # Functions Snakemake calls with wildcards are named get_*.
+import functools
 import json
 import shlex
 import sys
@@ -8,8 +9,15 @@ from pathlib import Path
 from snakemake.logging import logger
 from snakemake.utils import validate
 
+from leukoflow import ablation
 from leukoflow.runlock import release_stale_locks
-from leukoflow.settings import arch_config_hash, check_config, merged_settings
+from leukoflow.settings import (
+    arch_config_hash,
+    check_config,
+    ensemble_config_hash,
+    ensembles,
+    merged_settings,
+)
 
 validate(config, workflow.source_path("../../config/schema.yaml"), set_default=True)
 check_config(config)
@@ -18,11 +26,15 @@ check_config(config)
 # removes them when no other run of this workflow is alive here (leukoflow.runlock).
 if workflow.is_main_process:
     for stale in release_stale_locks():
-        logger.warning(f"removed the stale Snakemake lock {stale} of a run that was killed")
+        logger.warning(
+            f"removed the stale Snakemake lock {stale} of a run that was killed"
+        )
 
 ARCHS = list(config["architectures"])
 CV_FOLDS = config["cv"]["folds"]
 SPLITS = ["main"] + [f"fold{k}" for k in range(CV_FOLDS)]
+ENSEMBLES = ensembles(config)
+ABLATION = ablation.plan(config)  # [{architecture, combination, levels, run}]
 DATASET = (
     config["dataset"]["path"]
     if config["dataset"]["source"] == "folder"
@@ -39,7 +51,21 @@ _BIN = (
 )
 
 
-shell.prefix(f'set -euo pipefail; export PATH="$PATH":{_BIN}; ')
+# The GPU jobs' shared places, from the config (see leukoflow.gpus and leukoflow.runtime):
+# the GPUs to lease and their lock directory, and the compile cache. Exported by the prefix,
+# not written into the rules' commands, so changing them reruns nothing.
+_GPU_ENV = {
+    "LEUKOFLOW_GPUS": ",".join(map(str, config["gpus"] or [])),
+    "LEUKOFLOW_GPU_LOCK_DIR": config["gpu_lock_dir"] or "",
+    "LEUKOFLOW_COMPILE_CACHE": config["compile_cache"] or "",
+}
+_EXPORTS = "".join(f"export {k}={shlex.quote(v)}; " for k, v in _GPU_ENV.items() if v)
+
+
+shell.prefix(
+    f'set -euo pipefail; export PATH="$PATH":{_BIN}; '
+    + _EXPORTS.replace("{", "{{").replace("}", "}}")
+)
 
 
 # The Keras backend of the jobs that run a model (each has `params.backend`).
@@ -47,11 +73,21 @@ BACKEND = config["backend"]
 KERAS = "KERAS_BACKEND={params.backend:q} "
 # Threads of a job that may use every core (`--set-threads` and `max-threads` cap it).
 ALL_CORES = max(1, workflow.cores)
+# GPUs the run uses at once (`--resources gpu=N`; 1 when not given) and the threads of a
+# job per GPU it computes on: the cores divided among the GPUs (`gpu_job_threads` sets
+# it), so N GPU jobs run side by side while CPU steps keep the rest.
+_GPU_RESOURCE = workflow.global_resources.get("gpu")
+GPU_SLOTS = max(1, int(getattr(_GPU_RESOURCE, "value", _GPU_RESOURCE) or 1))
+GPU_THREADS = config["gpu_job_threads"] or max(1, ALL_CORES // GPU_SLOTS)
 
 
+# `{split}` names a run (main, fold{k}, ablation/{combination}: models and evaluations) or
+# a data variant (main, fold{k}, ablation/data/{split}-{stain}: stain reference and stores);
+# leukoflow.ablation maps a run to its data variant and settings.
 wildcard_constraints:
     arch="|".join(ARCHS),
-    split="main|fold[0-9]+",
+    ensemble="|".join(ENSEMBLES) or "(?!)",
+    split="main|fold[0-9]+|ablation/[a-z_-]+|ablation/data/[a-z]+-[a-z]+",
     subset="train|val|test",
     size="[0-9]+",
 
@@ -62,30 +98,68 @@ def arch_size(arch):
 
 
 def store_path(split, size, name):
-    """The image store `name` (train, val, test, train_aug) of a split at `size` px."""
+    """The image store `name` (train, val, test, train_aug) of a data variant at `size` px."""
     return f"results/{split}/stores/{size}px/{name}.npy"
 
 
+@functools.lru_cache(maxsize=None)
+def _run_settings(run, arch):
+    """leukoflow.ablation.run_settings, once per (run, architecture): planning calls it for
+    every input of every job. The dict is shared: read it, never change it."""
+    return ablation.run_settings(config, run, arch)
+
+
+def run_settings(wildcards):
+    """The settings of an architecture in a run (the bundle's run is main)."""
+    return _run_settings(wildcards.get("split", "main"), wildcards.arch)
+
+
 def get_settings(wildcards):
-    """The merged settings of one architecture, as the JSON its jobs get."""
-    return json.dumps(merged_settings(config, wildcards.arch), sort_keys=True)
+    """The settings of one architecture in one run, as the JSON its jobs get."""
+    return json.dumps(run_settings(wildcards), sort_keys=True)
+
+
+def run_store(wildcards, name):
+    """The store `name` of the run's data variant at the architecture's input size."""
+    data = ablation.data_of(config, wildcards.split)
+    return store_path(data, run_settings(wildcards)["input_size"], name)
 
 
 def get_train_store(wildcards):
     """The store the training job reads: augmented and balanced, or plain."""
-    balance = merged_settings(config, wildcards.arch)["balance"]
-    name = "train_aug" if balance == "augmented_store" else "train"
-    return store_path(wildcards.split, arch_size(wildcards.arch), name)
+    balance = run_settings(wildcards)["balance"]
+    return run_store(
+        wildcards, "train_aug" if balance == "augmented_store" else "train"
+    )
 
 
 def get_val_store(wildcards):
     """The validation store at the architecture's input size."""
-    return store_path(wildcards.split, arch_size(wildcards.arch), "val")
+    return run_store(wildcards, "val")
 
 
 def get_test_store(wildcards):
     """The test store at the architecture's input size."""
-    return store_path(wildcards.split, arch_size(wildcards.arch), "test")
+    return run_store(wildcards, "test")
+
+
+def get_split_table(wildcards):
+    """The split table of a data variant: the main one, or the image-level random one."""
+    if ablation.data_levels(config, wildcards.split)[0] == "random":
+        return "results/split/random.csv"
+    return rules.split.output.split
+
+
+def get_subject_disjoint(wildcards):
+    """The augment option: subject-disjoint stores, but for the image-level random split."""
+    if ablation.data_levels(config, wildcards.split)[0] == "random":
+        return "--no-subject-disjoint"
+    return "--subject-disjoint"
+
+
+def get_stain_method(wildcards):
+    """The stain method of a data variant."""
+    return ablation.data_levels(config, wildcards.split)[1]
 
 
 def get_weights(wildcards):
@@ -103,6 +177,46 @@ def get_config_hash(wildcards):
     return arch_config_hash(config, wildcards.arch)
 
 
+def members(wildcards):
+    """The member architectures of an ensemble."""
+    return ENSEMBLES[wildcards.ensemble]["members"]
+
+
+def member_files(pattern):
+    """An input function: `pattern` formatted for each member of the ensemble."""
+    return lambda wildcards: [pattern.format(arch=arch) for arch in members(wildcards)]
+
+
+def get_ensemble_settings(wildcards):
+    """{member: its settings}, as the JSON the ensemble's bundle job gets."""
+    return json.dumps(
+        {arch: merged_settings(config, arch) for arch in members(wildcards)},
+        sort_keys=True,
+    )
+
+
+def get_ensemble_hash(wildcards):
+    """The hash of what an ensemble depends on (recorded in its bundle)."""
+    return ensemble_config_hash(config, wildcards.ensemble)
+
+
+def ablation_plan():
+    """The ablation's jobs and reference levels, as the JSON its table job gets."""
+    reference = {
+        arch: ablation.reference_levels(config, arch)
+        for arch in ablation.architectures(config)
+    }
+    return json.dumps({"jobs": ABLATION, "reference": reference}, sort_keys=True)
+
+
+def ablation_files(name):
+    """evaluate's file `name` of every (architecture, combination) of the ablation plan."""
+    return [
+        f"results/{job['run']}/evaluate/{job['architecture']}/{name}"
+        for job in ABLATION
+    ]
+
+
 def dataset_input():
     """The dataset folder, as a rule input (a rule output when it is synthetic)."""
     if config["dataset"]["source"] == "synthetic":
@@ -118,14 +232,27 @@ def final_outputs():
         "results/report.html",
         "results/metrics.json",
     ]
-    outs += expand("results/models/{arch}", arch=ARCHS)
+    outs += expand("results/models/{name}", name=[*ARCHS, *ENSEMBLES])
+    if ABLATION:
+        outs += ["results/ablation/effects.md"]
     return outs
 
 
-def gpu_resources():
-    """One GPU (slurm: --gpus=1), of the configured model when gpu_model is set."""
+def get_devices(wildcards):
+    """The GPUs one architecture trains on (`training.devices`, data-parallel)."""
+    return merged_settings(config, wildcards.arch)["devices"]
+
+
+def get_train_threads(wildcards):
+    """A training job's threads: GPU_THREADS per GPU it trains on."""
+    return GPU_THREADS * get_devices(wildcards)
+
+
+def gpu_resources(devices=1):
+    """`devices` GPUs (an int or a function of the wildcards; slurm: --gpus=N), of the
+    configured model when gpu_model is set."""
     model = config["gpu_model"]
-    return {"gpu": 1, "gpu_model": model} if model else {"gpu": 1}
+    return {"gpu": devices, "gpu_model": model} if model else {"gpu": devices}
 
 
 def attempt_scaled(base):

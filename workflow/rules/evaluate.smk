@@ -16,7 +16,7 @@ rule evaluate:
         "benchmarks/evaluate/{split}/{arch}.tsv"
     conda:
         ENV
-    threads: ALL_CORES
+    threads: GPU_THREADS
     resources:
         **gpu_resources(),
         mem_mb=attempt_scaled(4000),
@@ -44,7 +44,7 @@ rule timing:
         "benchmarks/timing/{split}/{arch}.tsv"
     conda:
         ENV
-    threads: ALL_CORES
+    threads: GPU_THREADS
     resources:
         **gpu_resources(),
         mem_mb=attempt_scaled(4000),
@@ -75,7 +75,7 @@ rule saliency:
         "benchmarks/saliency/{split}/{arch}.tsv"
     conda:
         ENV
-    threads: ALL_CORES
+    threads: GPU_THREADS
     resources:
         **gpu_resources(),
         mem_mb=attempt_scaled(4000),

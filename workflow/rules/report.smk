@@ -1,4 +1,5 @@
-# The report: Table I, plots, the HTML page and the metrics file DVC compares.
+# The report: Table I (architectures and ensembles), plots, the ablation, the HTML page and
+# the metrics file DVC compares.
 from pathlib import Path
 
 import leukoflow
@@ -22,6 +23,14 @@ rule report:
             for arch in ARCHS
             for split in SPLITS[1:]
         ],
+        ensemble_metrics=expand(rules.ensemble.output.metrics, ensemble=ENSEMBLES),
+        ensemble_predictions=expand(
+            rules.ensemble.output.test_predictions, ensemble=ENSEMBLES
+        ),
+        ensemble_bundles=expand(rules.bundle_ensemble.output.bundle, ensemble=ENSEMBLES),
+        split_table=rules.split.output.split,
+        ablation_effects=rules.ablation.output.effects if ABLATION else [],
+        ablation_combinations=rules.ablation.output.combinations if ABLATION else [],
         stain_spread="results/main/stain/spread.json",
         stain_examples="results/main/stain/examples.png",
         augment_examples=expand(
@@ -49,9 +58,17 @@ rule report:
     params:
         archs=ARCHS,
         folds=CV_FOLDS,
+        ensembles=list(ENSEMBLES),
+        dataset=json.dumps(config["dataset"], sort_keys=True),
     shell:
         "leukoflow report --archs {params.archs:q}"
         " --metrics {input.metrics:q} --predictions {input.predictions:q}"
+        " --ensembles {params.ensembles:q} --ensemble-metrics {input.ensemble_metrics:q}"
+        " --ensemble-predictions {input.ensemble_predictions:q}"
+        " --ensemble-bundles {input.ensemble_bundles:q}"
+        " --dataset {params.dataset:q} --split-table {input.split_table:q}"
+        " --ablation-effects {input.ablation_effects:q}"
+        " --ablation-combinations {input.ablation_combinations:q}"
         " --histories {input.histories:q} --timings {input.timings:q}"
         " --saliency {input.saliency:q} --saliency-figures {input.saliency_figures:q}"
         " --bundles {input.bundles:q} --live {input.live:q}"

@@ -1,11 +1,12 @@
-# Stain normalisation reference (training subjects only) and the image stores.
+# Stain normalisation reference (training subjects only) and the image stores, per data
+# variant (`{split}`: main, fold{k}, or an ablation's ablation/data/{split}-{stain}).
 # Both are cacheable between workflows (`--cache`); Snakemake forbids `benchmark:` on
 # cacheable rules, so their logs record the wall time instead.
 
 
 rule stain_reference:
     input:
-        split=rules.split.output.split,
+        split=get_split_table,
         dataset=dataset_input(),
     output:
         reference="results/{split}/stain/reference.json",
@@ -17,7 +18,7 @@ rule stain_reference:
     conda:
         ENV
     params:
-        method=config["stain"]["method"],
+        method=get_stain_method,
         images=config["stain"]["reference_images"],
         image=config["stain"]["reference_image"] or "",
         seed=config["stain"]["seed"],
@@ -31,7 +32,7 @@ rule stain_reference:
 
 rule stores:
     input:
-        split=rules.split.output.split,
+        split=get_split_table,
         reference=rules.stain_reference.output.reference,
         dataset=dataset_input(),
     output:

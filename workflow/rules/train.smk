@@ -35,9 +35,9 @@ rule train:
         "benchmarks/train/{split}/{arch}.tsv"
     conda:
         ENV
-    threads: ALL_CORES
+    threads: get_train_threads
     resources:
-        **gpu_resources(),
+        **gpu_resources(get_devices),
         mem_mb=attempt_scaled(8000),
         runtime=attempt_scaled(720),
     params:

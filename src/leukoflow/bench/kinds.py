@@ -34,7 +34,8 @@ KINDS = {
         "summary": ["ingest_files_per_s", "ingest_files_per_s_one_process", "ingest_mb_per_s"],
     },
     "stain": {
-        "help": "stain normalisation vs torchstain (speed, agreement) and store throughput",
+        "help": "stain normalisation vs torchstain (speed, agreement, round trip) and store "
+        "throughput",
         "options": [
             ("--images", int, 20, "synthetic cells timed per method"),
             ("--size", int, 450, "side of the synthetic cells, px"),
@@ -50,6 +51,7 @@ KINDS = {
             "reinhard_ms_per_image",
             "torchstain_reinhard_ms_per_image",
             "mean_abs_diff_vs_torchstain",
+            "round_trip_macenko_*",
             "stores_images_per_s",
         ],
     },
@@ -111,13 +113,14 @@ KINDS = {
         ],
     },
     "plan": {
-        "help": "snakemake -n planning time of config/config.yaml with cross-validation",
+        "help": "snakemake -n planning time of config/config.yaml with cross-validation, and "
+        "with the full 3 x 3 x 2 ablation matrix of its six architectures",
         "options": [
             ("--workflow", str, ".", "the repository folder (Snakefile, workflow/, config/)"),
             ("--folds", int, 5, "cv.folds"),
             ("--repeats", int, 3, "dry runs timed"),
         ],
-        "summary": ["plan_jobs", "plan_s_median"],
+        "summary": ["plan_jobs", "plan_s_median", "ablation_jobs", "ablation_plan_s_median"],
     },
     "dvc": {
         "help": "dvc add / status / push of a dataset folder against a plain copy",

@@ -42,7 +42,8 @@ def make_bundle(arch: str, size: int, reference: dict, out_dir: str | Path, seed
     """
     import keras
 
-    from leukoflow.bundle import load_bundle, write_bundle
+    from leukoflow.bundle import load_bundle
+    from leukoflow.bundle_write import write_bundle
     from leukoflow.models import build_model
 
     keras.utils.set_random_seed(seed)
@@ -134,16 +135,19 @@ def bench_architecture(
     Raises:
         LeukoflowError: an image could not be prepared.
     """
+    from leukoflow.bundle import onnx_missing
     from leukoflow.images import open_rgb
     from leukoflow.inference import predict_arrays
     from leukoflow.onnx_model import onnx_inference
-    from leukoflow.predict import default_workers, iter_predictions, make_predict_fn, prepare_batch
+    from leukoflow.predict import default_workers, iter_predictions, make_predict_fns, prepare_batch
     from leukoflow.stores import prepare_image
 
     bundle = make_bundle(arch, size, reference, Path(folder) / arch)
-    engines = {"": make_predict_fn(bundle)}  # Keras' figures keep their unprefixed names
-    if bundle.onnx_path is not None:
-        engines["onnx_"] = onnx_inference(bundle.onnx_path, model_threads)
+    (keras_fn,) = make_predict_fns(bundle)
+    engines = {"": keras_fn}  # Keras' figures keep their unprefixed names
+    (member,) = bundle.members
+    if member.onnx_file is not None:
+        engines["onnx_"] = onnx_inference(member.onnx_file, model_threads)
     prep_s, (images, errors) = timed(lambda: prepare_batch(files, bundle.reference, size))
     if any(errors):
         raise LeukoflowError(f"benchmark images could not be prepared: {set(errors) - {None}}")
@@ -174,7 +178,7 @@ def bench_architecture(
                 batch_size,
                 workers=workers,
                 progress=False,
-                predict_fn=predict_fn,
+                predict_fns=[predict_fn],
             )
             return np.array([row.probability for row in rows], np.float32)
 
@@ -222,7 +226,7 @@ def bench_architecture(
         difference = np.abs(results["onnx_bare"] - results["bare"]).max()
         figures["max_abs_diff_onnx_vs_keras"] = float(difference)
     else:
-        figures["onnx_missing"] = bundle.onnx_missing
+        figures["onnx_missing"] = onnx_missing(bundle.meta["members"][0])
     if naive:
         figures["naive_images_per_s"] = n / best["naive"]
         figures["predict_vs_naive"] = best["naive"] / best["predict"]

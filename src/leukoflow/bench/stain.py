@@ -1,8 +1,12 @@
 """`leukoflow bench stain`: stain normalisation against torchstain, and store throughput.
 
 Everything is measured side by side in one process on synthetic 450 px cells (and, for
-agreement, scikit-image's bundled immunohistochemistry image): torchstain's numpy
-normalisers are the baseline and the oracle. Stain timings use one BLAS thread.
+agreement and the round trip, scikit-image's bundled immunohistochemistry image):
+torchstain's numpy normalisers are the baseline and the oracle. Stain timings use one BLAS
+thread. The round trip (`leukoflow.stain_reference.round_trip`) gives, per method and
+image, the change of an image normalised to a reference fitted on itself (`self`) and the
+larger difference of a uniformly darker or brighter copy from the normalised image
+(`exposure`), in grey levels.
 """
 
 import os
@@ -13,6 +17,7 @@ import numpy as np
 
 from leukoflow.bench.common import ms_per_item, timed
 from leukoflow.stain import fit_reference, normalize
+from leukoflow.stain_reference import round_trip
 
 
 def _mean_abs_diff(a, b):
@@ -90,6 +95,36 @@ def stain_figures(images: np.ndarray, ihc: np.ndarray, repeats: int = 3) -> dict
     return figures
 
 
+def _fit_torchstain(image):
+    """`round_trip`'s fit for torchstain's numpy Macenko."""
+    import torchstain
+
+    oracle = torchstain.normalizers.MacenkoNormalizer(backend="numpy")
+    oracle.fit(image)
+    return lambda x: oracle.normalize(x, stains=False)[0]
+
+
+def round_trip_figures(images: dict) -> dict:
+    """Round-trip figures of Macenko (ours, torchstain's) and Reinhard on named images.
+
+    Args:
+        images: name -> uint8 (H, W, 3).
+
+    Returns:
+        `round_trip_{method}_{name}_self` and `..._exposure` (the larger of the darker and
+        brighter copies' figures), grey levels.
+    """
+    methods = {"macenko": "macenko", "torchstain_macenko": _fit_torchstain, "reinhard": "reinhard"}
+    figures = {}
+    for name, image in images.items():
+        for label, method in methods.items():
+            trip = round_trip(image, method)
+            exposure = [v for v in (trip["darker"], trip["brighter"]) if v is not None]
+            figures[f"round_trip_{label}_{name}_self"] = trip["self"]
+            figures[f"round_trip_{label}_{name}_exposure"] = max(exposure)
+    return figures
+
+
 def stores_figures(n: int, image_size: int, store_size: int, threads: int, seed: int = 0) -> dict:
     """Images per second of `build_store` on `n` synthetic BMPs written to a temporary folder.
 
@@ -152,7 +187,9 @@ def run(
 
     threads = threads or os.cpu_count() or 1
     pixels, _, _ = cells(images + 1, size)
+    ihc = skimage.data.immunohistochemistry()
     figures = {"images": images, "image_size": size}
-    figures.update(stain_figures(pixels, skimage.data.immunohistochemistry(), repeats))
+    figures.update(stain_figures(pixels, ihc, repeats))
+    figures.update(round_trip_figures({"synthetic": pixels[0], "ihc": ihc}))
     figures.update(stores_figures(stores_images, size, store_size, threads))
     return figures

@@ -15,6 +15,7 @@ def run_augment(args: argparse.Namespace) -> None:
         noise_std=args.noise_std,
         brightness=args.brightness,
         contrast=args.contrast,
+        stain_jitter=args.stain_jitter,
     )
     augment_store(
         args.store,
@@ -25,6 +26,7 @@ def run_augment(args: argparse.Namespace) -> None:
         copies_per_image=args.copies_per_image,
         threads=args.threads,
         examples=args.examples,
+        subject_disjoint=args.subject_disjoint,
     )
 
 
@@ -35,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "augment",
         help="class-balanced, deterministic offline augmentation of the training store",
         description="Write the training images, then augmented copies (rotation about the cell "
-        "centre, flips, noise and brightness/contrast jitter on the cell), topping up the "
+        "centre, flips, noise, brightness/contrast and stain jitter on the cell), topping up the "
         "smaller classes; the index records each row's source row and parameters.",
     )
     p.add_argument("store", help="training store train.npy (index beside it: train.csv)")
@@ -60,5 +62,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--contrast", type=float, default=0.05, help="contrast factor in [1-C, 1+C] on the cell"
     )
+    p.add_argument(
+        "--stain-jitter",
+        type=float,
+        default=0.0,
+        help="HED stain jitter strength s: concentrations x U(1-s, 1+s) + U(-s, s); 0 = off",
+    )
     p.add_argument("--threads", type=int, default=1, help="worker processes")
+    p.add_argument(
+        "--subject-disjoint",
+        action=on_off,
+        default=True,
+        help="refuse held-out stores that share a subject with the training store (default); "
+        "--no-subject-disjoint for the ablation's image-level random split",
+    )
     p.set_defaults(func=run_augment)

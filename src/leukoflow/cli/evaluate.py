@@ -1,8 +1,8 @@
-"""Subcommands `evaluate`, `timing` and `saliency`: what is measured of a trained model."""
+"""Subcommands `evaluate`, `ensemble`, `timing` and `saliency`: what is measured of a model."""
 
 import argparse
 
-from leukoflow.cli import json_object
+from leukoflow.cli import gpu_job_options, json_object
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
@@ -20,6 +20,42 @@ def run_evaluate(args: argparse.Namespace) -> None:
         args.test_predictions,
         split_id=args.split_id,
     )
+
+
+def run_ensemble(args: argparse.Namespace) -> None:
+    """Combine the members' predictions and evaluate the ensemble like one model."""
+    from leukoflow.ensemble import run_ensemble as ensemble
+
+    ensemble(
+        args.name,
+        args.method,
+        args.members,
+        args.val,
+        args.test,
+        args.evaluate,
+        args.metrics,
+        args.val_predictions,
+        args.test_predictions,
+    )
+
+
+def _evaluate_option(parser):
+    """Add `--evaluate`, the config's evaluate block as a JSON object."""
+    parser.add_argument(
+        "--evaluate",
+        type=json_object,
+        default={},
+        help='the config `evaluate` block (JSON): {"threshold": "max_f1"|"0.5", '
+        '"bootstrap": 2000, "tta": 0, "seed": 0, "referral": {"metric": "sensitivity", '
+        '"target": 0.95}}',
+    )
+
+
+def _outputs_options(parser):
+    """Add the three files evaluate and ensemble write."""
+    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
+    parser.add_argument("--val-predictions", required=True, help="validation predictions CSV")
+    parser.add_argument("--test-predictions", required=True, help="test predictions CSV")
 
 
 def run_timing(args: argparse.Namespace) -> None:
@@ -47,24 +83,31 @@ def _settings_option(parser):
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `evaluate`, `timing` and `saliency`."""
+    """Add `evaluate`, `ensemble`, `timing` and `saliency`."""
     p = subparsers.add_parser("evaluate", help="score a trained model on the test subset")
     p.add_argument("--model", required=True, help="model.keras written by `leukoflow train`")
     p.add_argument("--val", required=True, help="validation store (.npy); sets the threshold")
     p.add_argument("--test", required=True, help="test store (.npy)")
     _settings_option(p)
-    p.add_argument(
-        "--evaluate",
-        type=json_object,
-        default={},
-        help='the config `evaluate` block (JSON): {"threshold": "max_f1"|"0.5", '
-        '"bootstrap": 2000, "tta": 0, "seed": 0}',
-    )
-    p.add_argument("--split-id", default="main", help="the split of the model (recorded)")
-    p.add_argument("--metrics", required=True, help="metrics JSON to write")
-    p.add_argument("--val-predictions", required=True, help="validation predictions CSV")
-    p.add_argument("--test-predictions", required=True, help="test predictions CSV")
+    _evaluate_option(p)
+    p.add_argument("--split-id", default="main", help="the run of the model (recorded)")
+    _outputs_options(p)
+    gpu_job_options(p)
     p.set_defaults(func=run_evaluate)
+
+    p = subparsers.add_parser(
+        "ensemble",
+        help="combine architectures' predictions and evaluate the ensemble",
+        description="Members' files are given one per member, in the order of --members.",
+    )
+    p.add_argument("--name", required=True, help="the ensemble's name (recorded)")
+    p.add_argument("--method", choices=["mean", "stacked"], required=True)
+    p.add_argument("--members", nargs="+", required=True, help="member architectures")
+    p.add_argument("--val", nargs="+", required=True, help="each member's val_predictions.csv")
+    p.add_argument("--test", nargs="+", required=True, help="each member's test_predictions.csv")
+    _evaluate_option(p)
+    _outputs_options(p)
+    p.set_defaults(func=run_ensemble)
 
     p = subparsers.add_parser("timing", help="inference latency (batch 1) and throughput")
     p.add_argument("--model", required=True, help="model.keras")
@@ -73,6 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calls", type=int, default=100, help="timed batch-1 calls (at least 50)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size of the throughput")
     p.add_argument("--out", required=True, help="JSON file to write")
+    gpu_job_options(p)
     p.set_defaults(func=run_timing)
 
     p = subparsers.add_parser("saliency", help="saliency maps, their measures and figure")
@@ -88,4 +132,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--measures", required=True, help="saliency measures JSON to write")
     p.add_argument("--figure", required=True, help="saliency figure PNG to write")
+    gpu_job_options(p)
     p.set_defaults(func=run_saliency)

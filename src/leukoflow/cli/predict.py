@@ -1,23 +1,29 @@
-"""Subcommands `bundle` and `predict`: package a trained model, classify new cell images."""
+"""Subcommands `bundle`, `bundle-ensemble` and `predict`: package a trained model or an
+ensemble, classify new cell images."""
 
 import argparse
 import logging
 
-from leukoflow.cli import json_object
+from leukoflow.cli import gpu_job_options, json_object
 
 log = logging.getLogger(__name__)
 
 PREDICT_HELP = """\
-Classify cell images with a model bundle (results/models/ARCH). Each image is stain-normalised
-with the bundle's reference and resized exactly as in training. Folders are searched
-recursively for BMP, PNG, JPEG and TIFF files (any case); files named explicitly are always
-read. The CSV has one row per input file, in order: path, probability_all, label (all or hem:
-all when probability_all >= threshold), threshold, error. A file that cannot be used (not an
-image, truncated, not RGB) gets its reason in `error` and does not stop the run.
+Classify cell images with a model bundle (results/models/NAME: an architecture or an
+ensemble). Each image is stain-normalised with the bundle's reference and resized exactly as
+in training, once per input size of the bundle's models. Folders are searched recursively
+for BMP, PNG, JPEG and TIFF files (any case); files named explicitly are always read. The CSV
+has one row per input file, in order: path, calibrated_probability_all (the probability of
+`all` after the bundle's temperature scaling, fitted on validation), label (all or hem: all
+when calibrated_probability_all >= threshold), threshold, refer (1 when the cell lies in the
+referral band chosen on validation: leave it to a person), error. A file that cannot be used
+(not an image, truncated, not RGB) gets its reason in `error` and does not stop the run.
 
-Engines (--engine): keras runs model.keras; onnx runs model.onnx with ONNX Runtime (no
-TensorFlow or JAX needed to compute); auto (the default) takes onnx on a CPU when the bundle
-has model.onnx, keras otherwise. The probabilities of the two agree within 1e-4.
+Engines (--engine): keras runs the members' Keras files; onnx runs their ONNX files with ONNX
+Runtime (no TensorFlow or JAX needed to compute); auto (the default) takes onnx on a CPU when
+every member has its ONNX file, keras otherwise. The engine only computes each member's
+probability: combining, calibration, threshold and referral are the same for both, and the
+two agree within 1e-4.
 
 Exit status: 0 when at least one image was classified; 1 when none could be (the CSV is still
 written, with the reasons); 2 for a usage error (missing or incompatible bundle, bad option).
@@ -26,7 +32,7 @@ written, with the reasons); 2 for a usage error (missing or incompatible bundle,
 
 def run_bundle(args: argparse.Namespace) -> None:
     """Write a bundle folder: the model, its ONNX copy, bundle.json and the model card."""
-    from leukoflow.bundle import write_bundle
+    from leukoflow.bundle_write import write_bundle
 
     write_bundle(
         args.model,
@@ -40,10 +46,33 @@ def run_bundle(args: argparse.Namespace) -> None:
     )
 
 
+def run_bundle_ensemble(args: argparse.Namespace) -> None:
+    """Write an ensemble's bundle folder: every member's model and its ONNX copy,
+    bundle.json and the model card."""
+    from leukoflow.bundle_write import write_ensemble_bundle
+    from leukoflow.errors import LeukoflowError
+
+    if len(args.members) != len(args.models):
+        raise LeukoflowError(
+            f"--models: {len(args.models)} files for {len(args.members)} members (--members)"
+        )
+    write_ensemble_bundle(
+        args.name,
+        dict(zip(args.members, args.models, strict=True)),
+        args.settings,
+        args.metrics,
+        args.reference,
+        args.config_hash,
+        args.out,
+        split_path=args.split,
+        data_config=args.data,
+    )
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """Classify images; exit status 1 when not a single image could be classified."""
     from leukoflow.bundle import load_bundle, read_meta
-    from leukoflow.predict import choose_engine, configure_model_threads, make_predict_fn, predict
+    from leukoflow.predict import choose_engine, configure_model_threads, make_predict_fns, predict
 
     engine = choose_engine(args.engine, read_meta(args.model))
     if engine == "keras":
@@ -58,7 +87,7 @@ def run_predict(args: argparse.Namespace) -> int:
         tta=args.tta,
         workers=args.threads,
         progress=not args.quiet,
-        predict_fn=make_predict_fn(bundle, threads=args.model_threads),
+        predict_fns=make_predict_fns(bundle, threads=args.model_threads),
     )
     if classified == 0:
         log.error("none of the %d input files could be classified; see %s", rows, args.out)
@@ -66,32 +95,43 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `bundle` and `predict`."""
-    p = subparsers.add_parser("bundle", help="package a trained model for `leukoflow predict`")
-    p.add_argument("--model", required=True, help="trained model.keras")
-    p.add_argument("--metrics", required=True, help="evaluate's metrics.json (threshold, test)")
-    p.add_argument("--reference", required=True, help="stain reference JSON used in training")
-    p.add_argument(
-        "--settings",
-        required=True,
-        type=json_object,
-        help="the architecture's merged settings (JSON)",
-    )
-    p.add_argument("--config-hash", required=True, help="hash of the config the model came from")
-    p.add_argument("--out", required=True, help="bundle folder to write (replaced as a whole)")
-    p.add_argument(
+def _bundle_options(parser, settings_help):
+    """Add the options `bundle` and `bundle-ensemble` share: settings, the stain reference,
+    the config hash, the training data's description and the bundle folder."""
+    parser.add_argument("--settings", required=True, type=json_object, help=settings_help)
+    parser.add_argument("--reference", required=True, help="stain reference JSON used in training")
+    parser.add_argument("--config-hash", required=True, help="hash of the configuration")
+    parser.add_argument("--out", required=True, help="bundle folder to write (replaced as a whole)")
+    parser.add_argument(
         "--split",
         default=None,
         help="the split table: the card lists each subset's subjects and images",
     )
-    p.add_argument(
+    parser.add_argument(
         "--data",
         type=json_object,
         default=None,
         help='the config\'s dataset and split blocks (JSON: {"dataset": ..., "split": ...})',
     )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `bundle` and `predict`."""
+    p = subparsers.add_parser("bundle", help="package a trained model for `leukoflow predict`")
+    p.add_argument("--model", required=True, help="trained model.keras")
+    p.add_argument("--metrics", required=True, help="evaluate's metrics.json (threshold, test)")
+    _bundle_options(p, "the architecture's merged settings (JSON)")
     p.set_defaults(func=run_bundle)
+
+    p = subparsers.add_parser(
+        "bundle-ensemble", help="package an ensemble (its members' models) for `leukoflow predict`"
+    )
+    p.add_argument("--name", required=True, help="the ensemble's name")
+    p.add_argument("--members", nargs="+", required=True, help="member architectures, in order")
+    p.add_argument("--models", nargs="+", required=True, help="each member's model.keras")
+    p.add_argument("--metrics", required=True, help="the ensemble job's metrics.json")
+    _bundle_options(p, "{member: its merged settings} (JSON)")
+    p.set_defaults(func=run_bundle_ensemble)
 
     p = subparsers.add_parser(
         "predict",
@@ -129,7 +169,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--engine",
         choices=("auto", "keras", "onnx"),
         default="auto",
-        help="keras (model.keras), onnx (model.onnx in ONNX Runtime) or auto (default: onnx "
-        "on a CPU when the bundle has model.onnx, else keras)",
+        help="keras (the Keras files), onnx (the ONNX files in ONNX Runtime) or auto "
+        "(default: onnx on a CPU when every model of the bundle has its ONNX file, else keras)",
     )
+    gpu_job_options(p)
     p.set_defaults(func=run_predict)

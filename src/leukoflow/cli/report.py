@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from leukoflow.cli import json_object
 from leukoflow.errors import ConfigError
 
 # Per-architecture inputs: option, ArchFiles field, help.
@@ -49,9 +50,48 @@ def _fold_metrics(args):
     return {arch: tuple(files[i * n : (i + 1) * n]) for i, arch in enumerate(args.archs)}
 
 
+def _ensembles(args, cls):
+    """{ensemble: its files}; ConfigError unless every ensemble has one of each (its bundle:
+    one each, or none given at all)."""
+    bundles = args.ensemble_bundles or [None] * len(args.ensembles)
+    for option, files in (
+        ("--ensemble-metrics", args.ensemble_metrics),
+        ("--ensemble-predictions", args.ensemble_predictions),
+        ("--ensemble-bundles", bundles),
+    ):
+        if len(files) != len(args.ensembles):
+            raise ConfigError(
+                f"{option}: {len(files)} files for {len(args.ensembles)} ensembles "
+                "(--ensembles); give one per ensemble, in the order of --ensembles"
+            )
+    return {
+        name: cls(
+            metrics=Path(metrics),
+            predictions=Path(predictions),
+            bundle=Path(bundle) if bundle else None,
+        )
+        for name, metrics, predictions, bundle in zip(
+            args.ensembles, args.ensemble_metrics, args.ensemble_predictions, bundles, strict=True
+        )
+    }
+
+
+def _optional_one(option, files):
+    """The one file given to an option that takes zero or one, or None."""
+    if len(files) > 1:
+        raise ConfigError(f"{option}: give at most one file, got {len(files)}")
+    return Path(files[0]) if files else None
+
+
 def run_report(args):
     """Table I, plots, metrics.json and the HTML report from the files named."""
-    from leukoflow.report import ArchFiles, ReportInputs, ReportOutputs, build_report
+    from leukoflow.report import (
+        ArchFiles,
+        EnsembleFiles,
+        ReportInputs,
+        ReportOutputs,
+        build_report,
+    )
 
     columns = {field: _per_arch(args, option, field) for option, field, _ in PER_ARCH}
     columns.update(
@@ -75,6 +115,13 @@ def run_report(args):
             stain_spread=Path(args.stain_spread),
             stain_examples=Path(args.stain_examples),
             augment_examples=Path(args.augment_examples),
+            ensembles=_ensembles(args, EnsembleFiles),
+            dataset=args.dataset,
+            split_table=Path(args.split_table) if args.split_table else None,
+            ablation_effects=_optional_one("--ablation-effects", args.ablation_effects),
+            ablation_combinations=_optional_one(
+                "--ablation-combinations", args.ablation_combinations
+            ),
         ),
         ReportOutputs(
             table_csv=Path(args.table_csv),
@@ -92,8 +139,9 @@ def register(subparsers):
         "report",
         help="Table I, plots and the HTML report",
         description="Every input and output is named. Per-architecture options take one file "
-        "per architecture, in the order of --archs. Optional inputs that do not exist (all "
-        "but --metrics and --predictions) leave a note in the report.",
+        "per architecture, in the order of --archs; per-ensemble options one per ensemble, in "
+        "the order of --ensembles. Optional inputs that do not exist (all but the metrics and "
+        "predictions) leave a note in the report.",
     )
     p.add_argument("--archs", nargs="+", required=True, help="architectures, in table order")
     for option, field, what in PER_ARCH:
@@ -111,6 +159,38 @@ def register(subparsers):
         default=[],
         help="evaluate's metrics.json of every fold model: K per architecture, architecture "
         "by architecture in the order of --archs, folds 0 to K-1 within each",
+    )
+    p.add_argument("--ensembles", nargs="*", default=[], help="ensembles, in table order")
+    p.add_argument(
+        "--ensemble-metrics", nargs="*", default=[], help="the ensemble job's metrics.json of each"
+    )
+    p.add_argument(
+        "--ensemble-predictions",
+        nargs="*",
+        default=[],
+        help="the ensemble job's test_predictions.csv of each",
+    )
+    p.add_argument(
+        "--ensemble-bundles",
+        nargs="*",
+        default=[],
+        help="the bundle folder of each (bundle.json: the model-card section), or none",
+    )
+    p.add_argument(
+        "--dataset",
+        type=json_object,
+        default={},
+        help="the config's dataset block (JSON): named in the report's header and Table I",
+    )
+    p.add_argument("--split-table", help="the split CSV (subjects and images per subset)")
+    p.add_argument(
+        "--ablation-effects", nargs="*", default=[], help="the ablation's effects CSV (or none)"
+    )
+    p.add_argument(
+        "--ablation-combinations",
+        nargs="*",
+        default=[],
+        help="the ablation's combinations CSV (or none)",
     )
     p.add_argument("--stain-spread", required=True, help="the stain step's spread.json")
     p.add_argument("--stain-examples", required=True, help="the stain step's examples PNG")

@@ -2,7 +2,7 @@
 
 import argparse
 
-from leukoflow.cli import json_object
+from leukoflow.cli import gpu_job_options, json_object
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="DVCLive folder: every epoch's figures (metrics.json, plots/metrics/*.tsv)",
     )
+    gpu_job_options(train, devices=lambda args: args.settings.get("devices", 1))
     train.set_defaults(func=run_train)
 
     fetch = subparsers.add_parser(

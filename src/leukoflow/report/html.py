@@ -1,4 +1,5 @@
-"""The report page: summary, Table I, further metrics, and one section per group of figures.
+"""The report page: summary and verdicts, Table I, further metrics, one section per group
+of figures.
 
 Each section names its figures (rows shown side by side) and, where it has one, the
 renderer of its own extra content (a table), so the page builder treats all alike.
@@ -14,8 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from leukoflow.report.beyond import html_ablation, html_calibration, html_referral
 from leukoflow.report.collect import ReportData
-from leukoflow.report.table import devices_line, fmt, fmt_paper, table_notes
+from leukoflow.report.markup import caption, table_html
+from leukoflow.report.table import devices_line, fmt, fmt_paper
 from leukoflow.report.template import PAGE
 from leukoflow.saliency import METHODS, SANITY_LIMIT
 
@@ -29,8 +32,17 @@ CAPTIONS = {
     "cells (a random classifier). AP = average precision.",
     "confusion": "Confusion matrices on the test subset at each model's threshold (chosen on "
     "the validation subset): counts and the share of each true class.",
-    "calibration": "Reliability diagram: within 10 bins of predicted P(all), the observed "
-    "share of all cells against the mean prediction. ECE = expected calibration error.",
+    "calibration": "Reliability diagrams before (left) and after (right) temperature scaling: "
+    "within 10 bins of predicted P(all), the observed share of all cells against the mean "
+    "prediction; on the diagonal a model is calibrated. ECE = expected calibration error.",
+    "risk_coverage": "Risk-coverage curves on the test subset: the cells are taken from the "
+    "most confident (calibrated probability farthest from the threshold) down; at each "
+    "coverage, the error rate of the cells taken. A dot marks each model's referral band "
+    "(chosen on validation): the share it decides and its error rate there.",
+    "ablation": "Ablation: each factor level's effect against its reference on F1, weighted "
+    "F1 and ROC-AUC (mean difference over the other factors' settings, on shared test "
+    "cells), with 95% paired subject-bootstrap CIs; right of the dashed line the level "
+    "scores higher.",
     "per_subject": "Accuracy per test subject. Images of one subject are correlated, which is "
     "why confidence intervals resample subjects rather than images.",
     "training_curves": "Training curves from history.csv: training and validation loss (blue, "
@@ -42,9 +54,15 @@ CAPTIONS = {
     "row). Vanilla gradient, SmoothGrad, Integrated Gradients (black baseline) and Grad-CAM on "
     "the last feature map.",
     "augmentation": "Offline augmentation of the training store: one source cell and eight "
-    "augmented copies (rotation through any angle, flips, small noise, brightness and contrast).",
-    "stain": "Stain normalisation: cells before and after normalisation to the reference fitted "
-    "on the training subjects.",
+    "augmented copies (rotation through any angle, flips, small noise, brightness and contrast; "
+    "with augment.stain_jitter, HED stain jitter, its haematoxylin, eosin and DAB factors in "
+    "each title).",
+    "stain": "Stain normalisation: training cells of up to four subjects as stored (top row) and "
+    "normalised to the reference fitted on the training subjects (bottom row, the method in the "
+    "title). Normalisation should bring the subjects' hue and intensity closer together while "
+    "each cell keeps its own structure: the darker, blue-purple nucleus and the paler cytoplasm "
+    "(the synthetic cells are drawn in Romanowsky colours from three absorbers, which a "
+    "two-stain method cannot fit exactly).",
 }
 
 
@@ -60,19 +78,6 @@ def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def _html_table(header, rows, row_classes=None):
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = []
-    for i, row in enumerate(rows):
-        cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _caption(text):
-    return f'<p class="caption">{html.escape(text)}</p>'
-
-
 def _cell(value, lo=None, hi=None, paper=None, digits=3, paper_digits=2):
     text = html.escape(fmt(value, digits))
     if lo is not None and hi is not None and not pd.isna(lo):
@@ -82,18 +87,18 @@ def _cell(value, lo=None, hi=None, paper=None, digits=3, paper_digits=2):
     return text
 
 
-def html_table1(table: pd.DataFrame, data: ReportData) -> str:
+def html_table1(table: pd.DataFrame, notes: list[str]) -> str:
     """Table I as HTML: ours with CIs, the paper's value under each of ours.
 
     Args:
         table: Table I from `table.table1`.
-        data: the collected report data.
+        notes: the sentences under it (the data line and `table.table_notes`).
 
     Returns:
         The table and its notes (HTML).
     """
     header = [
-        "Architecture",
+        "Model",
         "Time, ms",
         "Precision",
         "Recall",
@@ -121,12 +126,11 @@ def html_table1(table: pd.DataFrame, data: ReportData) -> str:
         ]
         rows.append(cells)
     classes = ["best" if r else "" for r in table["is_best"]]
-    notes = "".join(_caption(n) for n in table_notes(table, data))
-    return f'<div class="table-wrap">{_html_table(header, rows, classes)}</div>{notes}'
+    return table_html(header, rows, classes) + "".join(caption(n) for n in notes)
 
 
 def html_more_metrics(table: pd.DataFrame, data: ReportData) -> str:
-    """Further test metrics, the validation F1 and the throughput, one row per architecture.
+    """Further test metrics, the validation F1 and the throughput, one row per model.
 
     Args:
         table: Table I from `table.table1`.
@@ -139,8 +143,8 @@ def html_more_metrics(table: pd.DataFrame, data: ReportData) -> str:
         "Architecture",
         "Balanced acc.",
         "PR-AUC",
-        "Brier",
-        "ECE",
+        "Brier (calibrated)",
+        "ECE (calibrated)",
         "Threshold",
         "Val F1",
         "Val weighted F1",
@@ -166,18 +170,19 @@ def html_more_metrics(table: pd.DataFrame, data: ReportData) -> str:
                 for m in (("f1", "weighted_f1") if data.cv else ())
             ]
         )
-    caption = (
+    text = (
         "Balanced accuracy: mean recall of the two classes. PR-AUC: average precision. Brier: "
-        "mean squared error of P(all). ECE: expected calibration error (10 bins). Threshold: "
-        "chosen on the validation subset, whose F1 is shown beside. Throughput: batch of the "
-        "timing job through the compiled model."
+        "mean squared error of the calibrated P(all). ECE: expected calibration error (10 "
+        "bins), calibrated (before and after: Calibration section). Threshold: chosen on the "
+        "validation subset, whose F1 is shown beside. Throughput: batch of the timing job "
+        "through the compiled model."
     )
     if data.cv:
-        caption += (
+        text += (
             f" CV: test metrics of the models of the {data.folds} cross-validation folds "
             "(mean ± sd)."
         )
-    return f'<div class="table-wrap">{_html_table(header, rows)}</div>{_caption(caption)}'
+    return table_html(header, rows) + caption(text)
 
 
 def _method_order(method):
@@ -220,7 +225,7 @@ def html_saliency_measures(data: ReportData) -> str:
         "Deletion AUC",
         f"Rank corr. with random model (< {SANITY_LIMIT})",
     ]
-    caption = (
+    text = (
         "Measured, not just drawn. Mass in cell: share of the map's mass on cell pixels (a "
         "uniform map gets the cell's area share). Deletion AUC: mean probability of the true "
         "class while the most salient pixels are blacked out (lower is better; compare the "
@@ -228,7 +233,7 @@ def html_saliency_measures(data: ReportData) -> str:
         "maps of the trained model and of a copy with re-initialised weights; a map that does "
         "not depend on what the model learned fails it."
     )
-    return _html_table(header, rows) + _caption(caption)
+    return table_html(header, rows) + caption(text)
 
 
 def _flatten(prefix, value):
@@ -254,15 +259,16 @@ def html_spread(data: ReportData) -> str:
     for key, value in _flatten("", data.spread):
         text = fmt(value, 4) if isinstance(value, float) else html.escape(json.dumps(value))
         rows.append([html.escape(key), text])
-    caption = (
+    text = (
         "Between-subject spread of the mean foreground colour (optical density) before and "
         f"after stain normalisation, from {data.spread_path}."
     )
-    return _html_table(["quantity", "value"], rows) + _caption(caption)
+    return table_html(["quantity", "value"], rows) + caption(text)
 
 
 def html_model_cards(data: ReportData) -> str:
-    """The key lines of every bundle's model card (results/models/ARCH/README.md).
+    """The key lines of every bundle's model card (results/models/NAME/README.md), the
+    architectures' and the ensembles'.
 
     Args:
         data: the collected report data.
@@ -272,23 +278,24 @@ def html_model_cards(data: ReportData) -> str:
     """
     from leukoflow.modelcard import key_lines
 
-    lines = {arch: key_lines(data.bundles[arch]) for arch in data.archs if arch in data.bundles}
+    lines = {name: key_lines(data.bundles[name]) for name in data.models if name in data.bundles}
     if not lines:
         return ""
-    header = ["Architecture", *next(iter(lines.values()))]
+    header = ["Bundle", *next(iter(lines.values()))]
     rows = [
-        [html.escape(arch), *(html.escape(text) for text in values.values())]
-        for arch, values in lines.items()
+        [html.escape(name), *(html.escape(text) for text in values.values())]
+        for name, values in lines.items()
     ]
-    caption = (
-        "Each model bundle (results/models/ARCH) carries a model card, README.md, made from "
-        "its bundle.json alone: intended use (research, not diagnosis), training data, "
-        "preprocessing, training settings, test metrics with subject-bootstrap intervals, "
-        "threshold, calibration, the ONNX model, limitations and versions. Its key lines "
-        "are above; the limitations listed are those of the model itself (every card also "
-        "names the general ones)."
+    text = (
+        "Each model bundle (results/models/NAME, an architecture or an ensemble) carries a "
+        "model card, README.md, made from its bundle.json alone: intended use (research, not "
+        "diagnosis), training data, preprocessing, training settings (an ensemble's members, "
+        "method and weights), test metrics with subject-bootstrap intervals, threshold, "
+        "calibration (temperature; ECE before -> after), the referral band, the ONNX files, "
+        "limitations and versions. Its key lines are above; the limitations listed are those "
+        "of the model itself (every card also names the general ones)."
     )
-    return f'<div class="table-wrap">{_html_table(header, rows)}</div>{_caption(caption)}'
+    return table_html(header, rows) + caption(text)
 
 
 @dataclass(frozen=True)
@@ -310,7 +317,10 @@ class Section:
 SECTIONS = (
     Section("Ours and the paper", (("paper_comparison",),)),
     Section("Discrimination", (("roc", "pr"),)),
-    Section("Decisions and calibration", (("confusion",), ("calibration", "per_subject"))),
+    Section("Decisions", (("confusion",), ("per_subject",))),
+    Section("Calibration", (("calibration",),), html_calibration),
+    Section("Referral", (("risk_coverage",),), html_referral),
+    Section("Ablation", (("ablation",),), html_ablation),
     Section("Training", (("training_curves",), ("cv_f1",))),
     Section("Saliency", (("saliency",),), html_saliency_measures),
     Section("Data preparation", (("stain", "augmentation"),), html_spread),
@@ -349,13 +359,21 @@ def render_section(section: Section, data: ReportData, figures: dict[str, Path])
     return f"<section><h2>{html.escape(section.title)}</h2>{''.join(parts)}</section>"
 
 
-def render_html(data: ReportData, table: pd.DataFrame, figures: dict[str, Path]) -> str:
+def render_html(
+    data: ReportData,
+    table: pd.DataFrame,
+    figures: dict[str, Path],
+    notes: list[str],
+    verdicts: list[str],
+) -> str:
     """The report page, every image inlined.
 
     Args:
         data: the collected report data.
         table: Table I from `table.table1`.
         figures: {name: PNG path} of the figures that were drawn.
+        notes: Table I's notes, the data line first.
+        verdicts: what the reader must not miss (`verdicts.verdicts`), at the top.
 
     Returns:
         The page (HTML).
@@ -363,25 +381,26 @@ def render_html(data: ReportData, table: pd.DataFrame, figures: dict[str, Path])
     sections = [render_section(s, data, figures) for s in SECTIONS]
     best = table.loc[table["is_best"]].iloc[0]
     summary_items = [
-        f"{len(table)} architectures; test subset of "
+        f"{len(data.archs)} architectures, {len(data.ensembles)} ensembles; test subset of "
         f"{data.metrics[best['architecture']]['n_test']} images.",
-        f"Highest F1 of all: {best['architecture']} with {fmt(best['f1'], 3)} "
+        f"Highest F1 of the architectures: {best['architecture']} with {fmt(best['f1'], 3)} "
         f"[{fmt(best['f1_lo'], 3)}, {fmt(best['f1_hi'], 3)}], weighted F1 "
         f"{fmt(best['weighted_f1'], 3)}.",
         f"Inference times measured on {devices_line(data)}.",
     ]
-    summary = "<ul class='summary'>" + "".join(f"<li>{html.escape(s)}</li>" for s in summary_items)
-    summary += "</ul>"
-    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in data.notes)
+    summary = "".join(f'<p class="note">{html.escape(s)}</p>' for s in (notes[0], *verdicts))
+    summary += "<ul class='summary'>"
+    summary += "".join(f"<li>{html.escape(s)}</li>" for s in summary_items) + "</ul>"
+    missing = "".join(f'<p class="note">{html.escape(n)}</p>' for n in data.notes)
     return PAGE.substitute(
         title="leukoflow: ALL vs normal cells, Table I reproduced",
         generated=html.escape(
             f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · "
-            f"architectures: {', '.join(data.archs)}"
+            f"models: {', '.join(data.models)} · {notes[0]}"
         ),
         summary=summary,
-        notes=notes,
-        table=html_table1(table, data),
+        notes=missing,
+        table=html_table1(table, notes),
         more=html_more_metrics(table, data),
         sections="\n".join(s for s in sections if s),
     )

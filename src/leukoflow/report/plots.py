@@ -1,10 +1,11 @@
-"""Every figure of the report, and the CSV data behind the curves for `dvc plots`.
+"""The figures of Table I's models, and the CSV data behind the curves for `dvc plots`.
 
 Figures are PNG files in the plots folder: paper_comparison, roc, pr, confusion,
-calibration, per_subject, training_curves, cv_f1 (with cross-validation), saliency (the
-architectures' saliency figures in a grid), augmentation and stain (copies of the
-workflow's example figures). Beside them: roc/, pr/, confusion/, history/ (one CSV per
-architecture) and subjects.csv.
+per_subject, training_curves, cv_f1 (with cross-validation), saliency (the architectures'
+saliency figures in a grid), augmentation and stain (copies of the workflow's example
+figures). Beside them: roc/, pr/, confusion/, history/ (one CSV per model) and
+subjects.csv. The figures beyond Table I (calibration, risk-coverage, ablation) are in
+`beyond_plots`.
 """
 
 import shutil
@@ -18,7 +19,8 @@ from leukoflow.report.collect import ReportData
 from leukoflow.report.table import fmt
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,14 +29,16 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path):
+def save_figure(fig, path: Path) -> Path:
+    """Save `fig` as a PNG at `path` (atomically), close it, return the path."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
-def _write_csv(frame, path):
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Write `frame` to `path` as CSV (atomically)."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
 
@@ -51,10 +55,10 @@ def plot_curves(data: ReportData, plots: Path) -> list[Path]:
     """
     from sklearn.metrics import precision_recall_curve, roc_curve
 
-    plt = _pyplot()
+    plt = pyplot()
     fig_roc, ax_roc = plt.subplots(figsize=(5.2, 4.6))
     fig_pr, ax_pr = plt.subplots(figsize=(5.2, 4.6))
-    for arch in data.archs:
+    for arch in data.models:
         frame = data.predictions[arch]
         y, p = frame["y"].to_numpy(int), frame["probability_all"].to_numpy(float)
         test = data.metrics[arch]["test"]
@@ -63,14 +67,14 @@ def plot_curves(data: ReportData, plots: Path) -> list[Path]:
         ax_roc.plot(fpr, tpr, label=f"{arch} (AUC {fmt(test['roc_auc'], 3)})")
         ax_pr.plot(recall, precision, label=f"{arch} (AP {fmt(test['pr_auc'], 3)})")
         thresholds = np.minimum(thresholds, 1.0)  # scikit-learn starts with +inf
-        _write_csv(
+        write_csv(
             pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": thresholds}),
             plots / "roc" / f"{arch}.csv",
         )
-        _write_csv(
+        write_csv(
             pd.DataFrame({"recall": recall, "precision": precision}), plots / "pr" / f"{arch}.csv"
         )
-        _write_csv(
+        write_csv(
             pd.DataFrame(
                 {
                     "actual": np.where(y == 1, "all", "hem"),
@@ -89,7 +93,7 @@ def plot_curves(data: ReportData, plots: Path) -> list[Path]:
     for ax in (ax_roc, ax_pr):
         ax.legend(fontsize=8, loc="lower right" if ax is ax_roc else "lower left")
         ax.grid(alpha=0.3)
-    return [_save(fig_roc, plots / "roc.png"), _save(fig_pr, plots / "pr.png")]
+    return [save_figure(fig_roc, plots / "roc.png"), save_figure(fig_pr, plots / "pr.png")]
 
 
 def _panel_grid(plt, panels, width, height):
@@ -106,7 +110,7 @@ def _panel_grid(plt, panels, width, height):
 
 
 def plot_confusion(data: ReportData, plots: Path) -> list[Path]:
-    """Confusion matrices (counts and row shares) of every architecture at its threshold.
+    """Confusion matrices (counts and row shares) of every model at its threshold.
 
     Args:
         data: the collected report data.
@@ -115,8 +119,8 @@ def plot_confusion(data: ReportData, plots: Path) -> list[Path]:
     Returns:
         [confusion.png]
     """
-    plt = _pyplot()
-    archs = data.archs
+    plt = pyplot()
+    archs = data.models
     fig, axes = _panel_grid(plt, len(archs), 3.3, 3.1)
     for ax, arch in zip(axes.flat, archs, strict=False):
         matrix = np.asarray(data.metrics[arch]["test"]["confusion"], float)
@@ -137,38 +141,7 @@ def plot_confusion(data: ReportData, plots: Path) -> list[Path]:
         ax.set(xlabel="predicted", ylabel="true")
         ax.set_title(f"{arch} (t = {data.metrics[arch]['threshold']:.2f})", fontsize=10)
     fig.tight_layout()
-    return [_save(fig, plots / "confusion.png")]
-
-
-def plot_calibration(data: ReportData, plots: Path) -> list[Path]:
-    """Reliability diagram: mean observed `all` rate against mean P(all) in 10 bins.
-
-    Args:
-        data: the collected report data.
-        plots: the plots folder.
-
-    Returns:
-        [calibration.png]
-    """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    edges = np.linspace(0, 1, 11)
-    for arch in data.archs:
-        frame = data.predictions[arch]
-        p, y = frame["probability_all"].to_numpy(float), frame["y"].to_numpy(float)
-        idx = np.minimum((p * 10).astype(int), 9)
-        count = np.bincount(idx, minlength=10)
-        used = count > 0
-        mean_p = np.bincount(idx, weights=p, minlength=10)[used] / count[used]
-        rate = np.bincount(idx, weights=y, minlength=10)[used] / count[used]
-        ece = data.metrics[arch]["test"]["ece"]
-        ax.plot(mean_p, rate, marker="o", ms=3, label=f"{arch} (ECE {fmt(ece, 3)})")
-    ax.plot(edges, edges, color="grey", lw=0.8, ls="--")
-    ax.set(xlabel="mean predicted P(all)", ylabel="observed share of all", xlim=(0, 1), ylim=(0, 1))
-    ax.set_title("Calibration, test subset")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return [_save(fig, plots / "calibration.png")]
+    return [save_figure(fig, plots / "confusion.png")]
 
 
 def plot_training(data: ReportData, plots: Path) -> list[Path]:
@@ -184,11 +157,11 @@ def plot_training(data: ReportData, plots: Path) -> list[Path]:
     archs = [a for a in data.archs if a in data.history]
     if not archs:
         return []
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = _panel_grid(plt, len(archs), 3.8, 2.9)
     for ax, arch in zip(axes.flat, archs, strict=False):
         history = data.history[arch]
-        _write_csv(history, plots / "history" / f"{arch}.csv")  # for `dvc plots diff`
+        write_csv(history, plots / "history" / f"{arch}.csv")  # for `dvc plots diff`
         epoch = history["epoch"] + (1 if history["epoch"].min() == 0 else 0)
         for column, style in (("loss", "-"), ("val_loss", "--")):
             if column in history:
@@ -207,11 +180,11 @@ def plot_training(data: ReportData, plots: Path) -> list[Path]:
         ax.set_title(arch, fontsize=10)
         ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    return [_save(fig, plots / "training_curves.png")]
+    return [save_figure(fig, plots / "training_curves.png")]
 
 
 def plot_subjects(data: ReportData, plots: Path) -> list[Path]:
-    """Per-subject accuracy of every architecture (rows: test subjects, hem first).
+    """Per-subject accuracy of every model (rows: test subjects, hem first).
 
     Args:
         data: the collected report data.
@@ -220,26 +193,27 @@ def plot_subjects(data: ReportData, plots: Path) -> list[Path]:
     Returns:
         [per_subject.png]; the accuracies go to subjects.csv.
     """
-    plt = _pyplot()
+    plt = pyplot()
+    models = data.models
     frames = []
-    for arch in data.archs:
+    for arch in models:
         part = pd.DataFrame(data.metrics[arch]["per_subject"]).assign(architecture=arch)
         frames.append(part)
     table = pd.concat(frames)
     wide = table.pivot_table(index=["label", "subject"], columns="architecture", values="accuracy")
-    wide = wide[data.archs].sort_index(level=[0, 1], ascending=[False, True])
-    fig, ax = plt.subplots(figsize=(1.1 * len(data.archs) + 2.2, 0.28 * len(wide) + 1.4))
+    wide = wide[models].sort_index(level=[0, 1], ascending=[False, True])
+    fig, ax = plt.subplots(figsize=(1.1 * len(models) + 2.2, 0.28 * len(wide) + 1.4))
     image = ax.imshow(wide.to_numpy(), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(data.archs)), data.archs, rotation=30, ha="right", fontsize=8)
+    ax.set_xticks(range(len(models)), models, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(wide)), [f"{s} ({lab})" for lab, s in wide.index], fontsize=7)
     fig.colorbar(image, ax=ax, label="accuracy", shrink=0.8)
     ax.set_title("Accuracy per test subject", fontsize=10)
-    _write_csv(table[["architecture", "subject", "label", "n", "accuracy"]], plots / "subjects.csv")
-    return [_save(fig, plots / "per_subject.png")]
+    write_csv(table[["architecture", "subject", "label", "n", "accuracy"]], plots / "subjects.csv")
+    return [save_figure(fig, plots / "per_subject.png")]
 
 
 def plot_paper(table: pd.DataFrame, plots: Path) -> list[Path]:
-    """Ours beside the paper: F1 and batch-1 time per architecture.
+    """Ours beside the paper: F1 and batch-1 time per model.
 
     Args:
         table: Table I from `table.table1`.
@@ -248,7 +222,7 @@ def plot_paper(table: pd.DataFrame, plots: Path) -> list[Path]:
     Returns:
         [paper_comparison.png]
     """
-    plt = _pyplot()
+    plt = pyplot()
     x = np.arange(len(table))
     fig, (ax_f1, ax_t) = plt.subplots(1, 2, figsize=(10, 3.6))
     err = np.vstack([table["f1"] - table["f1_lo"], table["f1_hi"] - table["f1"]]).astype(float)
@@ -264,7 +238,7 @@ def plot_paper(table: pd.DataFrame, plots: Path) -> list[Path]:
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return [_save(fig, plots / "paper_comparison.png")]
+    return [save_figure(fig, plots / "paper_comparison.png")]
 
 
 def plot_cv(data: ReportData, table: pd.DataFrame, plots: Path) -> list[Path]:
@@ -280,7 +254,7 @@ def plot_cv(data: ReportData, table: pd.DataFrame, plots: Path) -> list[Path]:
     """
     if not any(data.cv.values()):
         return []
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for i, arch in enumerate(data.archs):
         values = [m["f1"] for m in data.cv.get(arch, [])]
@@ -295,7 +269,7 @@ def plot_cv(data: ReportData, table: pd.DataFrame, plots: Path) -> list[Path]:
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return [_save(fig, plots / "cv_f1.png")]
+    return [save_figure(fig, plots / "cv_f1.png")]
 
 
 def compose_saliency(
@@ -353,7 +327,7 @@ def copy_figure(source: Path | None, target: Path) -> list[Path]:
 
 
 def make_plots(data: ReportData, table: pd.DataFrame, plots: Path) -> dict[str, Path]:
-    """Every figure of the report in `plots`.
+    """Every figure of Table I's models in `plots`.
 
     Args:
         data: the collected report data.
@@ -368,7 +342,6 @@ def make_plots(data: ReportData, table: pd.DataFrame, plots: Path) -> dict[str, 
     paths += plot_paper(table, plots)
     paths += plot_curves(data, plots)
     paths += plot_confusion(data, plots)
-    paths += plot_calibration(data, plots)
     paths += plot_subjects(data, plots)
     paths += plot_training(data, plots)
     paths += plot_cv(data, table, plots)

@@ -1,16 +1,18 @@
 """Table I beside the paper's, the paired comparison with the best model, and `metrics.json`.
 
-The table is a frame with one row per architecture: our test metrics with their 95%
-subject-bootstrap CIs, ΔF1, the timing, the paired comparison with the architecture of
-the highest F1, cross-validation mean and sd, and the paper's numbers.
+The table is a frame with one row per architecture, then one per ensemble: our test
+metrics with their 95% subject-bootstrap CIs, ΔF1, the timing, the paired comparison with
+the single architecture of the highest F1, cross-validation mean and sd, and the paper's
+numbers. An ensemble's row is computed exactly like an architecture's; its time is the sum
+of its members' (they run one after the other on one image).
 """
 
 import numpy as np
 import pandas as pd
 
 from leukoflow.errors import LeukoflowError
-from leukoflow.evaluate import CI_METRICS, paired_bootstrap
 from leukoflow.livelog import comparable_summary
+from leukoflow.metrics import CI_METRICS, paired_bootstrap
 from leukoflow.report.collect import ReportData
 
 # Table I of the paper: inference time (ms), precision, recall, F1, ΔF1 (%).
@@ -42,17 +44,20 @@ def fmt_paper(value: float | None, digits: int = 2) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def delta_f1_pct(f1) -> np.ndarray:
-    """Percent difference of each F1 from the mean F1 of all architectures (the paper's ΔF1).
+def delta_f1_pct(f1, reference=None) -> np.ndarray:
+    """Percent difference of each F1 from a mean F1 (the paper's ΔF1).
 
     Args:
-        f1: F1 of each architecture.
+        f1: F1 of each model.
+        reference: the F1 values whose mean is the reference (default: `f1` itself, the
+            mean of all architectures, as in the paper).
 
     Returns:
-        ΔF1 in percent, one per architecture.
+        ΔF1 in percent, one per value of `f1`.
     """
     f1 = np.asarray(f1, float)
-    return (f1 - f1.mean()) / f1.mean() * 100
+    mean = np.mean(np.asarray(f1 if reference is None else reference, float))
+    return (f1 - mean) / mean * 100
 
 
 def aligned_predictions(predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -119,57 +124,83 @@ def paired_comparison(
     return out
 
 
+def _timing(data, name):
+    """{median, p95, throughput, device} of a model; an ensemble's median is its members'
+    sum (None when a member has no timing)."""
+    if name in data.archs:
+        timing = data.timing.get(name) or {}
+        latency = timing.get("latency_ms", {})
+        return {
+            "time_ms": latency.get("median"),
+            "time_p95_ms": latency.get("p95"),
+            "throughput_images_per_s": timing.get("throughput_images_per_s"),
+            "device": timing.get("device"),
+        }
+    members = [_timing(data, m) for m in data.metrics[name]["ensemble"]["members"]]
+    known = all(m["time_ms"] is not None for m in members)
+    return {
+        "time_ms": sum(m["time_ms"] for m in members) if known else None,
+        "time_p95_ms": None,
+        "throughput_images_per_s": None,
+        "device": members[0]["device"],
+    }
+
+
 def table1(data: ReportData) -> pd.DataFrame:
-    """Table I as a frame: one row per architecture, ours beside the paper's numbers.
+    """Table I as a frame: one row per architecture, then per ensemble, beside the paper.
 
     Args:
         data: the collected report data.
 
     Returns:
-        One row per architecture in table order; CV columns only with cross-validation.
+        One row per model in table order (`kind`: architecture or ensemble); `is_best`
+        marks the single architecture of the highest F1, which every other row is compared
+        with; ΔF1 is relative to the mean F1 of the architectures; CV columns only with
+        cross-validation.
 
     Raises:
-        LeukoflowError: the architectures were not scored on the same test images.
+        LeukoflowError: the models were not scored on the same test images.
     """
-    archs = data.archs
-    tests = {arch: data.metrics[arch]["test"] for arch in archs}
-    f1 = np.array([tests[a]["f1"] for a in archs], float)
-    best = archs[int(np.argmax(f1))]
+    archs, models = data.archs, data.models
+    tests = {name: data.metrics[name]["test"] for name in models}
+    arch_f1 = np.array([tests[a]["f1"] for a in archs], float)
+    best = archs[int(np.argmax(arch_f1))]
     boot = data.metrics[best].get("bootstrap", {})
     paired = paired_comparison(
-        data.predictions, best, int(boot.get("resamples", 2000)), int(boot.get("seed", 0))
+        {m: data.predictions[m] for m in models},
+        best,
+        int(boot.get("resamples", 2000)),
+        int(boot.get("seed", 0)),
     )
-    deltas = delta_f1_pct(f1)
+    deltas = delta_f1_pct([tests[m]["f1"] for m in models], reference=arch_f1)
     rows = []
-    for i, arch in enumerate(archs):
-        metrics, test = data.metrics[arch], tests[arch]
-        timing = data.timing.get(arch) or {}
+    for i, name in enumerate(models):
+        metrics, test = data.metrics[name], tests[name]
         row = {
-            "architecture": arch,
-            "time_ms": timing.get("latency_ms", {}).get("median"),
-            "time_p95_ms": timing.get("latency_ms", {}).get("p95"),
-            "throughput_images_per_s": timing.get("throughput_images_per_s"),
-            "device": timing.get("device"),
+            "architecture": name,
+            "kind": "ensemble" if name in data.ensembles else "architecture",
+            **_timing(data, name),
         }
-        for name in CI_COLUMNS:
-            row[name] = test[name]
-            lo, hi = metrics["ci"].get(name, [None, None])
-            row[f"{name}_lo"], row[f"{name}_hi"] = lo, hi
-            if name == "f1":
+        for metric in CI_COLUMNS:
+            row[metric] = test[metric]
+            lo, hi = metrics["ci"].get(metric, [None, None])
+            row[f"{metric}_lo"], row[f"{metric}_hi"] = lo, hi
+            if metric == "f1":
                 row["delta_f1_pct"] = float(deltas[i])
-        for name in ("balanced_accuracy", "pr_auc", "brier", "ece"):
-            row[name] = test[name]
+        for metric in ("balanced_accuracy", "pr_auc", "brier", "ece"):
+            row[metric] = test[metric]
         row["threshold"] = metrics["threshold"]
-        row["is_best"] = arch == best
-        row["p_best_better"] = paired[arch][0] if arch in paired else None
-        row["f1_gap_to_best"] = paired[arch][1] if arch in paired else 0.0
-        for name, value in zip(PAPER_COLUMNS, PAPER_TABLE.get(arch, (None,) * 5), strict=True):
-            row[f"paper_{name}"] = value
+        row["is_best"] = name == best
+        row["p_best_better"] = paired[name][0] if name in paired else None
+        row["f1_gap_to_best"] = paired[name][1] if name in paired else 0.0
+        paper = PAPER_TABLE.get(name) if name in archs else None
+        for column, value in zip(PAPER_COLUMNS, paper or (None,) * 5, strict=True):
+            row[f"paper_{column}"] = value
         if data.cv:
-            for name in CV_METRICS:
-                values = [m[name] for m in data.cv.get(arch, []) if m.get(name) is not None]
-                row[f"{name}_cv_mean"] = float(np.mean(values)) if values else None
-                row[f"{name}_cv_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+            for metric in CV_METRICS:
+                values = [m[metric] for m in data.cv.get(name, []) if m.get(metric) is not None]
+                row[f"{metric}_cv_mean"] = float(np.mean(values)) if values else None
+                row[f"{metric}_cv_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -182,14 +213,17 @@ def devices_line(data: ReportData) -> str:
 
     Returns:
         'device (backend, precision, batch 1, median of N calls)' for each distinct
-        measurement, joined by '; ', or 'no timing measured'.
+        measurement, joined by '; ', or 'no timing measured'. The precision is the model's
+        dtype policy, the one it was trained and is deployed in (its compute dtypes for
+        records without one).
     """
     parts = []
     for arch in data.archs:
         timing = data.timing.get(arch)
         if timing:
+            precision = timing.get("dtype_policy", timing["precision"])
             parts.append(
-                f"{timing['device']} ({timing['backend']}, {timing['precision']}, batch 1, "
+                f"{timing['device']} ({timing['backend']}, {precision}, batch 1, "
                 f"median of {timing['calls']} calls)"
             )
     if not parts:
@@ -205,37 +239,57 @@ def table_notes(table: pd.DataFrame, data: ReportData) -> list[str]:
         data: the collected report data.
 
     Returns:
-        One sentence each on time, test subset, CIs, ΔF1 and the paired comparison.
+        One sentence each on time, test subset, CIs, ΔF1, the paired comparison and, with
+        ensembles, what each one combines.
     """
     first = data.metrics[data.archs[0]]
     boot = first.get("bootstrap", {})
     best = table.loc[table["is_best"], "architecture"].iloc[0]
-    return [
+    notes = [
         f"Time: batch-1 inference latency, median; measured on {devices_line(data)}. "
         "The paper's times were measured on its own hardware.",
         f"Test subset: {first['n_test']} images of {first.get('n_test_subjects', '?')} subjects; "
-        f"decision threshold chosen on the validation subset ({first['threshold_rule']}); "
-        "precision, recall and F1 of the class `all`; weighted F1 is the C-NMC challenge metric.",
+        "decision threshold chosen on the validation subset "
+        f"({first['threshold_rule']}, on the probabilities calibrated by a temperature fitted "
+        "there too); precision, recall and F1 of the class `all`; weighted F1 is the C-NMC "
+        "challenge metric.",
         f"95% CIs: percentile bootstrap over test subjects ({boot.get('resamples', '?')} "
         "resamples, stratified by label).",
-        f"ΔF1: percent difference of F1 from the mean F1 of all architectures. P(best better): "
-        f"share of paired subject resamples in which {best} (highest F1) has the higher F1.",
+        "ΔF1: percent difference of F1 from the mean F1 of all architectures. P(best better): "
+        f"share of paired subject resamples in which {best} (the single architecture of the "
+        "highest F1) has the higher F1: near 1 it is really better, near 0.5 the difference "
+        "is noise, near 0 the other model is better.",
     ]
+    for name in data.ensembles:
+        combiner = data.metrics[name]["ensemble"]
+        how = {
+            "mean": "the mean probability",
+            "stacked": "a logistic regression on the validation logits",
+        }.get(combiner["method"], combiner["method"])
+        notes.append(
+            f"{name}: an ensemble, {how} of {', '.join(combiner['members'])}; scored like "
+            "an architecture, its time the sum of its members'."
+        )
+    return notes
 
 
-def table_markdown(table: pd.DataFrame, data: ReportData) -> str:
+def table_markdown(
+    table: pd.DataFrame, data: ReportData, notes: list[str], verdicts: list[str]
+) -> str:
     """Table I in Markdown, CIs in brackets, the paper's numbers in parentheses.
 
     Args:
         table: Table I from `table1`.
         data: the collected report data.
+        notes: the sentences under the table (the data line and `table_notes`).
+        verdicts: what the reader must not miss (`leukoflow.report.verdicts.verdicts`).
 
     Returns:
-        The table followed by its notes as a bullet list.
+        The table, its notes as a bullet list, then the verdicts.
     """
     cv = bool(data.cv)
     header = [
-        "Architecture",
+        "Model",
         "Time, ms (paper)",
         "Precision (paper)",
         "Recall (paper)",
@@ -265,29 +319,36 @@ def table_markdown(table: pd.DataFrame, data: ReportData) -> str:
         if cv:
             cells.append(f"{fmt(row['f1_cv_mean'], 2)} ± {fmt(row['f1_cv_sd'], 2)}")
         lines.append("| " + " | ".join(cells) + " |")
-    notes = "\n".join(f"- {n}" for n in table_notes(table, data))
-    return "\n".join(lines) + "\n\n" + notes + "\n"
+    text = "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    return text + "\nVerdicts:\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n"
 
 
 def metrics_for_dvc(table: pd.DataFrame, data: ReportData) -> dict[str, dict[str, float]]:
-    """Every architecture's test metrics, flat for `dvc metrics diff`.
+    """Every model's test metrics, flat for `dvc metrics diff`.
 
     Args:
         table: Table I from `table1`.
         data: the collected report data.
 
     Returns:
-        {arch: {metric: value}}: every test metric evaluate computes with a CI, and ΔF1,
-        the threshold and the batch-1 time; `training`: the last epoch's figures as
-        DVCLive logged them, but its wall-clock time (when its summary was given).
+        {model: {metric: value}}: every test metric evaluate computes with a CI, ΔF1, the
+        threshold, the batch-1 time, the temperature, the ECE before calibration and the
+        share the referral band refers; an architecture's `training`: the last epoch's
+        figures as DVCLive logged them, but its wall-clock time (when its summary was given).
     """
     out = {}
     for row in table.to_dict("records"):
         arch = row["architecture"]
         test = data.metrics[arch]["test"]
         entry = {name: test[name] for name in CI_METRICS if name in test}
+        metrics = data.metrics[arch]
         entry.update(
-            delta_f1_pct=row["delta_f1_pct"], threshold=row["threshold"], time_ms=row["time_ms"]
+            delta_f1_pct=row["delta_f1_pct"],
+            threshold=row["threshold"],
+            time_ms=row["time_ms"],
+            temperature=metrics["calibration"]["temperature"],
+            ece_uncalibrated=metrics["calibration"]["before"]["ece"],
+            share_referred=metrics["referral"]["test"]["share_referred"],
         )
         if arch in data.live:
             entry["training"] = comparable_summary(data.live[arch])

@@ -14,15 +14,14 @@ from leukoflow.synth.dataset import (
     plan_subjects,
     plan_tasks,
 )
-from leukoflow.synth.render import MORPHOLOGY, STAIN_E, STAIN_H, render_cell, subject_style
+from leukoflow.synth.render import ABSORBERS, MORPHOLOGY, render_cell, subject_style
 from leukoflow.synth.samples import cells, write_cells, write_store
 
 __all__ = [
+    "ABSORBERS",
     "MORPHOLOGY",
     "PRELIM_DIR",
     "PRELIM_LABELS",
-    "STAIN_E",
-    "STAIN_H",
     "cells",
     "generate_dataset",
     "plan_subjects",

@@ -2,10 +2,13 @@
 
 The renderer carries the properties that make the real problem hard:
 
-- per-subject stain shifts: colours follow a Beer-Lambert optical-density (OD) model,
-  ``I = I0 * exp(-(c_H * v_H + c_E * v_E))``, with haematoxylin/eosin-like stain vectors
-  ``v_H``, ``v_E`` and concentration scales perturbed per subject (so Macenko-type stain
-  normalisation can undo most of the shift);
+- Romanowsky colours from three absorbers: a Beer-Lambert optical-density (OD) model,
+  ``I = I0 * exp(-sum_k c_k * v_k)``, with the unit OD vectors ``v_k`` of `ABSORBERS`
+  (azure B bound to chromatin, methylene blue, eosin Y): nuclei blue-purple, cytoplasm
+  pale blue with a faint pink, as in Wright / May-Gruenwald-Giemsa smears. Three absorbers
+  span three OD dimensions, so a two-stain method (Macenko) cannot fit a cell exactly;
+- per-subject stain shifts: each absorber's hue (its OD vector), the overall intensity,
+  the balance of the three absorbers and the illumination vary by subject;
 - per-subject morphology offsets (cell size, nucleus-to-cytoplasm ratio, elongation,
   chromatin density and texture, contour irregularity), so a split that leaks subjects
   scores better than a subject-disjoint one;
@@ -22,9 +25,15 @@ import functools
 import numpy as np
 from PIL import Image
 
-# Macenko's reference H&E stain vectors (unit vectors in RGB optical-density space).
-STAIN_H = np.array([0.5626, 0.7201, 0.4062])
-STAIN_E = np.array([0.2159, 0.8012, 0.5581])
+# The three absorbers of a Romanowsky stain: unit optical-density vectors (R, G, B).
+ABSORBERS = {
+    # azure B bound to chromatin with eosin (the Romanowsky purple, absorbing near 550 nm)
+    "azure_b": np.array([0.4997, 0.8294, 0.2498]),
+    # methylene blue (absorbing near 664 nm: red light): basophilic cytoplasm, pale blue
+    "methylene_blue": np.array([0.8803, 0.4501, 0.1500]),
+    # eosin Y (absorbing near 517 nm: green light): a faint pink
+    "eosin_y": np.array([0.1003, 0.7519, 0.6516]),
+}
 
 # Class means of the per-image morphology (units: fractions of the canvas half-width, or
 # relative concentrations), the per-image spread, and the per-subject spread of the offset.
@@ -37,10 +46,17 @@ MORPHOLOGY = {
     "texture_contrast": (0.17, 0.26, 0.07, 0.03),
     "rim": (0.12, 0.28, 0.12, 0.06),
     "irregularity": (0.05, 0.033, 0.015, 0.01),
-    "cyto_h": (0.13, 0.08, 0.04, 0.02),
+    "cyto_blue": (0.16, 0.11, 0.04, 0.02),
 }
-NUCLEUS_E = 0.05  # eosin-like concentration in the nucleus
-CYTOPLASM_E = 0.8  # eosin-like concentration in the cytoplasm
+# Concentrations besides the chromatin (nucleus) and `cyto_blue` (cytoplasm) of MORPHOLOGY
+# methylene blue in the nucleus per unit of chromatin density. It and the eosin lie in
+# patches of their own (relative spread PATCH_CONTRAST), not following the chromatin's
+# texture: clumped chromatin is purpler, the parachromatin and nucleoli bluer
+NUCLEUS_BLUE = 0.3
+NUCLEUS_EOSIN = 0.15
+CYTOPLASM_AZURE = 0.03
+CYTOPLASM_EOSIN = 0.09
+PATCH_CONTRAST = 0.6
 NUCLEOLI_P = {"all": (0.25, 0.35, 0.25, 0.15), "hem": (0.60, 0.30, 0.10, 0.0)}
 
 
@@ -54,15 +70,16 @@ def subject_style(rng: np.random.Generator) -> dict:
         rng: the generator every value is drawn from.
 
     Returns:
-        {name: float or (3,) array}: stain vectors `stain_h`, `stain_e`, concentration
-        scales, illumination, aspect, and one offset per `MORPHOLOGY` key.
+        {name: float or array}: `absorbers` (3, 3), the subject's OD vector of each of
+        `ABSORBERS` (columns, in its order: the hue), `amounts` (3,), each absorber's
+        concentration scale (the intensity times the stain balance), `illumination` (3,),
+        `aspect`, and one offset per `MORPHOLOGY` key.
     """
+    intensity = np.exp(rng.normal(0.0, 0.2))
     style = {
-        "stain_h": _perturb_vector(rng, STAIN_H, 0.05),
-        "stain_e": _perturb_vector(rng, STAIN_E, 0.05),
-        "scale_h": float(np.exp(rng.normal(0.0, 0.18))),
-        "scale_e": float(np.exp(rng.normal(0.0, 0.22))),
-        "illumination": np.clip(245.0 + rng.normal(0.0, 3.0, 3), 235.0, 255.0),
+        "absorbers": np.stack([_perturb_vector(rng, v, 0.05) for v in ABSORBERS.values()], 1),
+        "amounts": intensity * np.exp(rng.normal(0.0, 0.2, len(ABSORBERS))),
+        "illumination": np.clip(242.0 + rng.normal(0.0, 6.0, 3), 225.0, 255.0),
         "aspect": float(rng.uniform(0.80, 0.97)),
     }
     for key, (_, _, _, subject_sd) in MORPHOLOGY.items():
@@ -190,10 +207,13 @@ def render_cell(rng: np.random.Generator, label: str, subject_style: dict, size:
     n = axis.size
     fine = smooth_noise(rng, m["texture_grid"], size, lo)
     coarse = smooth_noise(rng, 6, size, lo)
+    bluish = np.maximum(1 + PATCH_CONTRAST * smooth_noise(rng, 10, size, lo), 0.2)
+    pinkish = np.maximum(1 + PATCH_CONTRAST * smooth_noise(rng, 8, size, lo), 0.2)
     contrast = max(m["texture_contrast"], 0.04)
     rim = max(m["rim"], 0.0)
     texture = np.maximum(1 + contrast * fine, 0.3)
-    chromatin = max(m["chromatin"], 0.4) * texture * (1 + rim * np.minimum(rho, 1) ** 4)
+    density = max(m["chromatin"], 0.4)
+    chromatin = density * texture * (1 + rim * np.minimum(rho, 1) ** 4)
     for _ in range(rng.choice(4, p=NUCLEOLI_P[label])):
         spot = rng.uniform(0.0, 0.55) * np.array(_unit(rng.uniform(0, 2 * np.pi))) * nuc_a
         r_spot = nuc_a * rng.uniform(0.09, 0.15)
@@ -203,17 +223,18 @@ def render_cell(rng: np.random.Generator, label: str, subject_style: dict, size:
         disk, _ = _shape_alpha(sx, sy, r_spot, r_spot * rng.uniform(0.75, 1), (), pixel)
         chromatin[rows, cols] *= 1 - 0.5 * disk
 
-    cyto_h = max(m["cyto_h"], 0.05) * (1 + 0.15 * coarse)
-    cyto_e = CYTOPLASM_E * (1 + 0.15 * coarse)
-    conc_h = subject_style["scale_h"] * (nucleus * chromatin + (1 - nucleus) * cyto_h)
-    conc_e = subject_style["scale_e"] * (nucleus * NUCLEUS_E + (1 - nucleus) * cyto_e)
+    cytoplasm = (1 - nucleus) * (1 + 0.15 * coarse)
+    concentrations = [  # azure B, methylene blue, eosin Y (the order of ABSORBERS)
+        nucleus * chromatin + cytoplasm * CYTOPLASM_AZURE,
+        nucleus * NUCLEUS_BLUE * density * bluish + cytoplasm * max(m["cyto_blue"], 0.05),
+        (nucleus * NUCLEUS_EOSIN + cytoplasm * CYTOPLASM_EOSIN) * pinkish,
+    ]
     inside = (cell >= 0.5).astype(np.float32)  # segmented: a hard edge onto black, as in C-NMC
     sensor = rng.standard_normal(inside.shape, dtype=np.float32) * 2.0
     image = np.zeros((size, size, 3), np.uint8)
+    absorbers = subject_style["absorbers"] * subject_style["amounts"]
     for c in range(3):  # Beer-Lambert, one channel at a time
-        od = conc_h * float(subject_style["stain_h"][c]) + conc_e * float(
-            subject_style["stain_e"][c]
-        )
+        od = sum(float(absorbers[c, k]) * conc for k, conc in enumerate(concentrations))
         light = float(subject_style["illumination"][c]) * np.exp(-od) + sensor
         light *= inside
         image[lo : lo + n, lo : lo + n, c] = np.clip(light + 0.5, 0, 255)  # rounds
