@@ -49,8 +49,10 @@ rule bundle_ensemble:
         config_hash=get_ensemble_hash,
         backend=BACKEND,
     shell:
-        KERAS + "leukoflow bundle-ensemble --name {wildcards.ensemble:q}"
-        " --members {params.members:q} --models {input.models:q}"
-        " --settings {params.settings:q} --metrics {input.metrics:q}"
-        " --reference {input.reference:q} --config-hash {params.config_hash:q}"
-        " --out {output.bundle:q} > {log:q} 2>&1"
+        keras_shell(
+            "leukoflow bundle-ensemble --name {wildcards.ensemble:q}"
+            " --members {params.members:q} --models {input.models:q}"
+            " --settings {params.settings:q} --metrics {input.metrics:q}"
+            " --reference {input.reference:q} --config-hash {params.config_hash:q}"
+            " --out {output.bundle:q} > {log:q} 2>&1"
+        )
