@@ -70,7 +70,13 @@ shell.prefix(
 
 # The Keras backend of the jobs that run a model (each has `params.backend`).
 BACKEND = config["backend"]
-KERAS = "KERAS_BACKEND={params.backend:q} "
+
+
+def keras_shell(command):
+    """The shell command of a job that runs a model, under the configured Keras backend."""
+    return f"KERAS_BACKEND={{params.backend:q}} {command}"
+
+
 # Threads of a job that may use every core (`--set-threads` and `max-threads` cap it).
 ALL_CORES = max(1, workflow.cores)
 # GPUs the run uses at once (`--resources gpu=N`; 1 when not given) and the threads of a

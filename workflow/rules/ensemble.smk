@@ -53,9 +53,11 @@ rule bundle_ensemble:
         ),
         backend=BACKEND,
     shell:
-        KERAS + "leukoflow bundle-ensemble --name {wildcards.ensemble:q}"
-        " --members {params.members:q} --models {input.models:q}"
-        " --settings {params.settings:q} --metrics {input.metrics:q}"
-        " --reference {input.reference:q} --config-hash {params.config_hash:q}"
-        " --split {input.split:q} --data {params.data:q}"
-        " --out {output.bundle:q} > {log:q} 2>&1"
+        keras_shell(
+            "leukoflow bundle-ensemble --name {wildcards.ensemble:q}"
+            " --members {params.members:q} --models {input.models:q}"
+            " --settings {params.settings:q} --metrics {input.metrics:q}"
+            " --reference {input.reference:q} --config-hash {params.config_hash:q}"
+            " --split {input.split:q} --data {params.data:q}"
+            " --out {output.bundle:q} > {log:q} 2>&1"
+        )

@@ -26,11 +26,13 @@ rule evaluate:
         evaluate=json.dumps(config["evaluate"], sort_keys=True),
         backend=BACKEND,
     shell:
-        KERAS + "leukoflow evaluate --model {input.model:q}"
-        " --val {input.val:q} --test {input.test:q} --settings {params.settings:q}"
-        " --evaluate {params.evaluate:q} --split-id {wildcards.split:q}"
-        " --metrics {output.metrics:q} --val-predictions {output.val_predictions:q}"
-        " --test-predictions {output.test_predictions:q} > {log:q} 2>&1"
+        keras_shell(
+            "leukoflow evaluate --model {input.model:q}"
+            " --val {input.val:q} --test {input.test:q} --settings {params.settings:q}"
+            " --evaluate {params.evaluate:q} --split-id {wildcards.split:q}"
+            " --metrics {output.metrics:q} --val-predictions {output.val_predictions:q}"
+            " --test-predictions {output.test_predictions:q} > {log:q} 2>&1"
+        )
 
 
 rule timing:
@@ -56,10 +58,12 @@ rule timing:
         batch=config["timing"]["batch_size"],
         backend=BACKEND,
     shell:
-        KERAS + "leukoflow timing --model {input.model:q}"
-        " --settings {params.settings:q} --warmup {params.warmup:q}"
-        " --calls {params.calls:q} --batch-size {params.batch:q}"
-        " --out {output.timing:q} > {log:q} 2>&1"
+        keras_shell(
+            "leukoflow timing --model {input.model:q}"
+            " --settings {params.settings:q} --warmup {params.warmup:q}"
+            " --calls {params.calls:q} --batch-size {params.batch:q}"
+            " --out {output.timing:q} > {log:q} 2>&1"
+        )
 
 
 rule saliency:
@@ -85,10 +89,12 @@ rule saliency:
         saliency=json.dumps(config["saliency"], sort_keys=True),
         backend=BACKEND,
     shell:
-        KERAS + "leukoflow saliency --model {input.model:q}"
-        " --test {input.test:q} --settings {params.settings:q}"
-        " --saliency {params.saliency:q} --measures {output.measures:q}"
-        " --figure {output.figure:q} > {log:q} 2>&1"
+        keras_shell(
+            "leukoflow saliency --model {input.model:q}"
+            " --test {input.test:q} --settings {params.settings:q}"
+            " --saliency {params.saliency:q} --measures {output.measures:q}"
+            " --figure {output.figure:q} > {log:q} 2>&1"
+        )
 
 
 rule bundle:
@@ -115,7 +121,9 @@ rule bundle:
         ),
         backend=BACKEND,
     shell:
-        KERAS + "leukoflow bundle --model {input.model:q} --metrics {input.metrics:q}"
-        " --reference {input.reference:q} --settings {params.settings:q}"
-        " --config-hash {params.config_hash:q} --split {input.split:q}"
-        " --data {params.data:q} --out {output.bundle:q} > {log:q} 2>&1"
+        keras_shell(
+            "leukoflow bundle --model {input.model:q} --metrics {input.metrics:q}"
+            " --reference {input.reference:q} --settings {params.settings:q}"
+            " --config-hash {params.config_hash:q} --split {input.split:q}"
+            " --data {params.data:q} --out {output.bundle:q} > {log:q} 2>&1"
+        )

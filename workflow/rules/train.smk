@@ -46,8 +46,10 @@ rule train:
         # not an output: kept when the job dies, so a rerun resumes from it
         checkpoint="results/{split}/train/{arch}/checkpoint",
     shell:
-        KERAS + "leukoflow train --arch {wildcards.arch:q}"
-        " --train {input.train:q} --val {input.val:q} --settings {params.settings:q}"
-        " --weights-file={input.weights:q} --model {output.model:q}"
-        " --history {output.history:q} --val-predictions {output.val_predictions:q}"
-        " --checkpoint {params.checkpoint:q} --live {output.live:q} > {log:q} 2>&1"
+        keras_shell(
+            "leukoflow train --arch {wildcards.arch:q}"
+            " --train {input.train:q} --val {input.val:q} --settings {params.settings:q}"
+            " --weights-file={input.weights:q} --model {output.model:q}"
+            " --history {output.history:q} --val-predictions {output.val_predictions:q}"
+            " --checkpoint {params.checkpoint:q} --live {output.live:q} > {log:q} 2>&1"
+        )
