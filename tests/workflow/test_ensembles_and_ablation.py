@@ -36,9 +36,12 @@ def test_an_ensemble_bundle_predicts_what_the_ensemble_evaluated(finished, ensem
     bundle = finished / "results/models" / ensemble
     meta = json.loads((bundle / "bundle.json").read_text())
     assert meta["kind"] == "ensemble" and len(meta["members"]) == 2
+    # each member's Keras file and its ONNX copy
     assert sorted(p.name for p in (bundle / "members").iterdir()) == [
         "SimpleNet.keras",
+        "SimpleNet.onnx",
         "VGG16.keras",
+        "VGG16.onnx",
     ]
     dataset = Path(yaml.safe_load((finished / "config/tiny.yaml").read_text())["dataset"]["path"])
     out = tmp_path / "predictions.csv"
