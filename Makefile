@@ -16,9 +16,10 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	bash tests/setup-system.sh
 	touch $@
 
-## demo: install, then run the whole workflow on config/demo.yaml (synthetic data, six models)
+## demo: install, then run the whole workflow on config/demo.yaml (synthetic data, six models);
+## gpu=2: two model jobs at a time (on a CPU the gpu resource only counts model jobs)
 demo: $(VENV)/.installed
-	snakemake --cores all --resources gpu=1 --configfile config/demo.yaml
+	snakemake --cores all --resources gpu=2 --configfile config/demo.yaml
 	@cat results/table1.md
 	@echo "Report: results/report.html"
 

@@ -4,8 +4,9 @@ keys of bundle.json are described in `leukoflow.bundle`, which reads it.
 Every member's Keras file is copied into the bundle and exported to ONNX beside it
 (`leukoflow.onnx_model.export_checked`); an export that fails or does not match the Keras
 model leaves that member without an ONNX file and its reason in bundle.json and the card,
-and never fails the bundle. The model card (`leukoflow.modelcard.render_card`) is made from
-the finished bundle.json alone.
+and never fails the bundle. An ensemble's member given as its model bundle brings its
+checked ONNX file (or the reason it has none) along: each model is exported once. The
+model card (`leukoflow.modelcard.render_card`) is made from the finished bundle.json alone.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from leukoflow.bundle import (
     MODEL_FILE,
     onnx_file_name,
     read_json,
+    read_meta,
 )
 from leukoflow.errors import LeukoflowError
 from leukoflow.modelcard import CARD_FILE, data_summary, render_card
@@ -134,19 +136,36 @@ def _export_onnx(source, file, folder):
     return {**result, "file": name if result["file"] else None}
 
 
-def _write(out_dir, meta, models):
+def _copy_onnx(bundle_dir, file, folder):
+    """Copy the checked ONNX file of the model bundle `bundle_dir` beside `file` in `folder`;
+    the result for the member's `onnx` entry (the bundle's own, or why it has none)."""
+    (entry,) = read_meta(bundle_dir)["members"]
+    onnx = dict(entry.get("onnx") or {"file": None, "reason": f"{bundle_dir} has no ONNX entry"})
+    if onnx.get("file"):
+        name = onnx_file_name(file)
+        shutil.copyfile(Path(bundle_dir) / onnx["file"], folder / name)
+        onnx["file"] = name
+    return onnx
+
+
+def _write(out_dir, meta, models, bundles=None):
     """Write the bundle: copy every {file in the bundle: source model} into `out_dir`, export
-    each to ONNX, then write bundle.json and the model card.
+    each to ONNX (or copy the ONNX file of the model bundle `bundles` names for that file),
+    then write bundle.json and the model card.
 
     Copies, not hard links: Snakemake touches a job's outputs, and touching a link to the
     training job's model would make every job after training look out of date.
     """
+    bundles = bundles or {}
     with atomic_dir(out_dir) as tmp:
         for member in meta["members"]:
             source, file = models[member["file"]], member["file"]
             (tmp / file).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, tmp / file)
-            member["onnx"] = _export_onnx(source, file, tmp)
+            if file in bundles:
+                member["onnx"] = _copy_onnx(bundles[file], file, tmp)
+            else:
+                member["onnx"] = _export_onnx(source, file, tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         (tmp / CARD_FILE).write_text(render_card(meta))
     log.info("bundle of %s written to %s", meta["architecture"], out_dir)
@@ -225,7 +244,8 @@ def write_ensemble_bundle(
 
     Args:
         name: the ensemble's name.
-        model_paths: {member: its `model.keras`}.
+        model_paths: {member: its `model.keras`, or its model bundle folder, whose model
+            and checked ONNX file are copied instead of exported again}.
         member_settings: {member: its merged settings (with `architecture`, `input_size`)}.
         metrics_path: the ensemble job's `metrics.json` (with `ensemble`: the combiner).
         reference_path: the stain reference JSON the stores were built with.
@@ -251,14 +271,16 @@ def write_ensemble_bundle(
             f"ensemble {name}: the models and settings given are not those of its members "
             f"{names} ({metrics_path})"
         )
-    members, models = [], {}
+    members, models, bundles = [], {}, {}
     for member in names:
-        path = model_paths[member]
-        if not Path(path).is_file():
+        path = Path(model_paths[member])
+        file = f"{MEMBERS_DIR}/{member}.keras"
+        if path.is_dir():
+            bundles[file], path = path, path / MODEL_FILE
+        if not path.is_file():
             raise LeukoflowError(f"model file {path} does not exist")
         settings = member_settings[member]
         _check_settings(settings, f"--settings of {member}")
-        file = f"{MEMBERS_DIR}/{member}.keras"
         members.append(
             {
                 "architecture": member,
@@ -268,7 +290,7 @@ def write_ensemble_bundle(
                 "dtype_policy": saved_dtype_policy(path),
             }
         )
-        models[file] = Path(path)
+        models[file] = path
     meta = {
         **_common_meta(reference_path, config_hash, split_path, data_config),
         **fitted,
@@ -277,4 +299,4 @@ def write_ensemble_bundle(
         "members": members,
         "combiner": combiner,
     }
-    return _write(out_dir, meta, models)
+    return _write(out_dir, meta, models, bundles)

@@ -385,3 +385,39 @@ def test_bench_predict_times_both_engines_in_one_run(sources, tmp_path):
         ["SimpleNet", "keras"],
         ["SimpleNet", "onnx"],
     ]
+
+
+def test_an_ensemble_of_model_bundles_reuses_their_checked_onnx_files(
+    sources, bundle_dir, tmp_path
+):
+    import shutil
+
+    from leukoflow.bundle import read_meta
+    from leukoflow.bundle_write import write_ensemble_bundle
+
+    settings = {
+        "SimpleNet": {"architecture": "SimpleNet", "input_size": SIZE},
+        "Wide": {"architecture": "SimpleNet", "input_size": SIZE},
+    }
+    without = tmp_path / "without_onnx"  # a model bundle whose export failed
+    shutil.copytree(bundle_dir, without)
+    meta = json.loads((without / "bundle.json").read_text())
+    meta["members"][0]["onnx"] = {"file": None, "reason": "tf2onnx could not convert the model"}
+    (without / "bundle.json").write_text(json.dumps(meta))
+    (without / "model.onnx").unlink()
+    out = tmp_path / "Duo"
+    combiner = {"method": "mean", "members": ["SimpleNet", "Wide"], "weights": [0.5, 0.5],
+                "intercept": 0.0}  # fmt: skip
+    metrics = json.loads((sources / "metrics.json").read_text())
+    (tmp_path / "ensemble.json").write_text(json.dumps({**metrics, "ensemble": combiner}))
+    write_ensemble_bundle(
+        "Duo", {"SimpleNet": bundle_dir, "Wide": without}, settings,
+        tmp_path / "ensemble.json", sources / "reference.json", "e", out,
+    )  # fmt: skip
+    simple, wide = read_meta(out)["members"]
+    source_onnx = read_meta(bundle_dir)["members"][0]["onnx"]
+    assert simple["onnx"] == {**source_onnx, "file": "members/SimpleNet.onnx"}
+    assert (out / "members/SimpleNet.onnx").read_bytes() == (bundle_dir / "model.onnx").read_bytes()
+    assert (out / "members/Wide.keras").read_bytes() == (without / "model.keras").read_bytes()
+    assert wide["onnx"]["file"] is None and not (out / "members/Wide.onnx").exists()
+    assert wide["onnx"]["reason"] == "tf2onnx could not convert the model"

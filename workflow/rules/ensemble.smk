@@ -34,7 +34,7 @@ rule ensemble:
 
 rule bundle_ensemble:
     input:
-        models=member_files("results/main/train/{arch}/model.keras"),
+        bundles=member_files("results/models/{arch}"),
         metrics=rules.ensemble.output.metrics,
         reference=expand(rules.stain_reference.output.reference, split="main"),
         split=rules.split.output.split,
@@ -55,7 +55,7 @@ rule bundle_ensemble:
     shell:
         keras_shell(
             "leukoflow bundle-ensemble --name {wildcards.ensemble:q}"
-            " --members {params.members:q} --models {input.models:q}"
+            " --members {params.members:q} --models {input.bundles:q}"
             " --settings {params.settings:q} --metrics {input.metrics:q}"
             " --reference {input.reference:q} --config-hash {params.config_hash:q}"
             " --split {input.split:q} --data {params.data:q}"

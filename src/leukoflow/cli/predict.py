@@ -128,7 +128,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", required=True, help="the ensemble's name")
     p.add_argument("--members", nargs="+", required=True, help="member architectures, in order")
-    p.add_argument("--models", nargs="+", required=True, help="each member's model.keras")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        required=True,
+        help="each member's model.keras, or its model bundle folder (its checked ONNX copy "
+        "is reused, not exported again)",
+    )
     p.add_argument("--metrics", required=True, help="the ensemble job's metrics.json")
     _bundle_options(p, "{member: its merged settings} (JSON)")
     p.set_defaults(func=run_bundle_ensemble)
