@@ -2,7 +2,7 @@
 
 For each architecture of `leukoflow.models.registry` at its native input size, build the
 model (random weights), compile it as `leukoflow train` does (`leukoflow.runtime.decide`
-and `leukoflow.train.compile_model`: AdamW, cosine decay, XLA) under the `mixed_bfloat16`
+and `leukoflow.schedule.compile_model`: AdamW, cosine decay, XLA) under the `mixed_bfloat16`
 policy, and train a fixed number of steps on random images of the real shape held on the
 device. Prints, per
 architecture as it finishes: images/s, step time, compile time, model FLOPs (forward pass
@@ -106,7 +106,7 @@ def measure(arch, size, batch, steps, warmup, precision, host_data, seed=0):
 
     from leukoflow import runtime
     from leukoflow.models import build_model
-    from leukoflow.train import compile_model
+    from leukoflow.schedule import compile_model
 
     decided = runtime.decide({"mixed_precision": precision, "jit_compile": "on"}, gpu=True)
     runtime.apply(decided)

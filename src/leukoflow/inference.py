@@ -31,7 +31,8 @@ def compiled_inference(model: keras.Model, jit_compile: bool = False) -> Predict
         jit_compile: XLA on TensorFlow. JAX always compiles with XLA.
 
     Returns:
-        The function; it is traced once per input shape.
+        The function. On TensorFlow it is traced once, for any batch size (the batch
+        dimension is left open); JAX compiles it once per input shape.
 
     Raises:
         LeukoflowError: on a backend other than TensorFlow or JAX.
@@ -40,12 +41,16 @@ def compiled_inference(model: keras.Model, jit_compile: bool = False) -> Predict
     if backend == "tensorflow":
         import tensorflow as tf
 
-        @tf.function(jit_compile=bool(jit_compile), reduce_retracing=True)
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+
+        @tf.function(jit_compile=bool(jit_compile), input_signature=[spec])
         def call(x):
             return model(x, training=False)
 
         def predict(x):
-            return np.asarray(call(tf.convert_to_tensor(x)), dtype="float32").reshape(-1)
+            return np.asarray(call(tf.convert_to_tensor(x, tf.float32)), dtype="float32").reshape(
+                -1
+            )
 
         return predict
     if backend == "jax":

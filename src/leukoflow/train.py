@@ -11,11 +11,9 @@
   the same settings and inputs continues after the last completed epoch. It is removed
   once the outputs are written.
 
-Phases: a pretrained backbone (weights "imagenet" or a file) trains `warmup_epochs` with the
-backbone frozen at `learning_rate`, then the whole network at `fine_tune_learning_rate`;
-without pretrained weights one phase at `learning_rate`. Each phase has its own AdamW
-with a cosine decay over the phase's steps. Early stopping (`patience` epochs without a
-better validation F1) acts only in the unfrozen phase.
+Phases, freezing and the optimizer (AdamW with a cosine decay per phase) are
+`leukoflow.schedule`'s. Early stopping (`patience` epochs without a better validation F1)
+acts only in the unfrozen phase.
 
 Speed: one compiled train step and one compiled predict step per phase (all batches full);
 precision and XLA as `leukoflow.runtime.decide` says. `devices` > 1 trains data-parallel on
@@ -53,7 +51,8 @@ from leukoflow.diskspace import require_space, training_bytes
 from leukoflow.errors import ConfigError, LeukoflowError
 from leukoflow.livelog import TrainingLive
 from leukoflow.loader import TrainBatches, balanced_class_weights
-from leukoflow.parallel import Replicas, global_batch_size, scaled_learning_rate
+from leukoflow.parallel import Replicas, global_batch_size
+from leukoflow.schedule import compile_model, current_learning_rate, phases, set_backbone_frozen
 from leukoflow.stores import open_store
 
 if TYPE_CHECKING:
@@ -94,17 +93,6 @@ REQUIRED_KEYS = (
 )
 
 
-@dataclass(frozen=True)
-class Phase:
-    """Epochs `[start, end)` trained with the backbone frozen or not, at `learning_rate`."""
-
-    name: str
-    start: int
-    end: int
-    learning_rate: float
-    frozen: bool
-
-
 def check_settings(settings: Mapping) -> None:
     """Check that the merged training settings have every key of `REQUIRED_KEYS`.
 
@@ -114,67 +102,6 @@ def check_settings(settings: Mapping) -> None:
     missing = [key for key in REQUIRED_KEYS if key not in settings]
     if missing:
         raise ConfigError(f"training settings lack {', '.join(missing)}")
-
-
-def phases(settings: Mapping) -> list[Phase]:
-    """The training phases of the settings, in order (see the module docstring), their
-    learning rates scaled for `devices` by `lr_scaling` (`leukoflow.parallel`)."""
-    epochs = settings["epochs"]
-    devices, rule = settings.get("devices", 1), settings.get("lr_scaling", "none")
-    rate = scaled_learning_rate(settings["learning_rate"], devices, rule)
-    if settings["weights"] == "none":
-        return [Phase("train", 0, epochs, rate, frozen=False)]
-    warm = min(settings["warmup_epochs"], epochs)
-    result = []
-    if warm:
-        result.append(Phase("warmup", 0, warm, rate, frozen=True))
-    if epochs > warm:
-        fine = scaled_learning_rate(settings["fine_tune_learning_rate"], devices, rule)
-        result.append(Phase("fine_tune", warm, epochs, fine, False))
-    return result
-
-
-def set_backbone_frozen(model: keras.Model, frozen: bool) -> None:
-    """Freeze (or unfreeze) every layer but the head. Frozen BatchNorm runs in inference mode."""
-    from leukoflow.models import backbone_layers
-
-    for layer in backbone_layers(model):
-        layer.trainable = not frozen
-
-
-def compile_model(
-    model: keras.Model,
-    learning_rate: float,
-    decay_steps: int,
-    weight_decay: float,
-    jit_compile: bool,
-) -> keras.Model:
-    """Compile for binary classification: AdamW with cosine decay over `decay_steps` steps.
-
-    Loss binary cross-entropy, metric accuracy.
-
-    Args:
-        model: the classifier.
-        learning_rate: the initial learning rate.
-        decay_steps: steps of the cosine decay (at least 1 is used).
-        weight_decay: AdamW's decoupled weight decay.
-        jit_compile: compile the train and predict steps with XLA.
-
-    Returns:
-        `model`, compiled.
-    """
-    import keras
-
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=learning_rate, decay_steps=max(1, int(decay_steps))
-    )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay),
-        loss="binary_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=jit_compile,
-    )
-    return model
 
 
 def validation_metrics(labels: ArrayLike, probabilities: ArrayLike) -> dict[str, float]:
@@ -196,13 +123,6 @@ def validation_metrics(labels: ArrayLike, probabilities: ArrayLike) -> dict[str,
             f1_score(labels.astype(int), predicted, average="weighted", zero_division=0)
         ),
     }
-
-
-def current_learning_rate(model: keras.Model) -> float:
-    """The optimizer's learning rate at its current step, as a float."""
-    import keras
-
-    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
 SCRATCH_BN_MOMENTUM = 0.9

@@ -49,7 +49,7 @@ def test_every_architecture_builds_flat_and_trains_one_step(arch):
     import keras
 
     from leukoflow.models import build_model, last_conv_layer_name
-    from leukoflow.train import compile_model
+    from leukoflow.schedule import compile_model
 
     size = SMALL_SIZE[arch]
     keras.utils.set_random_seed(0)
@@ -162,7 +162,7 @@ JAX_STEP = textwrap.dedent(
     import json, sys
     import keras, numpy as np
     from leukoflow.models import build_model
-    from leukoflow.train import compile_model
+    from leukoflow.schedule import compile_model
     arch, size = sys.argv[1], int(sys.argv[2])
     keras.utils.set_random_seed(0)
     model = build_model(arch, size)

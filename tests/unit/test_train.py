@@ -15,7 +15,8 @@ import pytest
 from leukoflow.checkpoint import Checkpoint, fingerprint
 from leukoflow.errors import ConfigError, LeukoflowError
 from leukoflow.runtime import decide
-from leukoflow.train import HISTORY_COLUMNS, Phase, TrainOutputs, phases, validation_metrics
+from leukoflow.schedule import Phase, phases
+from leukoflow.train import HISTORY_COLUMNS, TrainOutputs, validation_metrics
 from leukoflow.train import train as train_into
 
 LEUKOFLOW = str(Path(sys.executable).with_name("leukoflow"))
@@ -154,7 +155,7 @@ def test_float16_training_scales_the_loss():
     import keras
 
     from leukoflow.models import build_model
-    from leukoflow.train import compile_model
+    from leukoflow.schedule import compile_model
 
     keras.config.set_dtype_policy("mixed_float16")
     try:
@@ -228,7 +229,7 @@ def test_models_trained_from_scratch_get_faster_batchnorm_statistics():
 
 def test_frozen_backbone_leaves_only_the_head_trainable():
     from leukoflow.models import build_model
-    from leukoflow.train import set_backbone_frozen
+    from leukoflow.schedule import set_backbone_frozen
 
     model = build_model("SimpleNet", 32)
     set_backbone_frozen(model, True)

@@ -33,6 +33,8 @@ rule train:
         "logs/train/{split}/{arch}.log",
     benchmark:
         "benchmarks/train/{split}/{arch}.tsv"
+    # the trainings are the long jobs: start them all first, the jobs after them fill in
+    priority: 1
     conda:
         ENV
     threads: get_train_threads

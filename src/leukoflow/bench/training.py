@@ -32,7 +32,7 @@ def consumption_images_per_second(
 
     from leukoflow import runtime
     from leukoflow.models import build_model
-    from leukoflow.train import compile_model
+    from leukoflow.schedule import compile_model
 
     decided = runtime.decide(settings or {"mixed_precision": "auto", "jit_compile": "auto"})
     runtime.apply(decided)
