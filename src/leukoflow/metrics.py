@@ -271,10 +271,13 @@ def paired_bootstrap(
     n_resamples: int = 2000,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Share of subject resamples in which F1 of `a` exceeds F1 of `b` on the same test set.
+    """Share of subject resamples in which F1 of `a` exceeds F1 of `b` on the same test set,
+    a tie counting half.
 
     Both models are scored on each same resample of subjects (paired), so the share is the
-    bootstrap probability that `a` is really better than `b`.
+    bootstrap probability that `a` is really better than `b`: near 1 it is, near 0.5 the
+    difference is noise (two models with the same decisions give exactly 0.5), near 0 `b`
+    is better.
 
     Args:
         y: (N,) 0/1 labels of the test images.
@@ -292,6 +295,6 @@ def paired_bootstrap(
     for rows in chunks(n_resamples):
         f1_a = _f1(y, predicted_a, weights[rows])
         f1_b = _f1(y, predicted_b, weights[rows])
-        wins.append(f1_a > f1_b)
+        wins.append((f1_a > f1_b) + 0.5 * (f1_a == f1_b))
         gaps.append(f1_a - f1_b)
     return float(np.concatenate(wins).mean()), float(np.concatenate(gaps).mean())

@@ -257,8 +257,8 @@ def table_notes(table: pd.DataFrame, data: ReportData) -> list[str]:
         "resamples, stratified by label).",
         "ΔF1: percent difference of F1 from the mean F1 of all architectures. P(best better): "
         f"share of paired subject resamples in which {best} (the single architecture of the "
-        "highest F1) has the higher F1: near 1 it is really better, near 0.5 the difference "
-        "is noise, near 0 the other model is better.",
+        "highest F1) has the higher F1, a tie counting half: near 1 it is really better, near "
+        "0.5 the difference is noise, near 0 the other model is better.",
     ]
     for name in data.ensembles:
         combiner = data.metrics[name]["ensemble"]
