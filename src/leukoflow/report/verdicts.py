@@ -12,6 +12,7 @@ import pandas as pd
 
 from leukoflow.report.collect import ReportData
 from leukoflow.report.table import fmt
+from leukoflow.synth import describe_settings
 
 DEMO_EPOCHS = 10  # at most this many epochs is a demonstration run, not a training
 
@@ -36,11 +37,9 @@ def data_line(data: ReportData) -> str:
         counts = "subset counts not given"
     dataset = data.dataset
     if dataset.get("source") == "synthetic":
-        gen = dataset.get("synthetic", {})
         return (
             "Data: SYNTHETIC cells from leukoflow's own generator (`leukoflow synth`: "
-            f"{gen.get('subjects')} subjects x {gen.get('images_per_subject')} images, "
-            f"{gen.get('size')} px, seed {gen.get('seed')}), not C-NMC 2019 images: these "
+            f"{describe_settings(dataset.get('synthetic', {}))}), not C-NMC 2019 images: these "
             f"numbers test the workflow, not the architectures on leukaemia cells. {counts}."
         )
     if dataset.get("source") == "folder":

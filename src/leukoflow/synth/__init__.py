@@ -10,6 +10,7 @@
 from leukoflow.synth.dataset import (
     PRELIM_DIR,
     PRELIM_LABELS,
+    describe_settings,
     generate_dataset,
     plan_subjects,
     plan_tasks,
@@ -23,6 +24,7 @@ __all__ = [
     "PRELIM_DIR",
     "PRELIM_LABELS",
     "cells",
+    "describe_settings",
     "generate_dataset",
     "plan_subjects",
     "plan_tasks",

@@ -13,6 +13,7 @@ import functools
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,24 @@ LARGE_FRACTION = 0.01  # share of full-scale images written at LARGE_SIZE
 LOWERCASE_HEM_SUBJECT = 3  # real data holds `UID_h3_...`: hem subject 3 is written `h3`
 PRELIM_DIR = "validation_data/C-NMC_test_prelim_phase_data"
 PRELIM_LABELS = "validation_data/C-NMC_test_prelim_phase_data_labels.csv"
+
+
+def describe_settings(synthetic: Mapping) -> str:
+    """The generator's settings in words, as the report and the model cards name them.
+
+    Args:
+        synthetic: the config's `dataset.synthetic` block (a missing key reads '?').
+
+    Returns:
+        E.g. '24 subjects x 12 images, 128 px, seed 0'.
+    """
+    get = {
+        key: synthetic.get(key, "?") for key in ("subjects", "images_per_subject", "size", "seed")
+    }
+    return (
+        f"{get['subjects']} subjects x {get['images_per_subject']} images, {get['size']} px, "
+        f"seed {get['seed']}"
+    )
 
 
 @dataclass(frozen=True)
