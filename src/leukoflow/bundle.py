@@ -160,7 +160,7 @@ def onnx_missing(entry: dict) -> str:
     onnx = entry.get("onnx")
     if onnx is None:
         return "the bundle was made before ONNX export; rebuild it with `leukoflow bundle`"
-    return "" if onnx.get("file") else str(onnx.get("reason"))
+    return "" if onnx.get("file") else str(onnx.get("reason") or "no reason recorded")
 
 
 def _members_of(meta):

@@ -27,6 +27,7 @@ from leukoflow.bundle import (
     META_FILE,
     MODEL_FILE,
     onnx_file_name,
+    onnx_missing,
     read_json,
     read_meta,
 )
@@ -140,12 +141,12 @@ def _copy_onnx(bundle_dir, file, folder):
     """Copy the checked ONNX file of the model bundle `bundle_dir` beside `file` in `folder`;
     the result for the member's `onnx` entry (the bundle's own, or why it has none)."""
     (entry,) = read_meta(bundle_dir)["members"]
-    onnx = dict(entry.get("onnx") or {"file": None, "reason": f"{bundle_dir} has no ONNX entry"})
-    if onnx.get("file"):
-        name = onnx_file_name(file)
-        shutil.copyfile(Path(bundle_dir) / onnx["file"], folder / name)
-        onnx["file"] = name
-    return onnx
+    missing = onnx_missing(entry)
+    if missing:
+        return {**(entry.get("onnx") or {}), "file": None, "reason": missing}
+    name = onnx_file_name(file)
+    shutil.copyfile(Path(bundle_dir) / entry["onnx"]["file"], folder / name)
+    return {**entry["onnx"], "file": name}
 
 
 def _write(out_dir, meta, models, bundles=None):

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from leukoflow import CLASS_NAMES
 from leukoflow.atomic import atomic_path
+from leukoflow.bundle import onnx_missing
 from leukoflow.calibration import apply_temperature
 from leukoflow.ensemble import combine
 from leukoflow.errors import LeukoflowError
@@ -168,7 +169,7 @@ def choose_engine(requested: str, meta: dict, gpu: bool | None = None) -> str:
     if requested != "auto":
         return requested
     members = meta.get("members") or []
-    if not members or not all((m.get("onnx") or {}).get("file") for m in members):
+    if not members or any(onnx_missing(member) for member in members):
         return "keras"
     if gpu is None:
         from leukoflow.runtime import has_gpu
