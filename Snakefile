@@ -16,8 +16,7 @@ include: "workflow/rules/stain.smk"
 include: "workflow/rules/augment.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/ensemble.smk"
-include: "workflow/rules/ablation.smk"
+include: "workflow/rules/deploy.smk"
 include: "workflow/rules/report.smk"
 
 

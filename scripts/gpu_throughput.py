@@ -1,8 +1,8 @@
 """Training throughput of every architecture on one accelerator: Keras 3 on JAX, bf16, XLA.
 
 For each architecture of `leukoflow.models.registry` at its native input size, build the
-model (random weights), compile it as `leukoflow train` does (`leukoflow.runtime.decide`
-and `leukoflow.schedule.compile_model`: AdamW, cosine decay, XLA) under the `mixed_bfloat16`
+model (random weights), compile it as `leukoflow train` does (`leukoflow.core.runtime.decide`
+and `leukoflow.train.schedule.compile_model`: AdamW, cosine decay, XLA) under the `mixed_bfloat16`
 policy, and train a fixed number of steps on random images of the real shape held on the
 device. Prints, per
 architecture as it finishes: images/s, step time, compile time, model FLOPs (forward pass
@@ -104,9 +104,9 @@ def measure(arch, size, batch, steps, warmup, precision, host_data, seed=0):
     import jax
     import keras
 
-    from leukoflow import runtime
+    from leukoflow.core import runtime
     from leukoflow.models import build_model
-    from leukoflow.schedule import compile_model
+    from leukoflow.train.schedule import compile_model
 
     decided = runtime.decide({"mixed_precision": precision, "jit_compile": "on"}, gpu=True)
     runtime.apply(decided)

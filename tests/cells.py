@@ -1,10 +1,10 @@
-"""Small real image files in the C-NMC layout, for tests (the cells are `leukoflow.synth`'s)."""
+"""Small real image files in the C-NMC layout, for tests (the cells are `data.synth`'s)."""
 
 from pathlib import Path
 
 from PIL import Image
 
-from leukoflow import synth
+from leukoflow.data import synth
 
 
 def write_cell(path, seed, size=32, mode="RGB"):

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from leukoflow.workflow_runs import (
+from leukoflow.core.workflow_runs import (
     copy_workflow,
     planned_jobs,
     run_snakemake,

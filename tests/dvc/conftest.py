@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from leukoflow.workflow_runs import copy_workflow, run_snakemake, snakemake_env
+from leukoflow.core.workflow_runs import copy_workflow, run_snakemake, snakemake_env
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"

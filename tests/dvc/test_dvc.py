@@ -12,7 +12,7 @@ import re
 import pytest
 from conftest import dvc, file_hashes, git_commit, run, snakemake
 
-from leukoflow.livelog import comparable_summary
+from leukoflow.train.livelog import comparable_summary
 
 pytestmark = [pytest.mark.dvc, pytest.mark.slow]
 

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from leukoflow.workflow_runs import run_snakemake
+from leukoflow.core.workflow_runs import run_snakemake
 
 pytestmark = pytest.mark.workflow
 

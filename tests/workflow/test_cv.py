@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from leukoflow.workflow_runs import planned_jobs, run_snakemake
+from leukoflow.core.workflow_runs import planned_jobs, run_snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 

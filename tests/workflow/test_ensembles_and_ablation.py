@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 from wf import AWKWARD
 
 from leukoflow.cli import main
-from leukoflow.workflow_runs import planned_jobs, run_snakemake
+from leukoflow.core.workflow_runs import planned_jobs, run_snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 

@@ -19,7 +19,7 @@ import yaml
 
 import leukoflow
 from leukoflow.cli import main
-from leukoflow.workflow_runs import planned_jobs, run_snakemake
+from leukoflow.core.workflow_runs import planned_jobs, run_snakemake
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from wf import AWKWARD, run_arguments, run_environment, tiny_workflow
 
-from leukoflow.workflow_runs import run_snakemake, snakemake_command
+from leukoflow.core.workflow_runs import run_snakemake, snakemake_command
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -74,7 +74,7 @@ def comparable_metrics(workdir):
 
 def bundle_contents(workdir, name):
     """(bundle.json without its creation time, every member model's weights) of one bundle."""
-    from leukoflow.bundle import load_bundle
+    from leukoflow.deploy.bundle import load_bundle
 
     bundle = load_bundle(workdir / "results/models" / name)
     meta = {k: v for k, v in bundle.meta.items() if k != "created"}

@@ -8,7 +8,7 @@ import yaml
 from wf import REPO, write_cell_tree
 
 from leukoflow.bench.plan import full_ablation
-from leukoflow.workflow_runs import planned_jobs, run_snakemake
+from leukoflow.core.workflow_runs import planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.workflow
 

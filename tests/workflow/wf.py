@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 from cells import write_cell
 
-from leukoflow.synth import generate_dataset
-from leukoflow.workflow_runs import copy_workflow, run_snakemake, snakemake_env
+from leukoflow.core.workflow_runs import copy_workflow, run_snakemake, snakemake_env
+from leukoflow.data.synth import generate_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"

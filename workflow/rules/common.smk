@@ -9,9 +9,9 @@ from pathlib import Path
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-from leukoflow import ablation
-from leukoflow.runlock import release_stale_locks
-from leukoflow.settings import (
+from leukoflow.evaluate import ablation
+from leukoflow.core.runlock import release_stale_locks
+from leukoflow.core.settings import (
     arch_config_hash,
     check_config,
     ensemble_config_hash,
@@ -23,7 +23,7 @@ validate(config, workflow.source_path("../../config/schema.yaml"), set_default=T
 check_config(config)
 
 # A run killed outright (SIGKILL, power loss) leaves Snakemake's locks behind; the next run
-# removes them when no other run of this workflow is alive here (leukoflow.runlock).
+# removes them when no other run of this workflow is alive here (leukoflow.core.runlock).
 if workflow.is_main_process:
     for stale in release_stale_locks():
         logger.warning(
@@ -51,7 +51,7 @@ _BIN = (
 )
 
 
-# The GPU jobs' shared places, from the config (see leukoflow.gpus and leukoflow.runtime):
+# The GPU jobs' shared places, from the config (see leukoflow.core.gpus and leukoflow.core.runtime):
 # the GPUs to lease and their lock directory, and the compile cache. Exported by the prefix,
 # not written into the rules' commands, so changing them reruns nothing.
 _GPU_ENV = {
@@ -89,7 +89,7 @@ GPU_THREADS = config["gpu_job_threads"] or max(1, ALL_CORES // GPU_SLOTS)
 
 # `{split}` names a run (main, fold{k}, ablation/{combination}: models and evaluations) or
 # a data variant (main, fold{k}, ablation/data/{split}-{stain}: stain reference and stores);
-# leukoflow.ablation maps a run to its data variant and settings.
+# leukoflow.evaluate.ablation maps a run to its data variant and settings.
 wildcard_constraints:
     arch="|".join(ARCHS),
     ensemble="|".join(ENSEMBLES) or "(?!)",
@@ -110,7 +110,7 @@ def store_path(split, size, name):
 
 @functools.lru_cache(maxsize=None)
 def _run_settings(run, arch):
-    """leukoflow.ablation.run_settings, once per (run, architecture): planning calls it for
+    """leukoflow.evaluate.ablation.run_settings, once per (run, architecture): planning calls it for
     every input of every job. The dict is shared: read it, never change it."""
     return ablation.run_settings(config, run, arch)
 

@@ -1,4 +1,5 @@
-# Dataset: synthetic generation, ingest (manifest + quarantine), subject-disjoint split.
+# Dataset: synthetic generation, ingest (manifest + quarantine), the subject-disjoint split and
+# the ablation's image-level random split.
 
 
 rule synth:
@@ -67,3 +68,19 @@ rule split:
         " --test-fraction {params.test:q} --k {params.folds:q}"
         " --train-folds {params.train_folds:q} --val-folds {params.val_folds:q}"
         " --test-folds {params.test_folds:q} > {log:q} 2>&1"
+
+
+rule split_random:
+    input:
+        split=rules.split.output.split,
+    output:
+        split="results/split/random.csv",
+    log:
+        "logs/split_random.log",
+    conda:
+        ENV
+    params:
+        seed=config["split"]["seed"],
+    shell:
+        "leukoflow split-random {input.split:q} --out {output.split:q}"
+        " --seed {params.seed:q} > {log:q} 2>&1"

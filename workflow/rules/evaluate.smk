@@ -1,4 +1,9 @@
-# Per architecture: evaluation on the test subset, timing, saliency, and the model bundle.
+# Each trained model scored on the test subset (with what is fitted on validation), timed and
+# explained; ensembles of the main run's architectures evaluated like one model; the ablation
+# matrix's table of each factor's effect (its combinations train and evaluate through the rules
+# of train.smk and this file, in runs `ablation/{combination}` on data variants
+# `ablation/data/{split}-{stain}`; leukoflow.evaluate.ablation, common.smk maps a run to its
+# data and settings).
 
 
 rule evaluate:
@@ -97,33 +102,53 @@ rule saliency:
         )
 
 
-rule bundle:
+rule ensemble:
     input:
-        model=expand(rules.train.output.model, split="main", allow_missing=True),
-        metrics=expand(rules.evaluate.output.metrics, split="main", allow_missing=True),
-        reference=expand(
-            rules.stain_reference.output.reference, split="main", allow_missing=True
-        ),
-        split=rules.split.output.split,
+        val=member_files("results/main/evaluate/{arch}/val_predictions.csv"),
+        test=member_files("results/main/evaluate/{arch}/test_predictions.csv"),
     output:
-        bundle=directory("results/models/{arch}"),
+        metrics="results/main/ensemble/{ensemble}/metrics.json",
+        test_predictions="results/main/ensemble/{ensemble}/test_predictions.csv",
+        val_predictions="results/main/ensemble/{ensemble}/val_predictions.csv",
     log:
-        "logs/bundle/{arch}.log",
+        "logs/ensemble/{ensemble}.log",
     benchmark:
-        "benchmarks/bundle/{arch}.tsv"
+        "benchmarks/ensemble/{ensemble}.tsv"
     conda:
         ENV
     params:
-        settings=get_settings,
-        config_hash=get_config_hash,
-        data=json.dumps(
-            {"dataset": config["dataset"], "split": config["split"]}, sort_keys=True
-        ),
-        backend=BACKEND,
+        method=lambda wildcards: ENSEMBLES[wildcards.ensemble]["method"],
+        members=members,
+        evaluate=json.dumps(config["evaluate"], sort_keys=True),
     shell:
-        keras_shell(
-            "leukoflow bundle --model {input.model:q} --metrics {input.metrics:q}"
-            " --reference {input.reference:q} --settings {params.settings:q}"
-            " --config-hash {params.config_hash:q} --split {input.split:q}"
-            " --data {params.data:q} --out {output.bundle:q} > {log:q} 2>&1"
-        )
+        "leukoflow ensemble --name {wildcards.ensemble:q} --method {params.method:q}"
+        " --members {params.members:q} --val {input.val:q} --test {input.test:q}"
+        " --evaluate {params.evaluate:q} --metrics {output.metrics:q}"
+        " --val-predictions {output.val_predictions:q}"
+        " --test-predictions {output.test_predictions:q} > {log:q} 2>&1"
+
+
+rule ablation:
+    input:
+        metrics=ablation_files("metrics.json"),
+        predictions=ablation_files("test_predictions.csv"),
+    output:
+        effects="results/ablation/effects.csv",
+        combinations="results/ablation/combinations.csv",
+        markdown="results/ablation/effects.md",
+    log:
+        "logs/ablation.log",
+    benchmark:
+        "benchmarks/ablation.tsv"
+    conda:
+        ENV
+    params:
+        plan=ablation_plan(),
+        bootstrap=config["evaluate"]["bootstrap"],
+        seed=config["evaluate"]["seed"],
+    shell:
+        "leukoflow ablation --plan {params.plan:q} --metrics {input.metrics:q}"
+        " --predictions {input.predictions:q} --bootstrap {params.bootstrap:q}"
+        " --seed {params.seed:q} --effects {output.effects:q}"
+        " --combinations {output.combinations:q} --markdown {output.markdown:q}"
+        " > {log:q} 2>&1"

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from leukoflow.errors import LeukoflowError
+from leukoflow.core.errors import LeukoflowError
 
 
 def machine() -> dict:
@@ -22,7 +22,7 @@ def machine() -> dict:
     Returns:
         {"cpu_model", "cores", "load_avg_1min", "host", "time_utc"}.
     """
-    from leukoflow.runtime import cpu_model
+    from leukoflow.core.runtime import cpu_model
 
     return {
         "cpu_model": cpu_model(),
@@ -77,7 +77,7 @@ def synthetic_dataset(root: str | Path, images: int, size: int = 450, threads: i
     Returns:
         The number of images written.
     """
-    from leukoflow.synth import generate_dataset
+    from leukoflow.data.synth import generate_dataset
 
     per_subject = min(25, max(1, images // 6))
     summary = generate_dataset(

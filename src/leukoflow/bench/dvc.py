@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from leukoflow.bench.common import cpu_seconds, synthetic_dataset, timed
-from leukoflow.errors import LeukoflowError
+from leukoflow.core.errors import LeukoflowError
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def measure_dvc(
     generated = dataset is None
     try:
         if generated:
-            from leukoflow.synth import generate_dataset
+            from leukoflow.data.synth import generate_dataset
 
             dataset = work_dir / "synthetic"
             generate_dataset(dataset, full_scale=True, threads=threads)

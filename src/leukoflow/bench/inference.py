@@ -24,7 +24,7 @@ def run(
     """CPU inference per architecture with random weights, at `size` px.
 
     Batch-1 latency (median, p95) and batch throughput of the compiled function
-    (`leukoflow.timing`), against `model.predict` called once per image (the naive path).
+    (`leukoflow.evaluate.timing`), against `model.predict` called once per image (the naive path).
 
     Args:
         archs: comma-separated architectures, or "all".
@@ -39,10 +39,10 @@ def run(
     """
     import keras
 
+    from leukoflow.core.runtime import decide
+    from leukoflow.evaluate.timing import measure_compiled, naive_predict_latency
     from leukoflow.models import build_model
     from leukoflow.models.registry import ARCHITECTURES
-    from leukoflow.runtime import decide
-    from leukoflow.timing import measure_compiled, naive_predict_latency
 
     figures = {"input_size": size or "native", "batch_size": batch_size, "calls": calls}
     jit = decide({"jit_compile": "auto"}).jit_compile

@@ -5,11 +5,11 @@ import tempfile
 from pathlib import Path
 
 from leukoflow.bench.common import synthetic_dataset, timed
-from leukoflow.errors import LeukoflowError
+from leukoflow.core.errors import LeukoflowError
 
 
 def run(images: int = 600, size: int = 450, threads: int | None = None) -> dict:
-    """Files/s of `leukoflow.ingest.ingest` (hash, decode, check) on synthetic BMPs.
+    """Files/s of `leukoflow.data.ingest.ingest` (hash, decode, check) on synthetic BMPs.
 
     Measured with `threads` processes and with one; the files are freshly written, so they
     are read from the page cache.
@@ -26,7 +26,7 @@ def run(images: int = 600, size: int = 450, threads: int | None = None) -> dict:
     Raises:
         LeukoflowError: ingest did not keep every image.
     """
-    from leukoflow.ingest import ingest
+    from leukoflow.data.ingest import ingest
 
     threads = threads or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="leukoflow-bench-ingest-") as tmp:

@@ -17,9 +17,9 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from leukoflow.atomic import write_text
 from leukoflow.bench.common import format_summary, format_table, machine, summary_rows
-from leukoflow.errors import LeukoflowError
+from leukoflow.core.atomic import write_text
+from leukoflow.core.errors import LeukoflowError
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ import tempfile
 import numpy as np
 
 from leukoflow.bench.common import timed
-from leukoflow.errors import LeukoflowError
+from leukoflow.core.errors import LeukoflowError
 
 
 def memcpy_images_per_s(
@@ -61,9 +61,9 @@ def run(images: int = 2000, size: int = 224, batch_size: int = 32, repeats: int 
         The figures: `loader_images_per_s`, `memcpy_images_per_s`, their ratio
         `loader_vs_memcpy`, both in GB/s, and the settings.
     """
-    from leukoflow.loader import TrainBatches, measure_throughput
-    from leukoflow.stores import open_store
-    from leukoflow.synth import write_store
+    from leukoflow.data.synth import write_store
+    from leukoflow.stain.stores import open_store
+    from leukoflow.train.loader import TrainBatches, measure_throughput
 
     with tempfile.TemporaryDirectory(prefix="leukoflow-bench-loader-") as tmp:
         stored, index = open_store(write_store(tmp, images, size))

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from leukoflow.ablation import FACTORS
 from leukoflow.bench.common import timed
+from leukoflow.evaluate.ablation import FACTORS
 
 
 def full_ablation(config: dict) -> dict:
@@ -23,7 +23,7 @@ def full_ablation(config: dict) -> dict:
 
 def _time_plans(work, name, config, repeats):
     """Best and median seconds of `snakemake -n` with `config`, and the jobs it plans."""
-    from leukoflow.workflow_runs import planned_jobs, run_snakemake
+    from leukoflow.core.workflow_runs import planned_jobs, run_snakemake
 
     (work / "config" / name).write_text(yaml.safe_dump(config))
     times, jobs = [], {}
@@ -54,8 +54,8 @@ def run(workflow: str = ".", folds: int = 5, repeats: int = 3) -> dict:
     Raises:
         LeukoflowError: `workflow` has no Snakefile, or a dry run failed.
     """
-    from leukoflow.synth import generate_dataset
-    from leukoflow.workflow_runs import copy_workflow
+    from leukoflow.core.workflow_runs import copy_workflow
+    from leukoflow.data.synth import generate_dataset
 
     with tempfile.TemporaryDirectory(prefix="leukoflow-bench-plan-") as tmp:
         work = copy_workflow(workflow, Path(tmp) / "wf")

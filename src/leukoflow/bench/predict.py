@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from leukoflow.bench.common import timed
-from leukoflow.errors import LeukoflowError
+from leukoflow.core.errors import LeukoflowError
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,12 @@ def make_bundle(arch: str, size: int, reference: dict, out_dir: str | Path, seed
         seed: Keras' random seed for the weights.
 
     Returns:
-        The loaded `leukoflow.bundle.Bundle`.
+        The loaded `leukoflow.deploy.bundle.Bundle`.
     """
     import keras
 
-    from leukoflow.bundle import load_bundle
-    from leukoflow.bundle_write import write_bundle
+    from leukoflow.deploy.bundle import load_bundle
+    from leukoflow.deploy.bundle_write import write_bundle
     from leukoflow.models import build_model
 
     keras.utils.set_random_seed(seed)
@@ -135,12 +135,17 @@ def bench_architecture(
     Raises:
         LeukoflowError: an image could not be prepared.
     """
-    from leukoflow.bundle import onnx_missing
-    from leukoflow.images import open_rgb
-    from leukoflow.inference import predict_arrays
-    from leukoflow.onnx_model import onnx_inference
-    from leukoflow.predict import default_workers, iter_predictions, make_predict_fns, prepare_batch
-    from leukoflow.stores import prepare_image
+    from leukoflow.data.images import open_rgb
+    from leukoflow.deploy.bundle import onnx_missing
+    from leukoflow.deploy.onnx_model import onnx_inference
+    from leukoflow.deploy.predict import (
+        default_workers,
+        iter_predictions,
+        make_predict_fns,
+        prepare_batch,
+    )
+    from leukoflow.models.inference import predict_arrays
+    from leukoflow.stain.stores import prepare_image
 
     bundle = make_bundle(arch, size, reference, Path(folder) / arch)
     (keras_fn,) = make_predict_fns(bundle)
@@ -275,7 +280,7 @@ def bench_predict(
     """Run the predict benchmark on `n_images` synthetic 450 px cells; print a table.
 
     Args:
-        n_images: synthetic cells, written as BMP files (`leukoflow.synth.write_cells`).
+        n_images: synthetic cells, written as BMP files (`leukoflow.data.synth.write_cells`).
         archs: (architecture, input size) pairs, random weights.
         naive_archs: those also timed with the naive loop.
         batch_size: images per model call.
@@ -288,10 +293,10 @@ def bench_predict(
     Returns:
         {"images", "batch_size", "results": one dict per architecture (`bench_architecture`)}.
     """
-    from leukoflow.images import read_rgb
-    from leukoflow.predict import configure_model_threads
-    from leukoflow.stain import fit_reference
-    from leukoflow.synth import write_cells
+    from leukoflow.data.images import read_rgb
+    from leukoflow.data.synth import write_cells
+    from leukoflow.deploy.predict import configure_model_threads
+    from leukoflow.stain.normalize import fit_reference
 
     configure_model_threads(model_threads)
     with tempfile.TemporaryDirectory(prefix="leukoflow-bench-predict-") as folder:

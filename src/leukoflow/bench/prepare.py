@@ -1,7 +1,7 @@
 """`leukoflow bench prepare`: the workflow's data preparation, timed, at several scales.
 
 One preparation = the workflow's own data jobs, run by Snakemake on a copy of the workflow
-(`leukoflow.workflow_runs.copy_workflow`) with a config written for the dataset
+(`leukoflow.core.workflow_runs.copy_workflow`) with a config written for the dataset
 (`bench_config`: the dataset folder, a holdout split by subject, a Macenko reference fitted
 on 200 training images, one store size). Snakemake runs once per step, for that step's
 targets (`step_targets`): the manifest (`ingest`), the split, the stain reference (with its
@@ -34,7 +34,7 @@ from pathlib import Path
 
 from leukoflow.bench.common import machine, run_measured, synthetic_dataset
 from leukoflow.bench.scaling import linear_fit, link_subset, plot_scaling
-from leukoflow.errors import LeukoflowError
+from leukoflow.core.errors import LeukoflowError
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def prepare(
         LeukoflowError: `workflow` has no Snakefile, a step failed, or the last run still
             had jobs to do.
     """
-    from leukoflow.workflow_runs import copy_workflow, snakemake_command, snakemake_env
+    from leukoflow.core.workflow_runs import copy_workflow, snakemake_command, snakemake_env
 
     work = copy_workflow(workflow, work, {CONFIG: bench_config(dataset, size)})
     env = snakemake_env()
@@ -149,7 +149,7 @@ def _dataset(dataset, images, work, threads):
     """The dataset to prepare: `dataset`, or a synthetic one of `images` cells made in `work`."""
     if dataset is not None:
         return Path(dataset)
-    from leukoflow.synth import generate_dataset
+    from leukoflow.data.synth import generate_dataset
 
     root = Path(work) / "dataset"
     start = time.perf_counter()
@@ -193,7 +193,7 @@ def run(
     Raises:
         LeukoflowError: bad `fractions`, or a preparation failed.
     """
-    from leukoflow.atomic import write_text
+    from leukoflow.core.atomic import write_text
 
     threads = threads or os.cpu_count() or 1
     points = []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leukoflow.errors import LeukoflowError
+from leukoflow.core.errors import LeukoflowError
 
 
 def subject_subset(
@@ -55,7 +55,7 @@ def link_subset(
     Raises:
         LeukoflowError: `dataset` has no training image of the C-NMC layout.
     """
-    from leukoflow.ingest import find_candidates
+    from leukoflow.data.ingest import find_candidates
 
     candidates = [
         c
@@ -117,7 +117,7 @@ def plot_scaling(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from leukoflow.atomic import atomic_path
+    from leukoflow.core.atomic import atomic_path
 
     images = np.array([p["images"] for p in points])
     line = np.linspace(0, images.max() * 1.05, 50)

@@ -3,7 +3,7 @@
 Everything is measured side by side in one process on synthetic 450 px cells (and, for
 agreement and the round trip, scikit-image's bundled immunohistochemistry image):
 torchstain's numpy normalisers are the baseline and the oracle. Stain timings use one BLAS
-thread. The round trip (`leukoflow.stain_reference.round_trip`) gives, per method and
+thread. The round trip (`leukoflow.stain.reference.round_trip`) gives, per method and
 image, the change of an image normalised to a reference fitted on itself (`self`) and the
 larger difference of a uniformly darker or brighter copy from the normalised image
 (`exposure`), in grey levels.
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from leukoflow.bench.common import ms_per_item, timed
-from leukoflow.stain import fit_reference, normalize
-from leukoflow.stain_reference import round_trip
+from leukoflow.stain.normalize import fit_reference, normalize
+from leukoflow.stain.reference import round_trip
 
 
 def _mean_abs_diff(a, b):
@@ -138,9 +138,9 @@ def stores_figures(n: int, image_size: int, store_size: int, threads: int, seed:
     Returns:
         The figures: `stores_images_per_s` and the settings.
     """
-    from leukoflow.images import read_rgb
-    from leukoflow.stores import build_store
-    from leukoflow.synth import write_cells
+    from leukoflow.data.images import read_rgb
+    from leukoflow.data.synth import write_cells
+    from leukoflow.stain.stores import build_store
 
     with tempfile.TemporaryDirectory(prefix="leukoflow-bench-") as tmp:
         rows = write_cells(Path(tmp) / "cells", n, image_size, seed=seed + 1, subjects=8)
@@ -183,7 +183,7 @@ def run(
     """
     import skimage.data
 
-    from leukoflow.synth import cells
+    from leukoflow.data.synth import cells
 
     threads = threads or os.cpu_count() or 1
     pixels, _, _ = cells(images + 1, size)

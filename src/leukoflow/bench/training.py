@@ -14,8 +14,8 @@ def consumption_images_per_second(
 ) -> float:
     """Images/s one training step of `arch` consumes, on random uint8 data.
 
-    The model is compiled as `leukoflow.train` compiles it, with the precision and XLA
-    that `leukoflow.runtime.decide` gives `settings` on this machine (what `train` would
+    The model is compiled as `leukoflow.train.job` compiles it, with the precision and XLA
+    that `leukoflow.core.runtime.decide` gives `settings` on this machine (what `train` would
     use); one warm-up step, then `steps` timed steps on the same batch.
 
     Args:
@@ -30,9 +30,9 @@ def consumption_images_per_second(
     """
     import keras
 
-    from leukoflow import runtime
+    from leukoflow.core import runtime
     from leukoflow.models import build_model
-    from leukoflow.schedule import compile_model
+    from leukoflow.train.schedule import compile_model
 
     decided = runtime.decide(settings or {"mixed_precision": "auto", "jit_compile": "auto"})
     runtime.apply(decided)

@@ -3,7 +3,7 @@
 Each module of this package defines `register(subparsers)`, which adds its subcommands and
 sets `func` to a short function that parses arguments and calls the library. Library
 imports happen inside those functions, so `leukoflow --help` stays fast, and so a
-subcommand that computes on GPUs (`gpu_job_options`) leases them (`leukoflow.gpus`) and
+subcommand that computes on GPUs (`gpu_job_options`) leases them (`leukoflow.core.gpus`) and
 sets up the compile cache before anything imports Keras or its backend.
 """
 
@@ -16,8 +16,9 @@ import pkgutil
 import sys
 from collections.abc import Callable
 
-from leukoflow import __version__, gpus, runtime
-from leukoflow.errors import LeukoflowError
+from leukoflow import __version__
+from leukoflow.core import gpus, runtime
+from leukoflow.core.errors import LeukoflowError
 
 log = logging.getLogger(__name__)
 

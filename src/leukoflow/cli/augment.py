@@ -5,8 +5,8 @@ import argparse
 
 def run_augment(args: argparse.Namespace) -> None:
     """Write the augmented store (and its index) from the training store; examples PNG."""
-    from leukoflow.augment import AugmentSpec, augment_store
-    from leukoflow.stores import check_index_path
+    from leukoflow.augment.offline import AugmentSpec, augment_store
+    from leukoflow.stain.stores import check_index_path
 
     check_index_path(args.out, args.index)
     spec = AugmentSpec(

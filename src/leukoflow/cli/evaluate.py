@@ -1,4 +1,4 @@
-"""Subcommands `evaluate`, `ensemble`, `timing` and `saliency`: what is measured of a model."""
+"""Subcommands of the evaluate stage: `evaluate`, `ensemble`, `timing`, `saliency`, `ablation`."""
 
 import argparse
 
@@ -7,7 +7,7 @@ from leukoflow.cli import gpu_job_options, json_object
 
 def run_evaluate(args: argparse.Namespace) -> None:
     """Predict val and test, threshold on val, write metrics and predictions."""
-    from leukoflow.evaluate import run_evaluate as evaluate
+    from leukoflow.evaluate.job import run_evaluate as evaluate
 
     evaluate(
         args.model,
@@ -24,7 +24,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 def run_ensemble(args: argparse.Namespace) -> None:
     """Combine the members' predictions and evaluate the ensemble like one model."""
-    from leukoflow.ensemble import run_ensemble as ensemble
+    from leukoflow.evaluate.ensemble import run_ensemble as ensemble
 
     ensemble(
         args.name,
@@ -60,14 +60,14 @@ def _outputs_options(parser):
 
 def run_timing(args: argparse.Namespace) -> None:
     """Time batch-1 latency and batch throughput of the compiled model."""
-    from leukoflow.timing import run_timing as timing
+    from leukoflow.evaluate.timing import run_timing as timing
 
     timing(args.model, args.settings, args.warmup, args.calls, args.batch_size, args.out)
 
 
 def run_saliency(args: argparse.Namespace) -> None:
     """Saliency maps of test cells, their measures and the figure."""
-    from leukoflow.saliency import run_saliency as saliency
+    from leukoflow.evaluate.saliency import run_saliency as saliency
 
     saliency(args.model, args.test, args.settings, args.saliency, args.measures, args.figure)
 
@@ -82,8 +82,24 @@ def _settings_option(parser):
     )
 
 
+def run_ablation(args: argparse.Namespace) -> None:
+    """Each factor's effect with paired subject-bootstrap CIs, and each combination's metrics."""
+    from leukoflow.evaluate.ablation_effects import run_ablation_table
+
+    run_ablation_table(
+        args.plan,
+        args.metrics,
+        args.predictions,
+        args.effects,
+        args.combinations,
+        args.markdown,
+        n_resamples=args.bootstrap,
+        seed=args.seed,
+    )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `evaluate`, `ensemble`, `timing` and `saliency`."""
+    """Add `evaluate`, `ensemble`, `timing`, `saliency` and `ablation`."""
     p = subparsers.add_parser("evaluate", help="score a trained model on the test subset")
     p.add_argument("--model", required=True, help="model.keras written by `leukoflow train`")
     p.add_argument("--val", required=True, help="validation store (.npy); sets the threshold")
@@ -134,3 +150,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--figure", required=True, help="saliency figure PNG to write")
     gpu_job_options(p)
     p.set_defaults(func=run_saliency)
+
+    p = subparsers.add_parser(
+        "ablation",
+        help="the ablation table: each factor's effect with paired subject-bootstrap CIs",
+        description="Files are given one per ablation job, in the order of --plan's jobs.",
+    )
+    p.add_argument(
+        "--plan",
+        required=True,
+        type=json_object,
+        help='{"jobs": [{architecture, combination, levels, run}, ...], '
+        '"reference": {architecture: {factor: level}}} (JSON)',
+    )
+    p.add_argument("--metrics", nargs="+", required=True, help="evaluate's metrics.json per job")
+    p.add_argument(
+        "--predictions", nargs="+", required=True, help="evaluate's test_predictions.csv per job"
+    )
+    p.add_argument("--bootstrap", type=int, default=2000, help="subject resamples of the CIs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the resamples")
+    p.add_argument("--effects", required=True, help="effects CSV to write")
+    p.add_argument("--combinations", required=True, help="combinations' metrics CSV to write")
+    p.add_argument("--markdown", required=True, help="both tables in Markdown, to write")
+    p.set_defaults(func=run_ablation)

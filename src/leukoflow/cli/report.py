@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from leukoflow.cli import json_object
-from leukoflow.errors import ConfigError
+from leukoflow.core.errors import ConfigError
 
 # Per-architecture inputs: option, ArchFiles field, help.
 PER_ARCH = (

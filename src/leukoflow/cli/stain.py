@@ -8,8 +8,8 @@ log = logging.getLogger(__name__)
 
 def run_stain_reference(args: argparse.Namespace) -> None:
     """Fit the stain reference on a split's training subjects; write reference, spread, figure."""
-    from leukoflow.split import read_manifest
-    from leukoflow.stain_reference import build_reference
+    from leukoflow.data.split import read_manifest
+    from leukoflow.stain.reference import build_reference
 
     build_reference(
         read_manifest(args.split),
@@ -27,9 +27,9 @@ def run_stain_reference(args: argparse.Namespace) -> None:
 
 def run_stores(args: argparse.Namespace) -> None:
     """Write the stain-normalised store of one subset of one split at one size."""
-    from leukoflow.split import read_manifest, subset_rows
-    from leukoflow.stain import load_reference
-    from leukoflow.stores import build_store, check_index_path
+    from leukoflow.data.split import read_manifest, subset_rows
+    from leukoflow.stain.normalize import load_reference
+    from leukoflow.stain.stores import build_store, check_index_path
 
     check_index_path(args.out, args.index)
     rows = subset_rows(read_manifest(args.split), args.split_id, args.subset)

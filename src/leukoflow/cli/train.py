@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> None:
     """Train one architecture."""
-    from leukoflow.train import TrainOutputs, train
+    from leukoflow.train.job import TrainOutputs, train
 
     outputs = TrainOutputs.of(
         args.model, args.history, args.val_predictions, args.checkpoint, args.live

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from leukoflow.errors import LeukoflowError
+from leukoflow.core.errors import LeukoflowError
 from leukoflow.models.registry import ARCHITECTURES, get_spec
 
 if TYPE_CHECKING:
@@ -240,7 +240,7 @@ def fetch_imagenet_weights(arch: str, out: str | Path) -> Path:
     """
     import keras
 
-    from leukoflow.atomic import atomic_path
+    from leukoflow.core.atomic import atomic_path
 
     spec = get_spec(arch)
     if not spec.pretrained:

@@ -7,7 +7,7 @@ custom objects and the same code runs on the TensorFlow and JAX backends.
 
 import keras
 
-from leukoflow.errors import ConfigError
+from leukoflow.core.errors import ConfigError
 
 NOISE_SCALE = 256.0  # GaussianNoise takes stddev <= 1: add it on images / 256 (exact, 2**8)
 

@@ -38,7 +38,7 @@ def get_spec(name: str) -> ArchSpec:
     Raises:
         ConfigError: listing the known names when `name` is not one.
     """
-    from leukoflow.errors import ConfigError
+    from leukoflow.core.errors import ConfigError
 
     if name not in ARCHITECTURES:
         raise ConfigError(

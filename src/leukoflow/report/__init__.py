@@ -14,7 +14,7 @@ import logging
 
 import pandas as pd
 
-from leukoflow.atomic import atomic_dir, atomic_path, write_text
+from leukoflow.core.atomic import atomic_dir, atomic_path, write_text
 from leukoflow.report.beyond_plots import make_beyond_plots
 from leukoflow.report.collect import (
     ArchFiles,

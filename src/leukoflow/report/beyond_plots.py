@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from leukoflow.referral import referred_mask, risk_coverage
+from leukoflow.evaluate.referral import referred_mask, risk_coverage
 from leukoflow.report.collect import ReportData
 from leukoflow.report.plots import pyplot, save_figure, write_csv
 from leukoflow.report.table import fmt

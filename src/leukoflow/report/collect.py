@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from leukoflow.errors import LeukoflowError
+from leukoflow.core.errors import LeukoflowError
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from leukoflow.evaluate.saliency import METHODS, SANITY_LIMIT
 from leukoflow.report.beyond import html_ablation, html_calibration, html_referral
 from leukoflow.report.collect import ReportData
 from leukoflow.report.markup import caption, table_html
 from leukoflow.report.table import devices_line, fmt, fmt_paper
 from leukoflow.report.template import PAGE
-from leukoflow.saliency import METHODS, SANITY_LIMIT
 
 CAPTIONS = {
     "paper_comparison": "Our test F1 (with its 95% subject-bootstrap CI) and batch-1 inference "
@@ -276,7 +276,7 @@ def html_model_cards(data: ReportData) -> str:
     Returns:
         The table and its caption (HTML), or '' when no bundle was given.
     """
-    from leukoflow.modelcard import key_lines
+    from leukoflow.deploy.modelcard import key_lines
 
     lines = {name: key_lines(data.bundles[name]) for name in data.models if name in data.bundles}
     if not lines:

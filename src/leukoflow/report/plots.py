@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from leukoflow.atomic import atomic_path
+from leukoflow.core.atomic import atomic_path
 from leukoflow.report.collect import ReportData
 from leukoflow.report.table import fmt
 

@@ -10,10 +10,10 @@ of its members' (they run one after the other on one image).
 import numpy as np
 import pandas as pd
 
-from leukoflow.errors import LeukoflowError
-from leukoflow.livelog import comparable_summary
-from leukoflow.metrics import CI_METRICS, paired_bootstrap
+from leukoflow.core.errors import LeukoflowError
+from leukoflow.evaluate.metrics import CI_METRICS, paired_bootstrap
 from leukoflow.report.collect import ReportData
+from leukoflow.train.livelog import comparable_summary
 
 # Table I of the paper: inference time (ms), precision, recall, F1, ΔF1 (%).
 PAPER_TABLE = {

@@ -10,9 +10,9 @@ and the report's summary both carry these sentences.
 
 import pandas as pd
 
+from leukoflow.data.synth import describe_settings
 from leukoflow.report.collect import ReportData
 from leukoflow.report.table import fmt
-from leukoflow.synth import describe_settings
 
 DEMO_EPOCHS = 10  # at most this many epochs is a demonstration run, not a training
 

@@ -1,0 +1,303 @@
+"""Writing a bundle (`leukoflow bundle`, `leukoflow bundle-ensemble`): the layout and the
+keys of bundle.json are described in `leukoflow.deploy.bundle`, which reads it.
+
+Every member's Keras file is copied into the bundle and exported to ONNX beside it
+(`leukoflow.deploy.onnx_model.export_checked`); an export that fails or does not match the Keras
+model leaves that member without an ONNX file and its reason in bundle.json and the card,
+and never fails the bundle. An ensemble's member given as its model bundle brings its
+checked ONNX file (or the reason it has none) along: each model is exported once. The
+model card (`leukoflow.deploy.modelcard.render_card`) is made from the finished bundle.json alone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import shutil
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+
+from leukoflow import CLASS_NAMES, POSITIVE_CLASS, __version__
+from leukoflow.core.atomic import atomic_dir
+from leukoflow.core.errors import LeukoflowError
+from leukoflow.core.runtime import saved_dtype_policy
+from leukoflow.deploy.bundle import (
+    FORMAT_VERSION,
+    MEMBERS_DIR,
+    META_FILE,
+    MODEL_FILE,
+    onnx_file_name,
+    onnx_missing,
+    read_json,
+    read_meta,
+)
+from leukoflow.deploy.modelcard import CARD_FILE, data_summary, render_card
+from leukoflow.stain.normalize import load_reference
+
+log = logging.getLogger(__name__)
+
+# what bundle.json's `evaluation` takes from evaluate's metrics.json, for the card
+EVALUATION_KEYS = ("threshold_rule", "n_test", "n_val", "n_test_subjects", "bootstrap", "ci")
+REFERRAL_SUMMARY_KEYS = ("met", "val_share_referred", "val_value", "test")
+
+
+def _package_versions():
+    """Versions of the packages a bundle's numbers depend on."""
+    import keras
+    import numpy
+
+    backend = keras.backend.backend()
+    backend_package = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
+    versions = {"leukoflow": __version__, "keras": keras.__version__, "numpy": numpy.__version__}
+    versions["backend"] = backend
+    if backend_package:
+        for dist in (backend_package, f"{backend_package}-cpu"):
+            try:
+                versions[backend_package] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return versions
+
+
+def _evaluation(metrics):
+    """What the card reports beside the test metrics: the threshold rule, subset sizes,
+    bootstrap, intervals, calibration before and after, the referral band's summary."""
+    evaluation = {key: metrics[key] for key in EVALUATION_KEYS if key in metrics}
+    calibration = metrics.get("calibration") or {}
+    if "before" in calibration:
+        evaluation["calibration"] = {k: v for k, v in calibration.items() if k != "temperature"}
+    referral = metrics.get("referral") or {}
+    if referral:
+        evaluation["referral"] = {k: referral[k] for k in REFERRAL_SUMMARY_KEYS if k in referral}
+    return evaluation
+
+
+def _fitted(metrics_path):
+    """What a bundle takes from an evaluation: threshold, temperature, referral, test metrics
+    and the `evaluation` the card reports.
+
+    A metrics file without `calibration` or `referral` (from an older evaluate) gives
+    temperature 1 and no referral band.
+    """
+    metrics = read_json(metrics_path, "metrics file")
+    missing = [key for key in ("threshold", "test") if key not in metrics]
+    if missing:
+        raise LeukoflowError(f"metrics file {metrics_path} has no {', '.join(missing)} key")
+    referral = metrics.get("referral")
+    return metrics, {
+        "threshold": float(metrics["threshold"]),
+        "temperature": float((metrics.get("calibration") or {}).get("temperature", 1.0)),
+        "referral": (
+            {key: referral[key] for key in ("lo", "hi", "metric", "target")} if referral else None
+        ),
+        "test_metrics": metrics["test"],
+        "evaluation": _evaluation(metrics),
+    }
+
+
+def _common_meta(reference_path, config_hash, split_path, data_config):
+    """The keys every bundle has beside its models and fitted values."""
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "class_names": list(CLASS_NAMES),
+        "positive_class": POSITIVE_CLASS,
+        "stain_reference": load_reference(reference_path),
+        "config_hash": config_hash,
+        "versions": _package_versions(),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    if split_path is not None:
+        if not Path(split_path).is_file():
+            raise LeukoflowError(f"split table {split_path} does not exist")
+        data_config = data_config or {}
+        meta["data"] = data_summary(
+            split_path, data_config.get("dataset", {}), data_config.get("split", {})
+        )
+    return meta
+
+
+def _check_settings(settings, what):
+    """LeukoflowError naming `what` when `settings` lacks the architecture or input size."""
+    for key in ("architecture", "input_size"):
+        if key not in settings:
+            raise LeukoflowError(f"{what} has no {key!r} key")
+
+
+def _export_onnx(source, file, folder):
+    """Export the member whose Keras file is `source` to its ONNX file beside `file` in
+    `folder`; the result for its `onnx` entry, the file relative to the bundle."""
+    from leukoflow.deploy.onnx_model import export_checked
+    from leukoflow.models import load_model
+
+    name = onnx_file_name(file)
+    result = export_checked(load_model(source), source, folder / name)
+    return {**result, "file": name if result["file"] else None}
+
+
+def _copy_onnx(bundle_dir, file, folder):
+    """Copy the checked ONNX file of the model bundle `bundle_dir` beside `file` in `folder`;
+    the result for the member's `onnx` entry (the bundle's own, or why it has none)."""
+    (entry,) = read_meta(bundle_dir)["members"]
+    missing = onnx_missing(entry)
+    if missing:
+        return {**(entry.get("onnx") or {}), "file": None, "reason": missing}
+    name = onnx_file_name(file)
+    shutil.copyfile(Path(bundle_dir) / entry["onnx"]["file"], folder / name)
+    return {**entry["onnx"], "file": name}
+
+
+def _write(out_dir, meta, models, bundles=None):
+    """Write the bundle: copy every {file in the bundle: source model} into `out_dir`, export
+    each to ONNX (or copy the ONNX file of the model bundle `bundles` names for that file),
+    then write bundle.json and the model card.
+
+    Copies, not hard links: Snakemake touches a job's outputs, and touching a link to the
+    training job's model would make every job after training look out of date.
+    """
+    bundles = bundles or {}
+    with atomic_dir(out_dir) as tmp:
+        for member in meta["members"]:
+            source, file = models[member["file"]], member["file"]
+            (tmp / file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, tmp / file)
+            if file in bundles:
+                member["onnx"] = _copy_onnx(bundles[file], file, tmp)
+            else:
+                member["onnx"] = _export_onnx(source, file, tmp)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        (tmp / CARD_FILE).write_text(render_card(meta))
+    log.info("bundle of %s written to %s", meta["architecture"], out_dir)
+    return Path(out_dir) / META_FILE
+
+
+def write_bundle(
+    model_path: str | Path,
+    metrics_path: str | Path,
+    reference_path: str | Path,
+    settings: dict,
+    config_hash: str,
+    out_dir: str | Path,
+    split_path: str | Path | None = None,
+    data_config: dict | None = None,
+) -> Path:
+    """Write the bundle folder of one model, `out_dir` (replaced as a whole, atomically).
+
+    Args:
+        model_path: the trained `model.keras` (copied into the bundle, exported to ONNX).
+        metrics_path: evaluate's `metrics.json` (`threshold`, `test`, `calibration`,
+            `referral`).
+        reference_path: the stain reference JSON the stores were built with.
+        settings: the architecture's merged settings (with `architecture` and
+            `input_size`).
+        config_hash: the hash of the configuration the model came from.
+        out_dir: the bundle folder to write.
+        split_path: the split table; with it, bundle.json records each subset's subjects
+            and images (`leukoflow.deploy.modelcard.data_summary`).
+        data_config: the configuration's `dataset` and `split` blocks (keys `dataset`,
+            `split`), recorded with the split table.
+
+    Returns:
+        The path of `bundle.json`.
+
+    Raises:
+        LeukoflowError: naming the file when the model, the metrics file or the split table
+            is missing, the metrics file is not JSON or lacks a key, the reference cannot
+            be read, or `settings` lacks a key.
+    """
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise LeukoflowError(f"model file {model_path} does not exist")
+    _, fitted = _fitted(metrics_path)
+    _check_settings(settings, "--settings")
+    arch, size = settings["architecture"], int(settings["input_size"])
+    meta = {
+        **_common_meta(reference_path, config_hash, split_path, data_config),
+        **fitted,
+        "kind": "model",
+        "architecture": arch,
+        "input_size": size,
+        "dtype_policy": saved_dtype_policy(model_path),
+        "settings": settings,
+        "members": [
+            {"architecture": arch, "input_size": size, "file": MODEL_FILE, "settings": settings}
+        ],
+        "combiner": {"method": "mean", "members": [arch], "weights": [1.0], "intercept": 0.0},
+    }
+    return _write(out_dir, meta, {MODEL_FILE: model_path})
+
+
+def write_ensemble_bundle(
+    name: str,
+    model_paths: Mapping[str, str | Path],
+    member_settings: Mapping[str, dict],
+    metrics_path: str | Path,
+    reference_path: str | Path,
+    config_hash: str,
+    out_dir: str | Path,
+    split_path: str | Path | None = None,
+    data_config: dict | None = None,
+) -> Path:
+    """Write the bundle folder of an ensemble: every member's model and its ONNX copy, the
+    combiner, bundle.json and the card.
+
+    Args:
+        name: the ensemble's name.
+        model_paths: {member: its `model.keras`, or its model bundle folder, whose model
+            and checked ONNX file are copied instead of exported again}.
+        member_settings: {member: its merged settings (with `architecture`, `input_size`)}.
+        metrics_path: the ensemble job's `metrics.json` (with `ensemble`: the combiner).
+        reference_path: the stain reference JSON the stores were built with.
+        config_hash: the hash of the ensemble's configuration.
+        out_dir: the bundle folder to write.
+        split_path: the split table (as `write_bundle`).
+        data_config: the configuration's `dataset` and `split` blocks (as `write_bundle`).
+
+    Returns:
+        The path of `bundle.json`.
+
+    Raises:
+        LeukoflowError: naming the file when a model, the metrics file or the split table
+            is missing, the metrics file has no combiner, or the members do not match it.
+    """
+    metrics, fitted = _fitted(metrics_path)
+    combiner = metrics.get("ensemble")
+    if not combiner:
+        raise LeukoflowError(f"metrics file {metrics_path} has no `ensemble` (the combiner) key")
+    names = list(combiner["members"])
+    if set(model_paths) != set(names) or set(member_settings) != set(names):
+        raise LeukoflowError(
+            f"ensemble {name}: the models and settings given are not those of its members "
+            f"{names} ({metrics_path})"
+        )
+    members, models, bundles = [], {}, {}
+    for member in names:
+        path = Path(model_paths[member])
+        file = f"{MEMBERS_DIR}/{member}.keras"
+        if path.is_dir():
+            bundles[file], path = path, path / MODEL_FILE
+        if not path.is_file():
+            raise LeukoflowError(f"model file {path} does not exist")
+        settings = member_settings[member]
+        _check_settings(settings, f"--settings of {member}")
+        members.append(
+            {
+                "architecture": member,
+                "input_size": int(settings["input_size"]),
+                "file": file,
+                "settings": settings,
+                "dtype_policy": saved_dtype_policy(path),
+            }
+        )
+        models[file] = path
+    meta = {
+        **_common_meta(reference_path, config_hash, split_path, data_config),
+        **fitted,
+        "kind": "ensemble",
+        "architecture": name,
+        "members": members,
+        "combiner": combiner,
+    }
+    return _write(out_dir, meta, models, bundles)
