@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# System packages the tests need: Chromium (the report renders in a headless browser) and
-# Slurm with accounting (the cluster tests). Installed only when missing, and only as root
+# System packages the tests need: Chromium (the report renders in a headless browser) and its
+# driver (selenium drives the serve page through it), and Slurm with accounting (the cluster
+# tests). Installed only when missing, and only as root
 # on a Debian-like system; elsewhere the tests that need them skip with a reason.
 set -euo pipefail
-packages=(chromium slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
+packages=(chromium chromium-driver slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -32,6 +32,10 @@ ONE_ARCH = {
     "bundle": 1,
     "ensemble": 2,
     "bundle_ensemble": 2,
+    "stress": 1,
+    "stress_ensemble": 2,
+    "patients": 1,
+    "patients_ensemble": 2,
     "report": 1,
 }
 
@@ -89,6 +93,10 @@ def test_changing_the_stain_method_reruns_stain_and_downstream_only(finished):
         "ensemble": 2,
         "ablation": 1,
         "bundle_ensemble": 2,
+        "stress": 2,
+        "stress_ensemble": 2,
+        "patients": 2,
+        "patients_ensemble": 2,
         "report": 1,
     }
 

@@ -9,9 +9,11 @@ from wf import REPO, write_cell_tree
 
 from leukoflow.bench.plan import full_ablation
 from leukoflow.core.workflow_runs import planned_jobs, run_snakemake
+from leukoflow.evaluate.shifts import SHIFTS
 
 pytestmark = pytest.mark.workflow
 
+ARCHS = ("SimpleNet", "VGG16")  # the tiny config's
 SIZES = 5  # 299, 224 (VGG16 and ResNet152V2 share it), 456, 480, 128
 
 
@@ -48,6 +50,10 @@ def test_full_config_plan_does_not_grow_with_images(workdir, tmp_path, images):
         "bundle": 6,
         "ensemble": 2,  # config.yaml's mean and stacked ensembles of the six
         "bundle_ensemble": 2,
+        "stress": 6,
+        "stress_ensemble": 2,
+        "patients": 6,
+        "patients_ensemble": 2,
         "report": 1,
     }
 
@@ -77,6 +83,26 @@ def test_full_ablation_matrix_plans_every_combination_once(workdir, tmp_path):
         "bundle": 6,
         "ensemble": 2,
         "bundle_ensemble": 2,
+        "stress": 6,
+        "stress_ensemble": 2,
+        "patients": 6,
+        "patients_ensemble": 2,
         "ablation": 1,
         "report": 1,
     }
+
+
+def test_stress_plans_one_job_per_model_and_none_when_off(workdir):
+    """The tiny run: a stress job per architecture and per ensemble, reading the members'
+    shifted probabilities; every strength set to [] plans none."""
+    result = run_snakemake(workdir, "-n", "-p", "--configfile", "config/tiny.yaml")
+    jobs = planned_jobs(result)
+    assert (jobs["stress"], jobs["stress_ensemble"]) == (2, 2)
+    assert result.stdout.count("leukoflow stress --model") == 2
+    for arch in ARCHS:  # each ensemble holds both
+        assert result.stdout.count(f'"{arch}": "results/main/stress/{arch}/shifted_') == 2
+    config = yaml.safe_load((workdir / "config" / "tiny.yaml").read_text())
+    config["stress"] = {"strengths": dict.fromkeys(SHIFTS, [])}
+    (workdir / "config" / "off.yaml").write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(run_snakemake(workdir, "-n", "--configfile", "config/off.yaml"))
+    assert "stress" not in jobs and "stress_ensemble" not in jobs and jobs["report"] == 1

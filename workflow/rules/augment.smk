@@ -17,21 +17,10 @@ rule augment:
         ENV
     threads: ALL_CORES
     params:
-        seed=config["augment"]["seed"],
-        balance="--balance" if config["augment"]["balance"] else "--no-balance",
-        copies=config["augment"]["copies_per_image"],
-        rotation="--rotation" if config["augment"]["rotation"] else "--no-rotation",
-        flip="--flip" if config["augment"]["flip"] else "--no-flip",
-        noise=config["augment"]["noise_std"],
-        brightness=config["augment"]["brightness"],
-        contrast=config["augment"]["contrast"],
-        stain_jitter=config["augment"]["stain_jitter"],
+        augment=json.dumps(config["augment"], sort_keys=True),
         subjects=get_subject_disjoint,
     shell:
         "leukoflow augment {input.store:q} --out {output.images:q}"
         " --index {output.index:q} --examples {output.examples:q}"
-        " --seed {params.seed:q} {params.balance:q}"
-        " --copies-per-image {params.copies:q} {params.rotation:q} {params.flip:q}"
-        " --noise-std {params.noise:q} --brightness {params.brightness:q}"
-        " --contrast {params.contrast:q} --stain-jitter {params.stain_jitter:q}"
-        " {params.subjects:q} --threads {threads} > {log:q} 2>&1"
+        " --augment {params.augment:q} {params.subjects:q}"
+        " --threads {threads} > {log:q} 2>&1"

@@ -10,6 +10,7 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 from leukoflow.evaluate import ablation
+from leukoflow.evaluate.shifts import chosen_strengths
 from leukoflow.core.runlock import release_stale_locks
 from leukoflow.core.settings import (
     arch_config_hash,
@@ -35,6 +36,9 @@ CV_FOLDS = config["cv"]["folds"]
 SPLITS = ["main"] + [f"fold{k}" for k in range(CV_FOLDS)]
 ENSEMBLES = ensembles(config)
 ABLATION = ablation.plan(config)  # [{architecture, combination, levels, run}]
+STRESS = chosen_strengths(
+    config["stress"]["strengths"]
+)  # [(shift, strength)]; [] = off
 DATASET = (
     config["dataset"]["path"]
     if config["dataset"]["source"] == "folder"
@@ -163,9 +167,10 @@ def get_subject_disjoint(wildcards):
     return "--subject-disjoint"
 
 
-def get_stain_method(wildcards):
-    """The stain method of a data variant."""
-    return ablation.data_levels(config, wildcards.split)[1]
+def get_stain_settings(wildcards):
+    """The `stain` block of a data variant (JSON): the config's, with the variant's method."""
+    method = ablation.data_levels(config, wildcards.split)[1]
+    return json.dumps({**config["stain"], "method": method}, sort_keys=True)
 
 
 def get_weights(wildcards):
@@ -191,6 +196,14 @@ def members(wildcards):
 def member_files(pattern):
     """An input function: `pattern` formatted for each member of the ensemble."""
     return lambda wildcards: [pattern.format(arch=arch) for arch in members(wildcards)]
+
+
+def member_file_map(pattern):
+    """A params function: {member: `pattern` formatted for it}, as the JSON the ensemble's
+    commands get (members are matched to their files by name, never by position)."""
+    return lambda wildcards: json.dumps(
+        {arch: pattern.format(arch=arch) for arch in members(wildcards)}, sort_keys=True
+    )
 
 
 def get_ensemble_settings(wildcards):
@@ -230,6 +243,92 @@ def dataset_input():
     return ancient(DATASET)
 
 
+# The report's per-model files: kind -> (its path for an architecture, for an ensemble or
+# None), read by leukoflow.report.collect (a field of ModelFiles or ArchFiles each). A new
+# file of every model is one line here.
+REPORT_FILES = {
+    "metrics": (
+        "results/main/evaluate/{name}/metrics.json",
+        "results/main/ensemble/{name}/metrics.json",
+    ),
+    "predictions": (
+        "results/main/evaluate/{name}/test_predictions.csv",
+        "results/main/ensemble/{name}/test_predictions.csv",
+    ),
+    "bundle": ("results/models/{name}", "results/models/{name}"),
+    "history": ("results/main/train/{name}/history.csv", None),
+    "timing": ("results/main/timing/{name}.json", None),
+    "saliency": ("results/main/saliency/{name}/saliency.json", None),
+    "saliency_figure": ("results/main/saliency/{name}/saliency.png", None),
+    "live": ("results/main/train/{name}/dvclive", None),
+    "patients": ("results/main/patients/{name}/patients.json",) * 2,
+    "patient_subjects": ("results/main/patients/{name}/subjects.csv",) * 2,
+    "patient_curve": ("results/main/patients/{name}/curve.csv",) * 2,
+}
+
+
+def _report_files(name, ensemble):
+    """{kind: path} of one model's files in REPORT_FILES."""
+    return {
+        kind: paths[ensemble].format(name=name)
+        for kind, paths in REPORT_FILES.items()
+        if paths[ensemble]
+    }
+
+
+def report_manifest():
+    """The run's results, every file by name, in table order: the report's one input
+    (leukoflow.report.collect.inputs_from_manifest)."""
+    size = min(arch_size(arch) for arch in ARCHS)
+    return {
+        "architectures": {
+            arch: {
+                **_report_files(arch, ensemble=False),
+                "fold_metrics": [
+                    f"results/{split}/evaluate/{arch}/metrics.json"
+                    for split in SPLITS[1:]
+                ],
+            }
+            for arch in ARCHS
+        },
+        "ensembles": {name: _report_files(name, ensemble=True) for name in ENSEMBLES},
+        "folds": CV_FOLDS,
+        "split_table": rules.split.output.split,
+        "ablation": (
+            {
+                "effects": rules.ablation.output.effects,
+                "combinations": rules.ablation.output.combinations,
+            }
+            if ABLATION
+            else {}
+        ),
+        "stain": {
+            "spread": "results/main/stain/spread.json",
+            "examples": "results/main/stain/examples.png",
+        },
+        "augment_examples": f"results/main/stores/{size}px/train_aug_examples.png",
+        "stress": (
+            expand("results/main/stress/{name}/stress.csv", name=[*ARCHS, *ENSEMBLES])
+            if STRESS
+            else []
+        ),
+        "dataset": config["dataset"],
+    }
+
+
+def manifest_files(manifest):
+    """Every file a manifest names (all but its fold count and dataset block), flat."""
+
+    def walk(node):
+        if isinstance(node, dict):
+            return [path for value in node.values() for path in walk(value)]
+        if isinstance(node, list):
+            return [path for value in node for path in walk(value)]
+        return [str(node)]
+
+    return walk({k: v for k, v in manifest.items() if k not in ("folds", "dataset")})
+
+
 def final_outputs():
     """Everything `rule all` asks for."""
     outs = [
@@ -239,6 +338,9 @@ def final_outputs():
         "results/metrics.json",
     ]
     outs += expand("results/models/{name}", name=[*ARCHS, *ENSEMBLES])
+    outs += expand(
+        "results/main/patients/{name}/patients.json", name=[*ARCHS, *ENSEMBLES]
+    )
     if ABLATION:
         outs += ["results/ablation/effects.md"]
     return outs

@@ -13,14 +13,10 @@ rule synth:
         ENV
     threads: ALL_CORES
     params:
-        subjects=config["dataset"]["synthetic"]["subjects"],
-        images=config["dataset"]["synthetic"]["images_per_subject"],
-        size=config["dataset"]["synthetic"]["size"],
-        seed=config["dataset"]["synthetic"]["seed"],
+        synthetic=json.dumps(config["dataset"]["synthetic"], sort_keys=True),
     shell:
-        "leukoflow synth {output.dataset:q} --subjects {params.subjects:q}"
-        " --images-per-subject {params.images:q} --size {params.size:q}"
-        " --seed {params.seed:q} --threads {threads} > {log:q} 2>&1"
+        "leukoflow synth {output.dataset:q} --synthetic {params.synthetic:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 rule ingest:
@@ -37,16 +33,17 @@ rule ingest:
         ENV
     threads: ALL_CORES
     params:
-        on_bad=config["ingest"]["on_bad"],
+        ingest=json.dumps(config["ingest"], sort_keys=True),
     shell:
         "leukoflow ingest {input.dataset:q} --out {output.manifest:q}"
-        " --quarantine {output.quarantine:q} --on-bad {params.on_bad:q}"
+        " --quarantine {output.quarantine:q} --ingest {params.ingest:q}"
         " --threads {threads} > {log:q} 2>&1"
 
 
 rule split:
     input:
         manifest=rules.ingest.output.manifest,
+        dataset=dataset_input(),
     output:
         split="results/split/split.csv",
     log:
@@ -54,20 +51,15 @@ rule split:
     conda:
         ENV
     params:
-        mode=config["split"]["mode"],
-        seed=config["split"]["seed"],
-        val=config["split"]["val_fraction"],
-        test=config["split"]["test_fraction"],
-        folds=CV_FOLDS,
-        train_folds=config["split"]["train_folds"],
-        val_folds=config["split"]["val_folds"],
-        test_folds=config["split"]["test_folds"],
+        split=json.dumps(config["split"], sort_keys=True),
+        cv=json.dumps(config["cv"], sort_keys=True),
+        evaluate=json.dumps(
+            {"min_subjects_per_class": config["evaluate"]["min_subjects_per_class"]}
+        ),
     shell:
-        "leukoflow split {input.manifest:q} --out {output.split:q} --mode {params.mode:q}"
-        " --seed {params.seed:q} --val-fraction {params.val:q}"
-        " --test-fraction {params.test:q} --k {params.folds:q}"
-        " --train-folds {params.train_folds:q} --val-folds {params.val_folds:q}"
-        " --test-folds {params.test_folds:q} > {log:q} 2>&1"
+        "leukoflow split {input.manifest:q} --out {output.split:q}"
+        " --split {params.split:q} --cv {params.cv:q} --evaluate {params.evaluate:q}"
+        " --dataset {input.dataset:q} > {log:q} 2>&1"
 
 
 rule split_random:
@@ -80,7 +72,7 @@ rule split_random:
     conda:
         ENV
     params:
-        seed=config["split"]["seed"],
+        split=json.dumps(config["split"], sort_keys=True),
     shell:
         "leukoflow split-random {input.split:q} --out {output.split:q}"
-        " --seed {params.seed:q} > {log:q} 2>&1"
+        " --split {params.split:q} > {log:q} 2>&1"

@@ -14,6 +14,8 @@ rule bundle:
             rules.stain_reference.output.reference, split="main", allow_missing=True
         ),
         split=rules.split.output.split,
+        patients="results/main/patients/{arch}/patients.json",
+        stress="results/main/stress/{arch}/stress.csv" if STRESS else [],
     output:
         bundle=directory("results/models/{arch}"),
     log:
@@ -34,7 +36,8 @@ rule bundle:
             "leukoflow bundle --model {input.model:q} --metrics {input.metrics:q}"
             " --reference {input.reference:q} --settings {params.settings:q}"
             " --config-hash {params.config_hash:q} --split {input.split:q}"
-            " --data {params.data:q} --out {output.bundle:q} > {log:q} 2>&1"
+            " --data {params.data:q} --patients {input.patients:q}"
+            " --stress {input.stress:q} --out {output.bundle:q} > {log:q} 2>&1"
         )
 
 
@@ -44,6 +47,8 @@ rule bundle_ensemble:
         metrics=rules.ensemble.output.metrics,
         reference=expand(rules.stain_reference.output.reference, split="main"),
         split=rules.split.output.split,
+        patients="results/main/patients/{ensemble}/patients.json",
+        stress="results/main/stress/{ensemble}/stress.csv" if STRESS else [],
     output:
         bundle=directory("results/models/{ensemble}"),
     log:
@@ -51,7 +56,7 @@ rule bundle_ensemble:
     conda:
         ENV
     params:
-        members=members,
+        models=member_file_map("results/models/{arch}"),
         settings=get_ensemble_settings,
         config_hash=get_ensemble_hash,
         data=json.dumps(
@@ -61,9 +66,10 @@ rule bundle_ensemble:
     shell:
         keras_shell(
             "leukoflow bundle-ensemble --name {wildcards.ensemble:q}"
-            " --members {params.members:q} --models {input.bundles:q}"
+            " --models {params.models:q}"
             " --settings {params.settings:q} --metrics {input.metrics:q}"
             " --reference {input.reference:q} --config-hash {params.config_hash:q}"
             " --split {input.split:q} --data {params.data:q}"
+            " --patients {input.patients:q} --stress {input.stress:q}"
             " --out {output.bundle:q} > {log:q} 2>&1"
         )

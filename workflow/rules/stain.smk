@@ -18,14 +18,12 @@ rule stain_reference:
     conda:
         ENV
     params:
-        method=get_stain_method,
-        images=config["stain"]["reference_images"],
-        image=config["stain"]["reference_image"] or "",
-        seed=config["stain"]["seed"],
+        stain=get_stain_settings,
+        max_pixels=config["ingest"]["max_pixels"],
     shell:
         "leukoflow stain-reference {input.split:q} --dataset {input.dataset:q}"
-        " --split-id {wildcards.split:q} --method {params.method:q}"
-        " --images {params.images:q} --image={params.image:q} --seed {params.seed:q}"
+        " --split-id {wildcards.split:q} --stain {params.stain:q}"
+        " --max-pixels {params.max_pixels:q}"
         " --out {output.reference:q} --spread {output.spread:q}"
         " --examples {output.examples:q} > {log:q} 2>&1"
 
@@ -47,9 +45,12 @@ rule stores:
     threads: ALL_CORES
     resources:
         mem_mb=attempt_scaled(2000),
+    params:
+        max_pixels=config["ingest"]["max_pixels"],
     shell:
         "leukoflow stores {input.split:q} --dataset {input.dataset:q}"
         " --reference {input.reference:q} --split-id {wildcards.split:q}"
         " --subset {wildcards.subset:q} --size {wildcards.size:q}"
+        " --max-pixels {params.max_pixels:q}"
         " --out {output.images:q} --index {output.index:q}"
         " --threads {threads} > {log:q} 2>&1"

@@ -1,4 +1,5 @@
 """The augment stage (rule in workflow/rules/augment.smk).
 
-Deterministic, class-balanced offline augmentation of a training store.
+`transforms`: one augmented copy of a cell (its parameters drawn from a seed, the
+transformation); `offline`: the deterministic, class-balanced augmented training store.
 """

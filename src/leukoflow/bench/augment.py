@@ -25,7 +25,8 @@ def timed_augment(n: int, size: int, threads: int, seed: int = 0) -> tuple[float
     Returns:
         (wall seconds, CPU seconds of this process and its workers).
     """
-    from leukoflow.augment.offline import AugmentSpec, augment_store
+    from leukoflow.augment.offline import augment_store
+    from leukoflow.augment.transforms import AugmentSpec
     from leukoflow.data.synth import write_store
 
     with tempfile.TemporaryDirectory(prefix="leukoflow-bench-augment-") as folder:

@@ -34,8 +34,8 @@ KINDS = {
         "summary": ["ingest_files_per_s", "ingest_files_per_s_one_process", "ingest_mb_per_s"],
     },
     "stain": {
-        "help": "stain normalisation vs torchstain (speed, agreement, round trip) and store "
-        "throughput",
+        "help": "stain normalisation vs torchstain (speed, agreement, round trip, exposure sweep "
+        "on real cells) and store throughput",
         "options": [
             ("--images", int, 20, "synthetic cells timed per method"),
             ("--size", int, 450, "side of the synthetic cells, px"),
@@ -43,6 +43,7 @@ KINDS = {
             ("--store-size", int, 224, "side of the stored images, px"),
             ("--threads", int, None, "store worker processes (default: all cores)"),
             ("--repeats", int, 3, "timing passes (the best is kept)"),
+            ("--sweep-size", int, 160, "side of the exposure sweep's cells, px (0: no sweep)"),
         ],
         "summary": [
             "macenko_ms_per_image",
@@ -52,6 +53,7 @@ KINDS = {
             "torchstain_reinhard_ms_per_image",
             "mean_abs_diff_vs_torchstain",
             "round_trip_macenko_*",
+            "sweep_*macenko_cnmc_*",
             "stores_images_per_s",
         ],
     },
@@ -111,6 +113,28 @@ KINDS = {
             "*_onnx_vs_keras_bare",
             "*_onnx_vs_keras_predict",
         ],
+    },
+    "serve": {
+        "help": "leukoflow serve under load on 127.0.0.1 (concurrent clients, multipart "
+        "requests): latency, images/s against predict's, no error and no lost image",
+        "options": [
+            ("--clients", int, 32, "concurrent clients"),
+            ("--requests", int, 20, "requests per client"),
+            ("--per-request", int, 4, "images per request"),
+            ("--cells", int, 64, "distinct synthetic 450 px cells, sent round robin"),
+            ("--size", int, 128, "SimpleNet's input side, px"),
+            ("--threads", int, None, "preparation threads (default: all cores)"),
+        ],
+        "summary": [
+            "serve_latency_p50_ms",
+            "serve_latency_p95_ms",
+            "serve_images_per_s",
+            "predict_images_per_s",
+            "serve_vs_predict",
+            "serve_errors",
+            "serve_lost_images",
+        ],
+        "quick": {"clients": 8, "requests": 5},
     },
     "plan": {
         "help": "snakemake -n planning time of config/config.yaml with cross-validation, and "

@@ -7,6 +7,14 @@ thread. The round trip (`leukoflow.stain.reference.round_trip`) gives, per metho
 image, the change of an image normalised to a reference fitted on itself (`self`) and the
 larger difference of a uniformly darker or brighter copy from the normalised image
 (`exposure`), in grey levels.
+
+The exposure sweep (`leukoflow.stain.reference.exposure_sweep`, exposures 0.60 to 1.00 in
+steps of 0.01) gives, per method and group of cells, the largest step between neighbouring
+exposures and the largest distance from the normalised cell, each cell normalised to a
+reference fitted on its group and to itself: on the real C-NMC 2019 cells found in the
+folder `$LEUKOFLOW_REAL_CELLS` names (default `../shared/cnmc` beside the checkout; the
+group is left out when there is none), the BCCD white cells of the tests and synthetic
+cells, resized to `sweep_size` px.
 """
 
 import os
@@ -17,7 +25,60 @@ import numpy as np
 
 from leukoflow.bench.common import ms_per_item, timed
 from leukoflow.stain.normalize import fit_reference, normalize
-from leukoflow.stain.reference import round_trip
+from leukoflow.stain.reference import exposure_sweep, round_trip
+
+REAL_CELLS_VARIABLE = "LEUKOFLOW_REAL_CELLS"
+_CHECKOUT = Path(__file__).resolve().parents[3]
+
+
+def real_cells_folder() -> Path:
+    """The folder of real C-NMC cells: `$LEUKOFLOW_REAL_CELLS`, else `../shared/cnmc`
+    beside the checkout (it need not exist)."""
+    value = os.environ.get(REAL_CELLS_VARIABLE)
+    return Path(value) if value else _CHECKOUT.parent / "shared" / "cnmc"
+
+
+def read_cells(folder: str | Path, pattern: str, size: int | None = None) -> dict:
+    """The cells `pattern` matches in `folder`, by file stem, sorted.
+
+    Args:
+        folder: where they are.
+        pattern: a glob, e.g. `*.bmp`.
+        size: resize each to (size, size) with a box filter; None: as they are.
+
+    Returns:
+        {stem: uint8 (H, W, 3)}; {} when the folder does not exist.
+
+    Raises:
+        BadImageError: naming a file that cannot be read as RGB.
+    """
+    from PIL import Image
+
+    from leukoflow.data.images import open_rgb
+
+    cells = {}
+    for path in sorted(Path(folder).glob(pattern)):
+        image = open_rgb(path)
+        if size:
+            image = image.resize((size, size), Image.Resampling.BOX)
+        cells[path.stem] = np.asarray(image)
+    return cells
+
+
+def sweep_groups(size: int = 160) -> dict:
+    """The groups of cells the exposure sweep runs on: {group: {name: uint8 image}}.
+
+    `cnmc` (the real C-NMC cells of `real_cells_folder`, resized to `size`; absent when
+    there are none), `bccd` (the tests' BCCD white cells as they are) and `synthetic`
+    (three of `leukoflow.data.synth`'s cells at `size`).
+    """
+    from leukoflow.data.synth import cells
+
+    groups = {"cnmc": read_cells(real_cells_folder(), "*.bmp", size)}
+    groups["bccd"] = read_cells(_CHECKOUT / "tests" / "data" / "bccd", "*.png")
+    pixels = cells(3, size, seed=7, subjects=3)[0]
+    groups["synthetic"] = {f"synthetic-{k}": image for k, image in enumerate(pixels)}
+    return {group: images for group, images in groups.items() if images}
 
 
 def _mean_abs_diff(a, b):
@@ -125,6 +186,64 @@ def round_trip_figures(images: dict) -> dict:
     return figures
 
 
+def _torchstain(method):
+    """A fit (images -> normaliser uint8 -> uint8) of torchstain's numpy `method`, on the
+    images side by side (torchstain fits one image)."""
+    import torchstain
+
+    def fit(images):
+        height = max(image.shape[0] for image in images)
+        pad = [((0, height - image.shape[0]), (0, 0), (0, 0)) for image in images]
+        mosaic = np.concatenate([np.pad(im, p) for im, p in zip(images, pad, strict=True)], 1)
+        if method == "macenko":
+            oracle = torchstain.normalizers.MacenkoNormalizer(backend="numpy")
+            oracle.fit(mosaic)
+            return lambda x: oracle.normalize(x, stains=False)[0]
+        oracle = torchstain.normalizers.ReinhardNormalizer(backend="numpy")
+        oracle.fit(mosaic)
+        return oracle.normalize
+
+    return fit
+
+
+def _ours(method):
+    """A fit (images -> normaliser uint8 -> uint8) of our mask-aware `method`."""
+
+    def fit(images):
+        reference = fit_reference(images, method)
+        return lambda x: normalize(x, reference)
+
+    return fit
+
+
+def sweep_figures(groups: dict) -> dict:
+    """The exposure sweep's worst step and distance per method (ours, torchstain's) and group.
+
+    Args:
+        groups: {group: {name: uint8 image}} (`sweep_groups`).
+
+    Returns:
+        `sweep_{method}_{group}_step` and `..._distance`, grey levels: the worst over the
+        group's cells, each normalised to a reference fitted on the group's cells and to
+        one fitted on itself; `sweep_{group}_cells`.
+    """
+    figures = {}
+    for group, images in groups.items():
+        figures[f"sweep_{group}_cells"] = len(images)
+        cells = list(images.values())
+        for method in ("macenko", "reinhard"):
+            for label, fit in ((method, _ours), (f"torchstain_{method}", _torchstain)):
+                trained = fit(method)(cells)
+                sweeps = [
+                    exposure_sweep(image, normalise)
+                    for image in cells
+                    for normalise in (trained, fit(method)([image]))
+                ]
+                figures[f"sweep_{label}_{group}_step"] = max(s["step"] for s in sweeps)
+                figures[f"sweep_{label}_{group}_distance"] = max(s["distance"] for s in sweeps)
+    return figures
+
+
 def stores_figures(n: int, image_size: int, store_size: int, threads: int, seed: int = 0) -> dict:
     """Images per second of `build_store` on `n` synthetic BMPs written to a temporary folder.
 
@@ -167,6 +286,7 @@ def run(
     store_size: int = 224,
     threads: int | None = None,
     repeats: int = 3,
+    sweep_size: int = 160,
 ) -> dict:
     """All figures of `leukoflow bench stain`.
 
@@ -177,9 +297,12 @@ def run(
         store_size: side of the stored images, px.
         threads: store worker processes (default: all cores).
         repeats: timing passes (the best is kept).
+        sweep_size: side of the real and synthetic cells of the exposure sweep, px; 0: no
+            sweep.
 
     Returns:
-        The figures of `stain_figures` and `stores_figures`, with the settings.
+        The figures of `stain_figures`, `round_trip_figures`, `sweep_figures` and
+        `stores_figures`, with the settings.
     """
     import skimage.data
 
@@ -191,5 +314,8 @@ def run(
     figures = {"images": images, "image_size": size}
     figures.update(stain_figures(pixels, ihc, repeats))
     figures.update(round_trip_figures({"synthetic": pixels[0], "ihc": ihc}))
+    if sweep_size:
+        figures["sweep_size"] = sweep_size
+        figures.update(sweep_figures(sweep_groups(sweep_size)))
     figures.update(stores_figures(stores_images, size, store_size, threads))
     return figures

@@ -17,8 +17,8 @@ import sys
 from collections.abc import Callable
 
 from leukoflow import __version__
-from leukoflow.core import gpus, runtime
-from leukoflow.core.errors import LeukoflowError
+from leukoflow.core import gpus, runtime, settings
+from leukoflow.core.errors import LeukoflowError, check_names
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,82 @@ def json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def config_option(
+    parser: argparse.ArgumentParser, block: str, dest: str | None = None, what: str = ""
+) -> None:
+    """Add `--BLOCK JSON`: the config block `block` as the rule passes it, the one way a
+    step's command takes its configuration.
+
+    Keys left out (the whole option left out: every key) get their defaults from
+    config/schema.yaml (`leukoflow.core.settings.config_block`), the one place they are
+    written; a value the schema refuses is a usage error naming the key.
+
+    Args:
+        parser: the subcommand's parser.
+        block: the config key (`augment`, `split`, `timing`, ...; nested: `dataset.synthetic`,
+            whose option is `--synthetic`).
+        dest: the attribute of the parsed arguments (default: the option's name).
+        what: what the command uses the block for, for the help.
+    """
+
+    def parse(text: str) -> dict:
+        try:
+            return settings.config_block(block, json_object(text))
+        except LeukoflowError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse.__name__ = f"{block} block"
+    name = block.rsplit(".", 1)[-1]
+    parser.add_argument(
+        f"--{name}",
+        dest=dest or name,
+        type=parse,
+        default="{}",
+        metavar="JSON",
+        help=f"the config's `{block}` block (JSON object){what}; keys left out take their "
+        "defaults from config/schema.yaml",
+    )
+
+
+def max_pixels_option(parser: argparse.ArgumentParser) -> None:
+    """Add `--max-pixels N`: the largest image (width x height) a command reads; a larger one
+    is a bad image (`leukoflow.data.images`). Left out: `DEFAULT_MAX_PIXELS`, which a test
+    holds equal to `ingest.max_pixels` of config/schema.yaml (`predict` and `serve` run from
+    an installed package, without the schema)."""
+    from leukoflow.data.images import DEFAULT_MAX_PIXELS
+
+    def parse(text: str) -> int:
+        try:
+            pixels = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if pixels < 64:
+            raise argparse.ArgumentTypeError(f"{pixels}: give at least 64 pixels")
+        return pixels
+
+    parse.__name__ = "pixel count"
+    parser.add_argument(
+        "--max-pixels",
+        type=parse,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help="largest image read, width x height in pixels; a larger one is a bad file "
+        "(a decompression bomb) (default: %(default)s, as ingest.max_pixels)",
+    )
+
+
+def files_by_name(option: str, files: dict, names: list[str]) -> list[str]:
+    """The files of a {name: file} option, in the order of `names`: ensembles' members are
+    matched to their files by name, never by position.
+
+    Raises:
+        LeukoflowError: when the option's names are not exactly `names` (it says which are
+            missing and which are unknown).
+    """
+    check_names(option, files, names, names)
+    return [files[name] for name in names]
 
 
 def gpu_job_options(

@@ -3,6 +3,8 @@
 import argparse
 import logging
 
+from leukoflow.cli import config_option
+
 log = logging.getLogger(__name__)
 
 
@@ -10,8 +12,8 @@ def run_ingest(args: argparse.Namespace) -> None:
     """Check every image and write the manifest (and quarantine list)."""
     from leukoflow.data.ingest import ingest, write_ingest
 
-    result = ingest(args.dataset, threads=args.threads)
-    write_ingest(result, args.out, args.quarantine, args.on_bad)
+    result = ingest(args.dataset, threads=args.threads, max_pixels=args.ingest["max_pixels"])
+    write_ingest(result, args.out, args.quarantine, args.ingest["on_bad"])
 
 
 def run_split(args: argparse.Namespace) -> None:
@@ -19,22 +21,25 @@ def run_split(args: argparse.Namespace) -> None:
     from leukoflow.core.atomic import atomic_path
     from leukoflow.data.split import make_split, read_manifest, split_report
 
+    block = args.split
     split = make_split(
         read_manifest(args.manifest),
-        args.mode,
-        seed=args.seed,
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        k=args.k,
-        train_folds=args.train_folds,
-        val_folds=args.val_folds,
-        test_folds=args.test_folds,
+        block["mode"],
+        seed=block["seed"],
+        val_fraction=block["val_fraction"],
+        test_fraction=block["test_fraction"],
+        k=args.cv["folds"],
+        train_folds=block["train_folds"],
+        val_folds=block["val_folds"],
+        test_folds=block["test_folds"],
+        min_subjects_per_class=args.evaluate["min_subjects_per_class"],
+        dataset=args.dataset,
     )
     with atomic_path(args.out) as tmp:
         split.to_csv(tmp, index=False)
     log.info(
         "split (%s), subjects and images per subset and class:\n%s",
-        args.mode,
+        block["mode"],
         split_report(split).to_string(index=False),
     )
 
@@ -43,12 +48,13 @@ def run_synth(args: argparse.Namespace) -> None:
     """Generate the dataset (the library logs its summary)."""
     from leukoflow.data.synth import generate_dataset
 
+    block = args.synthetic
     generate_dataset(
         args.out_dir,
-        subjects=args.subjects,
-        images_per_subject=args.images_per_subject,
-        size=args.size,
-        seed=args.seed,
+        subjects=block["subjects"],
+        images_per_subject=block["images_per_subject"],
+        size=block["size"],
+        seed=block["seed"],
         threads=args.threads,
         prelim_subjects=args.prelim_subjects,
         full_scale=args.full_scale,
@@ -60,7 +66,7 @@ def run_split_random(args: argparse.Namespace) -> None:
     from leukoflow.core.atomic import atomic_path
     from leukoflow.data.split import random_image_split, read_manifest, split_report
 
-    split = random_image_split(read_manifest(args.split), args.seed)
+    split = random_image_split(read_manifest(args.table), args.split["seed"])
     with atomic_path(args.out) as tmp:
         split.to_csv(tmp, index=False)
     log.info(
@@ -76,23 +82,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "synth", help="write a synthetic C-NMC-shaped dataset (single cells on black)"
     )
     p.add_argument("out_dir", help="dataset folder to write (replaced as a whole)")
-    p.add_argument("--subjects", type=int, default=24, help="training subjects (>= 6)")
-    p.add_argument("--images-per-subject", type=int, default=12, help="mean images per subject")
-    p.add_argument("--size", type=int, default=128, help="image side in pixels (>= 32)")
-    p.add_argument("--seed", type=int, default=0)
+    config_option(
+        p,
+        "dataset.synthetic",
+        what=": training subjects (>= 6), mean images per subject, image side (>= 32 px), seed",
+    )
     p.add_argument("--threads", type=int, default=1, help="worker processes")
     p.add_argument(
         "--prelim-subjects",
         type=int,
         default=None,
-        help="extra subjects for the preliminary test set (default: 15%% of --subjects, "
+        help="extra subjects for the preliminary test set (default: 15%% of the subjects, "
         "at least 2; 0 for none)",
     )
     p.add_argument(
         "--full-scale",
         action="store_true",
         help="C-NMC 2019 size: 73 subjects, 10,661 training images at 450 px "
-        "(overrides --subjects, --images-per-subject, --size)",
+        "(overrides the subjects, images per subject and size of --synthetic)",
     )
     p.set_defaults(func=run_synth)
 
@@ -100,12 +107,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", help="dataset root (C-NMC layout or an {all,hem}/ tree)")
     p.add_argument("--out", required=True, help="manifest CSV to write")
     p.add_argument("--quarantine", help="CSV listing every bad file and why")
-    p.add_argument(
-        "--on-bad",
-        choices=["error", "quarantine"],
-        default="error",
-        help="error: exit non-zero naming every bad file (default); "
-        "quarantine: keep the good ones, list the bad ones",
+    config_option(
+        p,
+        "ingest",
+        what=': on_bad ("error": exit non-zero naming every bad file; "quarantine": keep the '
+        "good ones, list the bad ones), max_pixels (a larger image is a bad file)",
     )
     p.add_argument("--threads", type=int, default=1, help="worker processes")
     p.set_defaults(func=run_ingest)
@@ -113,21 +119,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("split", help="subject-disjoint train/val/test split")
     p.add_argument("manifest", help="manifest CSV written by `leukoflow ingest`")
     p.add_argument("--out", required=True, help="split CSV to write")
-    p.add_argument("--mode", choices=["holdout", "official", "kfold"], default="holdout")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.15)
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--k", type=int, default=0, help="cross-validation folds (0 = none)")
-    p.add_argument("--train-folds", nargs="+", default=["0", "1"], help="official mode")
-    p.add_argument("--val-folds", nargs="+", default=["2"], help="official mode")
-    p.add_argument("--test-folds", nargs="+", default=["prelim_test"], help="official mode")
+    config_option(p, "split", what=": mode, seed, fractions, official folds")
+    config_option(p, "cv", what=": the cross-validation folds K")
+    config_option(p, "evaluate", what=": a subset below min_subjects_per_class is warned of")
+    p.add_argument(
+        "--dataset",
+        help="the dataset folder of the manifest: official mode warns when its "
+        "preliminary-test folder holds fewer images than the labels CSV lists",
+    )
     p.set_defaults(func=run_split)
 
     p = subparsers.add_parser(
         "split-random",
         help="the image-level random split of the ablation (not subject-disjoint, on purpose)",
     )
-    p.add_argument("split", help="the subject-disjoint split CSV (`leukoflow split`)")
+    p.add_argument(
+        "table", metavar="split", help="the subject-disjoint split CSV (`leukoflow split`)"
+    )
     p.add_argument("--out", required=True, help="split CSV to write")
-    p.add_argument("--seed", type=int, default=0, help="seed of the shuffle")
+    config_option(p, "split", what=": its seed seeds the shuffle")
     p.set_defaults(func=run_split_random)

@@ -3,6 +3,8 @@
 import argparse
 import logging
 
+from leukoflow.cli import config_option, max_pixels_option
+
 log = logging.getLogger(__name__)
 
 
@@ -11,17 +13,19 @@ def run_stain_reference(args: argparse.Namespace) -> None:
     from leukoflow.data.split import read_manifest
     from leukoflow.stain.reference import build_reference
 
+    stain = args.stain
     build_reference(
         read_manifest(args.split),
         args.dataset,
         args.split_id,
-        args.method,
-        images=args.images,
-        image=args.image or None,
-        seed=args.seed,
+        stain["method"],
+        images=stain["reference_images"],
+        image=stain["reference_image"],
+        seed=stain["seed"],
         out=args.out,
         spread_path=args.spread,
         examples_path=args.examples,
+        max_pixels=args.max_pixels,
     )
 
 
@@ -40,6 +44,7 @@ def run_stores(args: argparse.Namespace) -> None:
         args.size,
         args.out,
         threads=args.threads,
+        max_pixels=args.max_pixels,
     )
 
 
@@ -51,15 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("split", help="split CSV written by `leukoflow split`")
     p.add_argument("--dataset", required=True, help="dataset root the split's paths start from")
     p.add_argument("--split-id", default="main", help="main or foldK (default main)")
-    p.add_argument("--method", choices=["none", "reinhard", "macenko"], default="macenko")
-    p.add_argument("--images", type=int, default=200, help="training images sampled to fit")
-    p.add_argument(
-        "--image", default="", help="fit on this one image instead (path in the dataset)"
+    config_option(
+        p, "stain", what=": method, reference_images, reference_image (fit on that one image), seed"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the image samples")
     p.add_argument("--out", required=True, help="reference JSON to write")
     p.add_argument("--spread", help="JSON of the between-subject stain spread before/after")
     p.add_argument("--examples", help="PNG of cells before and after normalisation")
+    max_pixels_option(p)
     p.set_defaults(func=run_stain_reference)
 
     p = subparsers.add_parser("stores", help="write a stain-normalised image store (.npy + .csv)")
@@ -72,4 +75,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="store .npy to write")
     p.add_argument("--index", required=True, help="its index: the .csv of the same stem beside it")
     p.add_argument("--threads", type=int, default=1, help="worker processes")
+    max_pixels_option(p)
     p.set_defaults(func=run_stores)

@@ -4,13 +4,20 @@ Imported by the Snakefile while planning, so it does not import Keras.
 """
 
 import copy
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
 
+import yaml
+
 from leukoflow.core.errors import ConfigError
 from leukoflow.models.registry import ARCHITECTURES
+
+# The one place every default is written: the Snakefile validates the config against it, and
+# a command run without its config block gets the block's defaults from it (`config_block`).
+SCHEMA_PATH = Path(__file__).resolve().parents[3] / "config" / "schema.yaml"
 
 
 def deep_merge(base: Mapping, overrides: Mapping | None) -> dict:
@@ -30,6 +37,70 @@ def deep_merge(base: Mapping, overrides: Mapping | None) -> dict:
         else:
             merged[key] = copy.deepcopy(value)
     return merged
+
+
+@functools.cache
+def _schema() -> dict:
+    """config/schema.yaml, read once."""
+    if not SCHEMA_PATH.is_file():
+        raise ConfigError(
+            f"{SCHEMA_PATH}: the configuration schema is missing; run leukoflow from its "
+            "repository (pip install -e .), where config/schema.yaml lives"
+        )
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _fill_defaults(schema: Mapping, value: dict) -> dict:
+    """`value` with the schema's defaults filled in where keys are missing, nested objects too."""
+    for key, prop in schema.get("properties", {}).items():
+        if key not in value and "default" in prop:
+            value[key] = copy.deepcopy(prop["default"])
+        if isinstance(value.get(key), dict) and "properties" in prop:
+            _fill_defaults(prop, value[key])
+    return value
+
+
+def config_block(block: str, given: Mapping | None = None) -> dict:
+    """One block of the configuration, checked and filled by config/schema.yaml.
+
+    What a step's command gets as its JSON (the rule passes the block the Snakefile's
+    validation filled); a command run by hand without it gets the schema's defaults.
+
+    Args:
+        block: a key of the schema (`augment`, `split`, `timing`, ...; a nested one with
+            dots: `dataset.synthetic`).
+        given: the block's values (None: none, every key its default).
+
+    Returns:
+        A new dict: `given` with every missing key's default.
+
+    Raises:
+        ConfigError: `block` is not in the schema, or `given` breaks it (the message names
+            the key and what the schema allows).
+    """
+    import jsonschema
+
+    schema = node = _schema()
+    for key in block.split("."):
+        if key not in node.get("properties", {}):
+            raise ConfigError(
+                f"{SCHEMA_PATH}: no block {block!r}; blocks: {', '.join(schema['properties'])}"
+            )
+        node = node["properties"][key]
+    block_schema = {**node, "definitions": schema["definitions"]}
+    value = copy.deepcopy(dict(given or {}))
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(block_schema).iter_errors(value)
+    )
+    if error is not None:
+        where = ".".join([block, *map(str, error.absolute_path)])
+        raise ConfigError(f"{where}: {error.message} (see {SCHEMA_PATH.name})")
+    return _fill_defaults(block_schema, value)
+
+
+def schema_defaults(block: str) -> dict:
+    """Every default of one block of config/schema.yaml (`config_block(block)`)."""
+    return config_block(block)
 
 
 def merged_settings(config: Mapping, arch: str) -> dict:

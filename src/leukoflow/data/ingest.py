@@ -5,7 +5,9 @@ Layouts understood:
 - `validation_data/C-NMC_test_prelim_phase_data/N.bmp` with labels in
   `validation_data/C-NMC_test_prelim_phase_data_labels.csv` (`Patient_ID,new_names,labels`)
 - a plain `{all,hem}/` tree of conventionally named files (fold `none`).
-Every file is read once: the SHA-256 and the image check use the same bytes.
+Every file is read once: the SHA-256 and the image check use the same bytes. Anything in the
+tree that is not a folder counts (a symbolic link that leads nowhere, a FIFO): with an image
+extension it is a candidate, and `leukoflow.data.images` says why it cannot be read.
 """
 
 import hashlib
@@ -19,7 +21,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from leukoflow.core.errors import LeukoflowError
-from leukoflow.data.images import BadImageError, decode_rgb, is_image_name
+from leukoflow.data.images import (
+    DEFAULT_MAX_PIXELS,
+    BadImageError,
+    decode_rgb,
+    is_image_name,
+    read_image_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +159,8 @@ def find_candidates(root: str | Path) -> tuple[list[Candidate], list[str]]:
     Returns:
         (candidates, ignored): the image candidates sorted by path, and the non-image
         files (paths relative to `root`) other than the preliminary-test labels CSV.
+        Every entry that is not a folder counts as a file (a symbolic link to a folder
+        is not followed), so a dangling link with an image name is a candidate.
 
     Raises:
         LeukoflowError: when `root` is not a folder or holds no image, or when it has
@@ -159,7 +169,7 @@ def find_candidates(root: str | Path) -> tuple[list[Candidate], list[str]]:
     root = Path(root)
     if not root.is_dir():
         raise LeukoflowError(f"{root}: dataset folder does not exist")
-    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if not p.is_dir())
     images = [rel for rel in files if is_image_name(rel)]
     ignored = [str(rel) for rel in files if not is_image_name(rel) and rel != PRELIM_LABELS]
     candidates = []
@@ -190,26 +200,26 @@ def find_candidates(root: str | Path) -> tuple[list[Candidate], list[str]]:
     return sorted(candidates, key=lambda c: c.path), ignored
 
 
-def check_file(args: tuple[str, str]) -> tuple[str, int, int, str]:
+def check_file(args: tuple[str, str, int]) -> tuple[str, int, int, str]:
     """Read one file once: its SHA-256 and the image check come from the same bytes.
 
     Args:
-        args: (dataset root, path relative to it), one tuple so that a process pool's
-            `map` can pass it.
+        args: (dataset root, path relative to it, max_pixels), one tuple so that a process
+            pool's `map` can pass it.
 
     Returns:
         (sha256, width, height, problem): problem is "" for a good RGB image, else the
-        reason (sha256 "" when the file cannot be read; width and height 0 when bad).
+        reason (`leukoflow.data.images.BadImageError`'s; sha256 "" when the file cannot be
+        read; width and height 0 when bad).
     """
-    root, rel = args
-    path = Path(root) / rel
+    root, rel, max_pixels = args
     try:
-        data = path.read_bytes()
-    except OSError as error:
-        return "", 0, 0, f"cannot read file ({error.strerror})"
+        data = read_image_file(Path(root) / rel, max_pixels)
+    except BadImageError as error:
+        return "", 0, 0, error.reason
     digest = hashlib.sha256(data).hexdigest()
     try:
-        image = decode_rgb(data, rel)
+        image = decode_rgb(data, rel, max_pixels)
     except BadImageError as error:
         return digest, 0, 0, error.reason
     return digest, image.shape[1], image.shape[0], ""
@@ -233,15 +243,19 @@ def _leaked(rows):
     return reasons
 
 
-def ingest(root: str | Path, threads: int = 1) -> Ingested:
+def ingest(root: str | Path, threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ingested:
     """Check every image candidate under `root`; bad files become quarantine rows.
 
     A file is bad when its location or name breaks the convention, it is not a readable
-    RGB image, or its bytes also appear under another subject (leakage).
+    RGB image of at most `max_pixels` pixels (`leukoflow.data.images`: missing, a dangling
+    or looping link, not a regular file, changed while read, a decompression bomb...), or
+    its bytes also appear under another subject (leakage). A file with both a naming and
+    a reading problem gets both reasons.
 
     Args:
         root: the dataset folder.
         threads: worker processes that read and check the files.
+        max_pixels: the largest image (width x height) accepted.
 
     Returns:
         The manifest (`MANIFEST_COLUMNS`), quarantine (`QUARANTINE_COLUMNS`) and ignored
@@ -251,7 +265,7 @@ def ingest(root: str | Path, threads: int = 1) -> Ingested:
         LeukoflowError: as `find_candidates`.
     """
     candidates, ignored = find_candidates(root)
-    jobs = [(str(root), c.path) for c in candidates]
+    jobs = [(str(root), c.path, max_pixels) for c in candidates]
     with ProcessPoolExecutor(max_workers=max(1, threads)) as pool:
         checks = list(
             tqdm(
@@ -272,7 +286,7 @@ def ingest(root: str | Path, threads: int = 1) -> Ingested:
                 "width": width,
                 "height": height,
                 "sha256": digest,
-                "reason": candidate.problem or problem,
+                "reason": "; ".join(filter(None, [problem, candidate.problem])),
             }
         )
     leaked = _leaked([row for row in rows if not row["reason"]])
@@ -310,13 +324,13 @@ def write_ingest(
     from leukoflow.core.atomic import atomic_path
 
     if on_bad not in ("error", "quarantine"):
-        raise LeukoflowError(f"--on-bad {on_bad!r}; allowed: error, quarantine")
+        raise LeukoflowError(f"ingest.on_bad {on_bad!r}; allowed: error, quarantine")
     quarantined = result.quarantine
     if on_bad == "error" and len(quarantined):
         listing = "\n".join(f"  {row.path}: {row.reason}" for row in quarantined.itertuples())
         raise BadDatasetError(
             f"{len(quarantined)} bad file(s) of {result.found}; fix or remove them, "
-            f"or run with --on-bad quarantine:\n{listing}"
+            'or run with --ingest \'{"on_bad": "quarantine"}\':\n' + listing
         )
     with atomic_path(manifest_path) as tmp:
         result.manifest.to_csv(tmp, index=False)

@@ -7,6 +7,11 @@ lands in exactly one subset (and one fold); `make_split` checks that before it r
 
 `random_image_split` is the one split that is not subject-disjoint, on purpose: the
 ablation's image-level random split, which shows what leakage does to the test figures.
+
+`make_split` warns (log) of every subset with fewer subjects of a class than
+`evaluate.min_subjects_per_class` (the test subset's figures will have no interval), and, in
+`official` mode, of a preliminary-test folder that holds fewer images than its labels CSV
+lists.
 """
 
 import logging
@@ -18,10 +23,16 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from leukoflow.core.errors import LeukoflowError
+from leukoflow.data.ingest import PRELIM_LABELS
 
 log = logging.getLogger(__name__)
 
 SUBSETS = ("train", "val", "test")
+SMALL_SUBSET = {  # what a subset with too few subjects of a class means
+    "train": "the models learn from few subjects of a class",
+    "val": "the threshold, temperature and referral band are fitted on few subjects",
+    "test": "its figures will have no confidence interval and no verdict will rest on them",
+}
 
 
 def _holdout_subjects(manifest, fraction, seed):
@@ -221,6 +232,56 @@ def split_report(split: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def small_subsets(split: pd.DataFrame, minimum: int) -> list[str]:
+    """The subsets with fewer than `minimum` subjects of a class, each said in a sentence.
+
+    Args:
+        split: the split table (`subset`, `subject`, `label`).
+        minimum: the fewest subjects of each class (`evaluate.min_subjects_per_class`).
+
+    Returns:
+        One sentence per such subset, naming it and its subjects of each class.
+    """
+    out = []
+    for subset in SUBSETS:
+        rows = split[split["subset"] == subset]
+        counts = {
+            label: rows.loc[rows["label"] == label, "subject"].nunique() for label in ("all", "hem")
+        }
+        if min(counts.values()) >= minimum:
+            continue
+        out.append(
+            f"the {subset} subset has {counts['all']} all and {counts['hem']} hem subjects, "
+            f"fewer than {minimum} of each class (evaluate.min_subjects_per_class): "
+            f"{SMALL_SUBSET[subset]}"
+        )
+    return out
+
+
+def prelim_shortfall(manifest: pd.DataFrame, dataset: str | Path) -> str | None:
+    """Whether the preliminary-test folder holds fewer images than its labels CSV lists.
+
+    Args:
+        manifest: the manifest (`fold`; the preliminary-test images are fold `prelim_test`).
+        dataset: the dataset folder the manifest was made from.
+
+    Returns:
+        A sentence with the images listed and present, or None when every listed image is
+        present or the dataset has no labels CSV.
+    """
+    labels = Path(dataset) / PRELIM_LABELS
+    if not labels.is_file():
+        return None
+    listed = len(pd.read_csv(labels, dtype=str))
+    present = int((manifest["fold"].astype(str) == "prelim_test").sum())
+    if present >= listed:
+        return None
+    return (
+        f"{labels} lists {listed} preliminary-test images but only {present} are present "
+        "(ingested): the official test subset is incomplete"
+    )
+
+
 def make_split(
     manifest: pd.DataFrame,
     mode: str,
@@ -231,6 +292,8 @@ def make_split(
     train_folds: Sequence[str] = ("0", "1"),
     val_folds: Sequence[str] = ("2",),
     test_folds: Sequence[str] = ("prelim_test",),
+    min_subjects_per_class: int | None = None,
+    dataset: str | Path | None = None,
 ) -> pd.DataFrame:
     """The split table: manifest columns + `subset` + `cv_fold`, rows in manifest order.
 
@@ -245,6 +308,10 @@ def make_split(
         train_folds: official mode: the C-NMC folds for training.
         val_folds: official mode: the folds for validation.
         test_folds: official mode: the folds for test.
+        min_subjects_per_class: a subset with fewer subjects of a class is warned of
+            (`small_subsets`); None: not checked.
+        dataset: official mode: the dataset folder, whose preliminary-test labels CSV is
+            compared with the images present (`prelim_shortfall`); None: not compared.
 
     Returns:
         The split table (official mode: only the rows of the named folds).
@@ -265,6 +332,13 @@ def make_split(
         raise LeukoflowError(f"unknown split mode {mode!r}; allowed: holdout, official, kfold")
     split = assign_cv_folds(split, k, seed)
     check_disjoint(split)
+    warnings = (
+        [] if min_subjects_per_class is None else small_subsets(split, min_subjects_per_class)
+    )
+    if mode == "official" and dataset is not None:
+        warnings.append(prelim_shortfall(manifest, dataset))
+    for warning in filter(None, warnings):
+        log.warning("%s", warning)
     return split.reset_index(drop=True)
 
 

@@ -21,7 +21,10 @@ probability lies in [lo, hi) is referred), `class_names` (`["hem", "all"]`, inde
 `test_metrics`, `evaluation` (what the card reports beside them: the threshold rule, subset
 sizes, bootstrap, the test metrics' intervals, ECE and Brier before and after calibration,
 the referral band on validation and test), `data` (the dataset and split configuration and
-each subset's subjects and images, when the split table is given), `config_hash`,
+each subset's subjects and images, when the split table is given), `patients` (the
+patient-level call of `leukoflow.evaluate.patients`, when the bundle was made with it:
+aggregator, patient threshold and its rule, the validation subjects it was fitted on, the
+test subjects' scores and the cells needed), `config_hash`,
 `versions` and `created` (UTC, ISO 8601). A model bundle
 also keeps `input_size`, `settings` and `dtype_policy` (the precision the model was trained
 in and runs in: float32, mixed_bfloat16 or mixed_float16) at the top; each member of an
@@ -29,11 +32,18 @@ ensemble keeps its own `dtype_policy`. Format 1 bundles (one model, no
 temperature, no referral) are still read: temperature 1, no referral band. A bundle without
 a member's `onnx` was made before ONNX export: it runs on the Keras engine only.
 
-Bundles are self-contained: copying the folder is enough to use the model elsewhere.
+Each member's Keras file and its ONNX file carry their sha256 (`sha256` in the member and in
+its `onnx` entry), checked when the file is loaded. An ensemble bundle written beside its
+members' model bundles (the workflow's `results/models/`) refers to their files
+(`../ARCH/model.keras`) instead of holding copies: each model is stored once. Such a bundle
+needs its siblings; `leukoflow export` (`leukoflow.deploy.export`) writes a self-contained
+copy to move elsewhere. A model bundle, and an ensemble bundle of copied members, is
+self-contained: copying the folder is enough.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -128,6 +138,12 @@ class Bundle:
         return self.meta["combiner"]
 
     @property
+    def tta(self) -> str | int:
+        """The test-time augmentation evaluate fitted the threshold and temperature with
+        (`leukoflow.models.inference.tta_views`; `none` for a bundle that does not record it)."""
+        return self.meta.get("tta", "none")
+
+    @property
     def referral(self) -> dict | None:
         """The referral band {lo, hi, metric, target}, or None (a format 1 bundle)."""
         return self.meta.get("referral")
@@ -161,6 +177,47 @@ def onnx_missing(entry: dict) -> str:
     if onnx is None:
         return "the bundle was made before ONNX export; rebuild it with `leukoflow bundle`"
     return "" if onnx.get("file") else str(onnx.get("reason") or "no reason recorded")
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's contents, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checked_file(bundle_dir: str | Path, file: str, sha256: str | None) -> Path:
+    """The path of a file a bundle names (relative to the bundle, maybe `../ARCH/...`), after
+    checking it exists and, when bundle.json records its sha256, that its contents match.
+
+    Raises:
+        LeukoflowError: naming the file when it is missing or its checksum differs.
+    """
+    path = Path(bundle_dir) / file
+    if not path.is_file():
+        raise LeukoflowError(f"model bundle {bundle_dir} has no model file {path}")
+    if sha256 and file_sha256(path) != sha256:
+        raise LeukoflowError(
+            f"{path}: its sha256 differs from the one model bundle {bundle_dir} records: the "
+            "file changed after the bundle was made; rebuild the bundle (`leukoflow bundle`), "
+            "or copy it again from its source (`leukoflow export`)"
+        )
+    return path
+
+
+def verify_files(bundle_dir: str | Path, meta: dict) -> None:
+    """Check every member's Keras file and ONNX file (when it has one) of a bundle (`meta`:
+    `read_meta`), as `checked_file`.
+
+    Raises:
+        LeukoflowError: as `checked_file`.
+    """
+    for entry in meta["members"]:
+        checked_file(bundle_dir, entry["file"], entry.get("sha256"))
+        if not onnx_missing(entry):
+            checked_file(bundle_dir, entry["onnx"]["file"], entry["onnx"].get("sha256"))
 
 
 def _members_of(meta):
@@ -241,9 +298,9 @@ def load_bundle(bundle_dir: str | Path, engine: str = "keras") -> Bundle:
 
     Raises:
         LeukoflowError: as `read_meta`; for an engine outside `ENGINES`; for "keras", when
-            a model file is missing or its input does not match its member's `input_size`;
-            for "onnx", when a member has no ONNX model (with the reason) or its file is
-            missing.
+            a model file is missing, differs from its recorded sha256 or its input does not
+            match its member's `input_size`; for "onnx", when a member has no ONNX model
+            (with the reason) or its file is missing or differs from its sha256.
     """
     if engine not in ENGINES:
         raise LeukoflowError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -252,28 +309,26 @@ def load_bundle(bundle_dir: str | Path, engine: str = "keras") -> Bundle:
     members = []
     for entry in meta["members"]:
         name, size = entry["architecture"], int(entry["input_size"])
-        onnx = (entry.get("onnx") or {}).get("file")
-        onnx_path = bundle_dir / onnx if onnx else None
+        onnx = entry.get("onnx") or {}
+        onnx_path = bundle_dir / onnx["file"] if onnx.get("file") else None
         if engine == "onnx":
             if onnx_path is None:
                 raise LeukoflowError(
                     f"{bundle_dir} has no ONNX model of {name}: {onnx_missing(entry)}"
                 )
-            if not onnx_path.is_file():
-                raise LeukoflowError(f"model bundle {bundle_dir} has no file {onnx_path}")
+            checked_file(bundle_dir, onnx["file"], onnx.get("sha256"))
             model = None
         else:
-            model = _load_keras(bundle_dir / entry["file"], bundle_dir, size)
+            model_path = checked_file(bundle_dir, entry["file"], entry.get("sha256"))
+            model = _load_keras(model_path, size)
         members.append(Member(name, size, entry.get("settings") or {}, model, onnx_path))
     return Bundle(members=members, meta=meta, path=bundle_dir, engine=engine)
 
 
-def _load_keras(model_path, bundle_dir, size):
+def _load_keras(model_path, size):
     """A member's Keras model, checked against its input size."""
     from leukoflow.models import load_model
 
-    if not model_path.is_file():
-        raise LeukoflowError(f"model bundle {bundle_dir} has no model file {model_path}")
     model = load_model(model_path)
     if tuple(model.input_shape[1:]) != (size, size, 3):
         raise LeukoflowError(

@@ -5,8 +5,11 @@ Every member's Keras file is copied into the bundle and exported to ONNX beside 
 (`leukoflow.deploy.onnx_model.export_checked`); an export that fails or does not match the Keras
 model leaves that member without an ONNX file and its reason in bundle.json and the card,
 and never fails the bundle. An ensemble's member given as its model bundle brings its
-checked ONNX file (or the reason it has none) along: each model is exported once. The
-model card (`leukoflow.deploy.modelcard.render_card`) is made from the finished bundle.json alone.
+checked ONNX file (or the reason it has none) along: each model is exported once. When that
+model bundle lies beside the ensemble's (both in `results/models/`), the ensemble refers to
+its files (`../ARCH/model.keras`) instead of copying them: each model is stored once. Every
+member's files get their sha256 in bundle.json. The model card
+(`leukoflow.deploy.modelcard.render_card`) is made from the finished bundle.json alone.
 """
 
 from __future__ import annotations
@@ -28,18 +31,32 @@ from leukoflow.deploy.bundle import (
     MEMBERS_DIR,
     META_FILE,
     MODEL_FILE,
+    checked_file,
+    file_sha256,
     onnx_file_name,
     onnx_missing,
     read_json,
     read_meta,
 )
 from leukoflow.deploy.modelcard import CARD_FILE, data_summary, render_card
+from leukoflow.evaluate.patients import BUNDLE_KEYS
+from leukoflow.evaluate.stress import robustness_record
 from leukoflow.stain.normalize import load_reference
 
 log = logging.getLogger(__name__)
 
 # what bundle.json's `evaluation` takes from evaluate's metrics.json, for the card
-EVALUATION_KEYS = ("threshold_rule", "n_test", "n_val", "n_test_subjects", "bootstrap", "ci")
+EVALUATION_KEYS = (
+    "threshold_rule",
+    "n_test",
+    "n_val",
+    "n_test_subjects",
+    "bootstrap",
+    "ci",
+    "ci_note",
+    "risk_coverage",
+    "mc_dropout",
+)
 REFERRAL_SUMMARY_KEYS = ("met", "val_share_referred", "val_value", "test")
 
 
@@ -76,8 +93,9 @@ def _evaluation(metrics):
 
 
 def _fitted(metrics_path):
-    """What a bundle takes from an evaluation: threshold, temperature, referral, test metrics
-    and the `evaluation` the card reports.
+    """What a bundle takes from an evaluation: threshold, temperature, referral, test metrics,
+    the `evaluation` the card reports and the test-time augmentation `tta` they were fitted
+    with (`predict` applies it).
 
     A metrics file without `calibration` or `referral` (from an older evaluate) gives
     temperature 1 and no referral band.
@@ -95,11 +113,27 @@ def _fitted(metrics_path):
         ),
         "test_metrics": metrics["test"],
         "evaluation": _evaluation(metrics),
+        "tta": "none" if metrics.get("tta") is None else metrics["tta"],
     }
 
 
-def _common_meta(reference_path, config_hash, split_path, data_config):
-    """The keys every bundle has beside its models and fitted values."""
+def _patients(patients_path):
+    """What a bundle takes from the patients step's patients.json (`BUNDLE_KEYS`)."""
+    summary = read_json(patients_path, "patients file")
+    missing = [key for key in ("aggregator", "threshold") if key not in summary]
+    if missing:
+        raise LeukoflowError(
+            f"patients file {patients_path} has no {', '.join(missing)} key; write it with "
+            "`leukoflow patients`"
+        )
+    return {key: summary[key] for key in BUNDLE_KEYS if key in summary}
+
+
+def _common_meta(
+    reference_path, config_hash, split_path, data_config, patients_path=None, stress_path=None
+):
+    """The keys every bundle has beside its models and fitted values (and, with
+    `patients_path`, the patient-level call; with `stress_path`, the stress test's rows)."""
     meta = {
         "format_version": FORMAT_VERSION,
         "class_names": list(CLASS_NAMES),
@@ -116,6 +150,10 @@ def _common_meta(reference_path, config_hash, split_path, data_config):
         meta["data"] = data_summary(
             split_path, data_config.get("dataset", {}), data_config.get("split", {})
         )
+    if patients_path is not None:
+        meta["patients"] = _patients(patients_path)
+    if stress_path is not None:
+        meta["robustness"] = robustness_record(stress_path)
     return meta
 
 
@@ -134,7 +172,9 @@ def _export_onnx(source, file, folder):
 
     name = onnx_file_name(file)
     result = export_checked(load_model(source), source, folder / name)
-    return {**result, "file": name if result["file"] else None}
+    if not result["file"]:
+        return {**result, "file": None}
+    return {**result, "file": name, "sha256": file_sha256(folder / name)}
 
 
 def _copy_onnx(bundle_dir, file, folder):
@@ -146,23 +186,50 @@ def _copy_onnx(bundle_dir, file, folder):
         return {**(entry.get("onnx") or {}), "file": None, "reason": missing}
     name = onnx_file_name(file)
     shutil.copyfile(Path(bundle_dir) / entry["onnx"]["file"], folder / name)
-    return {**entry["onnx"], "file": name}
+    return {**entry["onnx"], "file": name, "sha256": file_sha256(folder / name)}
+
+
+def _is_sibling(bundle_dir, out_dir):
+    """True when the model bundle `bundle_dir` lies in the same folder as `out_dir`."""
+    bundle_dir, out_dir = Path(bundle_dir).resolve(), Path(out_dir).resolve()
+    return bundle_dir.parent == out_dir.parent and bundle_dir != out_dir
+
+
+def _reference(bundle_dir):
+    """The member entry's `file`, `sha256` and `onnx` that refer to the files of the model
+    bundle `bundle_dir` beside the ensemble's (`../ARCH/...`), their checksums checked."""
+    bundle_dir = Path(bundle_dir)
+    (entry,) = read_meta(bundle_dir)["members"]
+    prefix = f"../{bundle_dir.name}/"
+    model = checked_file(bundle_dir, entry["file"], entry.get("sha256"))
+    found = {"file": prefix + entry["file"], "sha256": file_sha256(model)}
+    missing = onnx_missing(entry)
+    if missing:
+        return {**found, "onnx": {**(entry.get("onnx") or {}), "file": None, "reason": missing}}
+    onnx = checked_file(bundle_dir, entry["onnx"]["file"], entry["onnx"].get("sha256"))
+    onnx_entry = {"file": prefix + entry["onnx"]["file"], "sha256": file_sha256(onnx)}
+    return {**found, "onnx": {**entry["onnx"], **onnx_entry}}
 
 
 def _write(out_dir, meta, models, bundles=None):
     """Write the bundle: copy every {file in the bundle: source model} into `out_dir`, export
     each to ONNX (or copy the ONNX file of the model bundle `bundles` names for that file),
-    then write bundle.json and the model card.
+    then write bundle.json and the model card. A member whose model bundle lies beside
+    `out_dir` refers to that bundle's files instead (`_reference`).
 
-    Copies, not hard links: Snakemake touches a job's outputs, and touching a link to the
-    training job's model would make every job after training look out of date.
+    Copies or references, not hard links: Snakemake touches a job's outputs, and touching a
+    link to the training job's model would make every job after training look out of date.
     """
     bundles = bundles or {}
     with atomic_dir(out_dir) as tmp:
         for member in meta["members"]:
             source, file = models[member["file"]], member["file"]
+            if file in bundles and _is_sibling(bundles[file], out_dir):
+                member.update(_reference(bundles[file]))
+                continue
             (tmp / file).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, tmp / file)
+            member["sha256"] = file_sha256(tmp / file)
             if file in bundles:
                 member["onnx"] = _copy_onnx(bundles[file], file, tmp)
             else:
@@ -182,6 +249,8 @@ def write_bundle(
     out_dir: str | Path,
     split_path: str | Path | None = None,
     data_config: dict | None = None,
+    patients_path: str | Path | None = None,
+    stress_path: str | Path | None = None,
 ) -> Path:
     """Write the bundle folder of one model, `out_dir` (replaced as a whole, atomically).
 
@@ -198,6 +267,10 @@ def write_bundle(
             and images (`leukoflow.deploy.modelcard.data_summary`).
         data_config: the configuration's `dataset` and `split` blocks (keys `dataset`,
             `split`), recorded with the split table.
+        patients_path: the patients step's patients.json; with it, bundle.json records the
+            aggregator, the patient threshold and the cells needed (`patients`).
+        stress_path: the stress step's stress.csv; with it, bundle.json records each
+            shift's changes (`robustness`, `leukoflow.evaluate.stress.robustness_record`).
 
     Returns:
         The path of `bundle.json`.
@@ -214,7 +287,9 @@ def write_bundle(
     _check_settings(settings, "--settings")
     arch, size = settings["architecture"], int(settings["input_size"])
     meta = {
-        **_common_meta(reference_path, config_hash, split_path, data_config),
+        **_common_meta(
+            reference_path, config_hash, split_path, data_config, patients_path, stress_path
+        ),
         **fitted,
         "kind": "model",
         "architecture": arch,
@@ -239,14 +314,17 @@ def write_ensemble_bundle(
     out_dir: str | Path,
     split_path: str | Path | None = None,
     data_config: dict | None = None,
+    patients_path: str | Path | None = None,
+    stress_path: str | Path | None = None,
 ) -> Path:
-    """Write the bundle folder of an ensemble: every member's model and its ONNX copy, the
-    combiner, bundle.json and the card.
+    """Write the bundle folder of an ensemble: every member's model and its ONNX copy (or
+    references to them), the combiner, bundle.json and the card.
 
     Args:
         name: the ensemble's name.
         model_paths: {member: its `model.keras`, or its model bundle folder, whose model
-            and checked ONNX file are copied instead of exported again}.
+            and checked ONNX file are copied instead of exported again, or referred to
+            (`../ARCH/model.keras`) when that folder lies beside `out_dir`}.
         member_settings: {member: its merged settings (with `architecture`, `input_size`)}.
         metrics_path: the ensemble job's `metrics.json` (with `ensemble`: the combiner).
         reference_path: the stain reference JSON the stores were built with.
@@ -254,6 +332,8 @@ def write_ensemble_bundle(
         out_dir: the bundle folder to write.
         split_path: the split table (as `write_bundle`).
         data_config: the configuration's `dataset` and `split` blocks (as `write_bundle`).
+        patients_path: the ensemble's patients.json (as `write_bundle`).
+        stress_path: the ensemble's stress.csv (as `write_bundle`).
 
     Returns:
         The path of `bundle.json`.
@@ -293,7 +373,9 @@ def write_ensemble_bundle(
         )
         models[file] = path
     meta = {
-        **_common_meta(reference_path, config_hash, split_path, data_config),
+        **_common_meta(
+            reference_path, config_hash, split_path, data_config, patients_path, stress_path
+        ),
         **fitted,
         "kind": "ensemble",
         "architecture": name,

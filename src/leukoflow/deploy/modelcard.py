@@ -11,7 +11,8 @@ Layout: YAML front matter (library_name, tags, pipeline_tag, metrics, model-inde
 the test metrics), then the sections intended use, training data, preprocessing,
 architecture and training (an ensemble: its members, method and weights), evaluation,
 decision threshold, calibration (the temperature; ECE and Brier before and after), referral,
-ONNX (each member's file or why it has none), known limitations, versions and provenance.
+patients (the subject-level call and the cells it needs, when the bundle has one), ONNX
+(each member's file or why it has none), known limitations, versions and provenance.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ from leukoflow.deploy.modelcard_sections import (
     members_of,
     onnx_file,
     onnx_section,
+    patients_section,
     referral_section,
+    robustness_section,
     table,
     threshold_section,
     training_data_section,
+    uncertainty_section,
 )
 
 CARD_FILE = "README.md"
@@ -184,7 +188,8 @@ def key_lines(meta: Mapping) -> dict[str, str]:
         "training data": (f"{source}: {counts}" if data else "not recorded"),
         "threshold": f"{fmt(meta['threshold'], 4)} "
         f"({meta.get('evaluation', {}).get('threshold_rule', 'rule not recorded')})",
-        "test F1": f"{fmt(test.get('f1'))} [{fmt(lo)}, {fmt(hi)}]",
+        "test F1": f"{fmt(test.get('f1'))} "
+        f"[{meta.get('evaluation', {}).get('ci_note') or fmt(lo) + ', ' + fmt(hi)}]",
         "calibration": f"T {fmt(float(meta.get('temperature', 1.0)), 3)}: "
         + (f"ECE {fmt(before.get('ece'))} -> " if before else "")
         + f"ECE {fmt(test.get('ece'))}, Brier {fmt(test.get('brier'))}",
@@ -233,6 +238,9 @@ def render_card(meta: Mapping) -> str:
         ("Decision threshold", threshold_section(meta)),
         ("Calibration", calibration_section(meta)),
         ("Referral", referral_section(meta)),
+        *([("Patients", patients_section(meta))] if meta.get("patients") else []),
+        *([("Uncertainty", uncertainty_section(meta))] if "tta" in meta else []),
+        *([("Robustness", robustness_section(meta))] if meta.get("robustness") else []),
         ("ONNX", onnx_section(meta)),
         ("Known limitations", "\n".join(f"- {line}" for line in limitations(meta))),
         (

@@ -1,8 +1,8 @@
 """The sections of a bundle's model card (`deploy.modelcard`), each from bundle.json alone.
 
 One function per section of the card's body (training data, architecture and training,
-evaluation, decision threshold, calibration, referral, ONNX), and the small formatting
-helpers they and `leukoflow.deploy.modelcard` share.
+evaluation, decision threshold, calibration, referral, patients, uncertainty, robustness, ONNX),
+and the small formatting helpers they and `leukoflow.deploy.modelcard` share.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from leukoflow.data.split import SUBSETS
 from leukoflow.data.synth import describe_settings
+from leukoflow.evaluate.patients import AGGREGATOR_WORDS, scores_line
 from leukoflow.train.job import REQUIRED_KEYS
 
 CARD_METRICS = (
@@ -118,21 +119,26 @@ def training_data_section(meta):
 
 
 def evaluation_section(meta):
-    """The test metrics with their subject-bootstrap intervals."""
+    """The test metrics with their subject-bootstrap intervals (or why there are none)."""
     test = meta.get("test_metrics", {})
     evaluation = meta.get("evaluation", {})
-    ci = evaluation.get("ci", {})
+    ci, note = evaluation.get("ci", {}), evaluation.get("ci_note")
     rows = []
     for key, name in CARD_METRICS:
         lo, hi = (ci.get(key) or [None, None])[:2]
-        interval = f"[{fmt(lo)}, {fmt(hi)}]" if lo is not None else "-"
+        interval = note or (f"[{fmt(lo)}, {fmt(hi)}]" if lo is not None else "-")
         rows.append([name, fmt(test.get(key)), interval])
     bootstrap = evaluation.get("bootstrap", {})
     intro = (
         f"On the test subset ({evaluation.get('n_test', test.get('n', '?'))} images of "
         f"{evaluation.get('n_test_subjects', '?')} subjects), at the decision threshold below. "
-        f"95% intervals: {bootstrap.get('resamples', '?')} bootstrap resamples of subjects "
-        "(stratified by class)."
+        + (
+            f"{note}: no 95% intervals, since a bootstrap over so few subjects is none; "
+            "these figures describe those subjects only."
+            if note
+            else f"95% intervals: {bootstrap.get('resamples', '?')} bootstrap resamples of "
+            "subjects (stratified by class)."
+        )
     )
     return intro + "\n\n" + table(["metric", "value", "95% CI"], rows)
 
@@ -176,6 +182,64 @@ def calibration_section(meta):
     return f"{intro} On the test subset:\n\n" + table(["measure", "before", "after"], rows)
 
 
+def uncertainty_section(meta):
+    """What the per-cell uncertainty columns of evaluate's predictions mean, and how well
+    they rank the errors on the test subset (the risk-coverage areas)."""
+    tta, passes = meta.get("tta", "none"), meta.get("evaluation", {}).get("mc_dropout", 0)
+    areas = meta.get("evaluation", {}).get("risk_coverage") or {}
+    lines = [
+        f"Test-time augmentation: {tta} (`predict` applies it; `dihedral` = the mean of "
+        "P(all) over the 8 rotations and mirror images of the cell). `tta_spread`, in "
+        "evaluate's predictions, is the standard deviation of P(all) over those views; "
+        f"`mc_std` the standard deviation over {passes} passes of the head with its dropout "
+        "on (MC dropout; 0 = not computed). Both are per model (not for an ensemble).",
+        "How they were validated: the test cells ranked by each, most certain first, and the "
+        "area under the risk-coverage curve (AURC; smaller: the errors are the cells ranked "
+        "least certain) beside the ranking by the calibrated probability's distance from the "
+        "threshold:",
+    ]
+    rows = [
+        ["probability" if key == "aurc" else key.removeprefix("aurc_"), fmt(value)]
+        for key, value in areas.items()
+    ]
+    return "\n\n".join(lines) + "\n\n" + table(["ranking", "AURC"], rows)
+
+
+def _change(row, metric):
+    """'change [lo, hi]' of one stress row's metric ('-' where undefined)."""
+    lo, hi = row.get(f"delta_{metric}_lo"), row.get(f"delta_{metric}_hi")
+    interval = f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else ""
+    value = row.get(f"delta_{metric}")
+    return ("-" if value is None else f"{value:+.3f}") + interval
+
+
+def robustness_section(meta):
+    """The stress test's rows: each acquisition shift's change of F1, weighted F1, ROC-AUC."""
+    rows = meta.get("robustness") or []
+    notes = sorted({row["ci_note"] for row in rows if row.get("ci_note")})
+    intro = (
+        "The test subset under acquisition shifts applied to the prepared images (stain_off: "
+        "prepared without stain normalisation; README, 'The stress test'), with the threshold "
+        "and temperature fitted on the unshifted validation subset. Each change is shifted "
+        "minus unshifted, with its 95% paired subject-bootstrap CI"
+        + (f" ({'; '.join(notes)})" if notes else "")
+        + "."
+    )
+    body = [
+        [
+            row["shift"],
+            row["strength"],
+            ", ".join(f"{k}={v}" for k, v in row["params"].items()),
+            _change(row, "f1"),
+            _change(row, "weighted_f1"),
+            _change(row, "roc_auc"),
+        ]
+        for row in rows
+    ]
+    header = ["shift", "strength", "parameters", "ΔF1", "Δweighted F1", "ΔROC-AUC"]
+    return f"{intro}\n\n" + table(header, body)
+
+
 def referral_section(meta):
     """The referral band and what it referred."""
     band = meta.get("referral")
@@ -196,6 +260,37 @@ def referral_section(meta):
         lines.append(
             f"Share referred: validation {fmt(summary.get('val_share_referred'))}, test "
             f"{fmt(test.get('share_referred'))}."
+        )
+    return " ".join(lines)
+
+
+def patients_section(meta):
+    """The patient-level call: aggregator, patient threshold, what they were fitted on, the
+    test subjects' scores and the cells a call needs."""
+    fitted = meta["patients"]
+    val, test = fitted.get("val") or {}, fitted.get("test") or {}
+    needed = fitted.get("cells_needed") or {}
+    how = AGGREGATOR_WORDS.get(fitted["aggregator"], fitted["aggregator"])
+    lines = [
+        f"A subject (patient) is called `all` when the {how} of its cells "
+        f"(`{fitted['aggregator']}`) is at least **{fmt(float(fitted['threshold']), 4)}**. "
+        f"Both were fitted on the validation subjects only ({val.get('subjects', '?')}: "
+        f"{val.get('n_all', '?')} all, {val.get('n_hem', '?')} hem), the threshold by the "
+        f"rule of the cell threshold ({fitted.get('threshold_rule', '?')}); referred cells are "
+        "aggregated like the others. `leukoflow predict --patients subject|folder` applies "
+        "them.",
+        f"On the test subset, with all of each subject's cells: {test.get('correct', '?')} of "
+        f"{test.get('subjects', '?')} subjects called correctly; {scores_line(test)}.",
+    ]
+    if needed:
+        n = needed.get("n")
+        lines.append(
+            f"Cells per subject needed for a sensitivity and specificity of at least "
+            f"{fmt(needed.get('target'), 2)} (chosen on the validation subjects, "
+            f"{needed.get('draws')} draws of cells without replacement within each subject): "
+            + (f"**{n}**" if n is not None else "not reached with the cells tried")
+            + (f" ({needed['val_note']})" if needed.get("val_note") else "")
+            + "."
         )
     return " ".join(lines)
 

@@ -30,7 +30,7 @@ import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,11 +41,12 @@ from tqdm import tqdm
 from leukoflow import CLASS_NAMES
 from leukoflow.core.atomic import atomic_path
 from leukoflow.core.errors import LeukoflowError
-from leukoflow.data.images import BadImageError, is_image_name, open_rgb
+from leukoflow.data.images import DEFAULT_MAX_PIXELS, BadImageError, is_image_name, open_rgb
 from leukoflow.deploy.bundle import onnx_missing
 from leukoflow.evaluate.calibration import apply_temperature
 from leukoflow.evaluate.ensemble import combine
-from leukoflow.models.inference import predict_arrays, tta_angles
+from leukoflow.evaluate.uncertainty import CellUncertainty
+from leukoflow.models.inference import predict_views, tta_views
 from leukoflow.stain.stores import prepare_image
 
 if TYPE_CHECKING:
@@ -61,13 +62,14 @@ ENGINE_CHOICES = ("auto", "keras", "onnx")
 @dataclass
 class Prediction:
     """One output row; `probability` (calibrated), `label` and `refer` are None when the file
-    could not be used."""
+    could not be used; `uncertainty`: {column: value} (`evaluate.uncertainty.CellUncertainty`)."""
 
     path: str
     probability: float | None
     label: str | None
     refer: bool | None
     error: str | None
+    uncertainty: dict[str, float] = field(default_factory=dict)
 
 
 def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
@@ -75,14 +77,15 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
 
     A folder contributes every file under it (recursively, sorted) whose extension is one of
     `leukoflow.data.images.IMAGE_EXTENSIONS` in any case, and nothing else (a warning when it has
-    none); any other path is kept as given, whatever its extension (it gets an error row
-    if it cannot be read).
+    none); "file" is anything but a folder, so a dangling symbolic link or a FIFO with an
+    image name gets its error row. Any other path is kept as given, whatever its extension
+    (it gets an error row if it cannot be read).
     """
     files = []
     for given in map(Path, paths):
         if given.is_dir():
             found = sorted(
-                (p for p in given.rglob("*") if p.is_file() and is_image_name(p)),
+                (p for p in given.rglob("*") if not p.is_dir() and is_image_name(p)),
                 key=lambda p: p.relative_to(given).parts,
             )
             if not found:
@@ -94,16 +97,18 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def prepare_file(
-    path: str | Path, reference: dict, sizes: Sequence[int]
+    path: str | Path, reference: dict, sizes: Sequence[int], max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> tuple[dict[int, np.ndarray] | None, str | None]:
     """Read one file once and prepare it at every size.
 
     Returns:
-        ({size: uint8 (size, size, 3)}, None), or (None, why the file could not be used).
+        ({size: uint8 (size, size, 3)}, None), or (None, why the file could not be used:
+        `leukoflow.data.images.BadImageError`'s reason, e.g. an image of more than
+        `max_pixels` pixels).
     """
     try:
-        image = open_rgb(path)
-        return {size: prepare_image(image, reference, size) for size in sizes}, None
+        with open_rgb(path, max_pixels=max_pixels) as image:
+            return {size: prepare_image(image, reference, size) for size in sizes}, None
     except BadImageError as error:
         return None, error.reason
     except (LeukoflowError, ValueError, OSError) as error:
@@ -111,7 +116,10 @@ def prepare_file(
 
 
 def prepare_sizes(
-    paths: Sequence[str | Path], reference: dict, sizes: Sequence[int]
+    paths: Sequence[str | Path],
+    reference: dict,
+    sizes: Sequence[int],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[dict[int, np.ndarray], list[str | None]]:
     """Read a batch of files and prepare each at every size (`prepare_file`).
 
@@ -119,6 +127,7 @@ def prepare_sizes(
         paths: the files.
         reference: the stain reference.
         sizes: the distinct sides of the models' inputs, pixels.
+        max_pixels: the largest image read; a larger one is a bad file.
 
     Returns:
         (images, errors): {size: uint8 `(n_ok, size, size, 3)`} for the files that could be
@@ -127,7 +136,7 @@ def prepare_sizes(
     """
     images, errors = {size: [] for size in sizes}, []
     for path in paths:
-        prepared, error = prepare_file(path, reference, sizes)
+        prepared, error = prepare_file(path, reference, sizes, max_pixels)
         errors.append(error)
         for size in sizes if prepared is not None else ():
             images[size].append(prepared[size])
@@ -250,10 +259,12 @@ def iter_predictions(
     bundle: Bundle,
     files: Sequence[str | Path],
     batch_size: int = 32,
-    tta: int = 0,
+    tta: str | int | None = None,
     workers: int | None = None,
     progress: bool = True,
     predict_fns: Sequence[PredictFn] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    uncertainty: CellUncertainty | None = None,
 ) -> Iterator[Prediction]:
     """Yield one `Prediction` per file, in order.
 
@@ -268,19 +279,23 @@ def iter_predictions(
         bundle: the loaded model bundle.
         files: the image files (`collect_inputs`).
         batch_size: files per batch (at least 1).
-        tta: test-time rotations (0 or 1: off).
+        tta: the test-time augmentation (`models.inference.tta_views`); None: the
+            bundle's, the one its threshold and temperature were fitted with.
         workers: preparation threads; None: `default_workers()`.
         progress: show a progress bar.
         predict_fns: the inference function of each member; None:
             `make_predict_fns(bundle)`.
+        max_pixels: the largest image read; a larger one gets an error row.
+        uncertainty: the per-cell uncertainty to compute (its `columns`), or None.
 
     Raises:
-        LeukoflowError: for a batch size or worker count below 1 or a negative `tta`
+        LeukoflowError: for a batch size or worker count below 1 or an unknown `tta`
             (before any file is read), or as `make_predict_fns`.
     """
     if batch_size < 1:
         raise LeukoflowError(f"--batch-size must be at least 1, got {batch_size}")
-    tta_angles(tta)  # checks tta before any image is read
+    tta = bundle.tta if tta is None else tta
+    tta_views(tta)  # checks tta before any image is read
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise LeukoflowError(f"--threads must be at least 1, got {workers}")
@@ -300,7 +315,8 @@ def iter_predictions(
         def submit():
             batch = next(queued, None)
             if batch is not None:
-                pending.append((batch, pool.submit(prepare_sizes, batch, reference, sizes)))
+                future = pool.submit(prepare_sizes, batch, reference, sizes, max_pixels)
+                pending.append((batch, future))
 
         for _ in range(workers + 1):
             submit()
@@ -308,24 +324,31 @@ def iter_predictions(
             batch, future = pending.popleft()
             submit()
             images, errors = future.result()
-            members = [
-                predict_arrays(fn, images[member.input_size], shape, tta)
+            views = [
+                predict_views(fn, images[member.input_size], shape, tta)
                 for fn, member in zip(predict_fns, bundle.members, strict=True)
             ]
-            combined = combine(np.vstack(members), bundle.combiner)
+            combined = combine(np.vstack([v.mean(axis=0) for v in views]), bundle.combiner)
             probabilities = iter(apply_temperature(combined, bundle.temperature).tolist())
+            extra = uncertainty(views[0], images[sizes[0]], shape) if uncertainty else {}
+            cells = iter(range(len(combined)))
             for path, error in zip(batch, errors, strict=True):
                 if error is None:
-                    p = next(probabilities)
+                    p, i = next(probabilities), next(cells)
                     refer = band is not None and band["lo"] <= p < band["hi"]
-                    yield Prediction(str(path), p, CLASS_NAMES[int(p >= threshold)], refer, None)
+                    label = CLASS_NAMES[int(p >= threshold)]
+                    spread = {column: float(values[i]) for column, values in extra.items()}
+                    yield Prediction(str(path), p, label, refer, None, spread)
                 else:
                     yield Prediction(str(path), None, None, None, error)
             bar.update(len(batch))
 
 
-def write_predictions(predictions: Iterable[Prediction], threshold: float, out: str | Path) -> int:
-    """Write the predictions CSV (columns `COLUMNS`) atomically; returns the rows written.
+def write_predictions(
+    predictions: Iterable[Prediction], threshold: float, out: str | Path, columns: Sequence = ()
+) -> int:
+    """Write the predictions CSV (columns `COLUMNS`, then the uncertainty `columns`)
+    atomically; returns the rows written.
 
     `refer` is 1 for a cell in the bundle's referral band, 0 otherwise, empty for a file that
     could not be used.
@@ -333,12 +356,14 @@ def write_predictions(predictions: Iterable[Prediction], threshold: float, out: 
     rows = 0
     with atomic_path(out) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
+        writer.writerow([*COLUMNS, *columns])
         for row in predictions:
             probability = "" if row.probability is None else repr(row.probability)
             refer = "" if row.refer is None else int(row.refer)
+            extra = [repr(row.uncertainty[c]) if c in row.uncertainty else "" for c in columns]
             writer.writerow(
                 [row.path, probability, row.label or "", repr(threshold), refer, row.error or ""]
+                + extra
             )
             rows += 1
     return rows
@@ -349,10 +374,12 @@ def predict(
     inputs: Iterable[str | Path],
     out: str | Path,
     batch_size: int = 32,
-    tta: int = 0,
+    tta: str | int | None = None,
     workers: int | None = None,
     progress: bool = True,
     predict_fns: Sequence[PredictFn] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    patients: str | None = None,
 ) -> tuple[int, int]:
     """Classify the images in `inputs` (files and folders) and write the CSV `out`.
 
@@ -362,32 +389,52 @@ def predict(
     Args:
         bundle: the loaded model bundle.
         inputs: image files and folders (`collect_inputs`).
-        out: the predictions CSV to write (`COLUMNS`).
+        out: the predictions CSV to write (`COLUMNS`, then `tta_spread` and `mc_std` where
+            `evaluate.uncertainty.CellUncertainty` computes them).
         batch_size: files per model call.
-        tta: test-time rotations (0 or 1: off).
+        tta: the test-time augmentation (`models.inference.tta_views`); None: the
+            bundle's, the one its threshold and temperature were fitted with.
         workers: preparation threads; None: `default_workers()`.
         progress: show a progress bar.
         predict_fns: the inference function of each member; None:
             `make_predict_fns(bundle)`.
+        max_pixels: the largest image read; a larger one gets an error row.
+        patients: `subject` or `folder`: also write `patients.csv` beside `out`, one row
+            per group of inputs with the bundle's patient-level call
+            (`leukoflow.deploy.patients`); None: not.
 
     Returns:
         (rows, classified): the rows written and how many files were classified.
 
     Raises:
-        LeukoflowError: as `iter_predictions`.
+        LeukoflowError: as `iter_predictions`; with `patients`, as `patient_fit` and
+            `patients_csv` (before any file is read).
     """
+    from leukoflow.deploy import patients as by_patient
+
+    fitted = by_patient.patient_fit(bundle.meta, patients) if patients else None
+    patients_out = by_patient.patients_csv(out) if patients else None
     files = collect_inputs(inputs)
     counts = {"classified": 0}
+    seen = []
+
+    uncertainty = CellUncertainty(bundle, bundle.tta if tta is None else tta)
 
     def counted():
         predictions = iter_predictions(
-            bundle, files, batch_size, tta, workers, progress, predict_fns
+            bundle, files, batch_size, tta, workers, progress, predict_fns, max_pixels, uncertainty
         )
         for row in predictions:
             counts["classified"] += row.error is None
+            if fitted is not None:
+                seen.append(row)
             yield row
 
-    rows = write_predictions(counted(), bundle.threshold, out)
+    rows = write_predictions(counted(), bundle.threshold, out, uncertainty.columns)
+    if fitted is not None:
+        groups = by_patient.patient_rows(seen, patients, fitted)
+        by_patient.write_patients(groups, patients_out)
+        log.info("%d groups of cells by %s; their calls in %s", len(groups), patients, patients_out)
     log.info(
         "%d of %d files classified, %d with errors; predictions in %s",
         counts["classified"],

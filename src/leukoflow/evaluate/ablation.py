@@ -6,7 +6,8 @@ combination of the listed levels is trained and evaluated for every listed archi
 - `split`: `subject` (the main split, subject-disjoint) or `random` (image level: the main
   split's subset labels shuffled among the images of each class, so each subset keeps its
   size and class mix while a subject's images spread over several subsets: leakage);
-- `stain` (`stain.method`): `none`, `reinhard` or `macenko`;
+- `stain` (`stain.method`): the stain methods of `leukoflow.stain.registry` (`none`,
+  `reinhard`, `macenko`);
 - `augmentation`: `offline` (the class-balanced augmented store, no online augmentation),
   `online` (online augmentation layers, class weights for the imbalance) or `none` (class
   weights, no augmentation).
@@ -32,10 +33,11 @@ from collections.abc import Mapping
 
 from leukoflow.core.errors import ConfigError
 from leukoflow.core.settings import deep_merge, merged_settings
+from leukoflow.stain.registry import METHOD_NAMES as STAIN_METHOD_NAMES
 
 FACTORS = {
     "split": ("subject", "random"),
-    "stain": ("none", "reinhard", "macenko"),
+    "stain": STAIN_METHOD_NAMES,
     "augmentation": ("offline", "online", "none"),
 }
 # What each augmentation level sets in an architecture's training settings.

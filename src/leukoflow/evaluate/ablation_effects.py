@@ -12,7 +12,9 @@ The CI is a paired subject bootstrap: one resample of the subjects (drawn with r
 within each label, as for Table I) weighs every image of every comparison, so all
 differences of a resample come from the same subjects. F1 and weighted F1 are taken at each
 model's own threshold (chosen on its own validation subset), ROC-AUC from its
-probabilities.
+probabilities. When a comparison's shared test cells hold fewer subjects of a class than
+`evaluate.min_subjects_per_class`, the row keeps its point estimate, has no interval
+(`ci_note` says why) and its reading judges nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ import pandas as pd
 
 from leukoflow.core.atomic import atomic_path, write_text
 from leukoflow.core.errors import LeukoflowError
-from leukoflow.evaluate.metrics import chunks, percentile_ci, subject_resamples, weighted_metrics
+from leukoflow.evaluate.metrics import (
+    MIN_SUBJECTS_PER_CLASS,
+    chunks,
+    percentile_ci,
+    subject_classes,
+    subject_resamples,
+    too_few_subjects,
+    weighted_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +76,7 @@ def factor_effects(
     reference: Mapping[str, Mapping[str, str]],
     n_resamples: int = 2000,
     seed: int = 0,
+    min_subjects_per_class: int = MIN_SUBJECTS_PER_CLASS,
 ) -> pd.DataFrame:
     """The effect of every non-reference level of every factor, per architecture.
 
@@ -77,11 +88,15 @@ def factor_effects(
         reference: {architecture: {factor: reference level}}.
         n_resamples: subject resamples of the CIs.
         seed: seed of the resamples.
+        min_subjects_per_class: below this many shared test subjects of a class in a
+            comparison, the row's CIs are withheld.
 
     Returns:
         One row per (architecture, factor, level): the reference level, the number of
         comparisons averaged, the shared test images and subjects (of the smallest
-        comparison), and for each of `EFFECT_METRICS` the effect and its CI (`_lo`, `_hi`).
+        comparison), for each of `EFFECT_METRICS` the effect and its CI (`_lo`, `_hi`), and
+        `ci_note` ("CI: too few test subjects (n all, m hem)" of the smallest comparison)
+        where the CIs are withheld.
     """
     rows = []
     for arch in dict.fromkeys(job["architecture"] for job in jobs):
@@ -92,7 +107,7 @@ def factor_effects(
         for factor, ref in reference[arch].items():
             levels = dict.fromkeys(job["levels"][factor] for job in own)
             for level in (lv for lv in levels if lv != ref):
-                diffs, shared_images, shared_subjects = [], [], []
+                diffs, shared_images, shared_subjects, classes = [], [], [], []
                 for job in (j for j in own if j["levels"][factor] == level):
                     partner = by_levels[tuple(sorted({**job["levels"], factor: ref}.items()))]
                     merged = frames[job["combination"]].merge(  # the test cells both hold
@@ -107,6 +122,7 @@ def factor_effects(
                     diffs.append({m: values["a"][m] - values["b"][m] for m in EFFECT_METRICS})
                     shared_images.append(len(merged))
                     shared_subjects.append(merged["subject"].nunique())
+                    classes.append(subject_classes(merged["subject"], merged["y"]))
                 row = {
                     "architecture": arch,
                     "factor": factor,
@@ -116,14 +132,18 @@ def factor_effects(
                     "shared_images": min(shared_images, default=0),
                     "shared_subjects": min(shared_subjects, default=0),
                 }
+                fewest = min(classes, key=lambda c: min(c.values()), default=None)
+                note = fewest and too_few_subjects(fewest, min_subjects_per_class)
                 for m in EFFECT_METRICS:
                     if diffs:
                         mean = np.mean([d[m] for d in diffs], axis=0)  # NaN stays NaN
                         point = None if np.isnan(mean[0]) else float(mean[0])
-                        lo, hi = percentile_ci(mean[1:])
+                        lo, hi = [None, None] if note else percentile_ci(mean[1:])
                     else:
                         point, lo, hi = None, None, None
                     row.update({m: point, f"{m}_lo": lo, f"{m}_hi": hi})
+                if note:
+                    row["ci_note"] = note
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -132,15 +152,20 @@ def reading(row: Mapping) -> str:
     """What a row of the effects table says, in words.
 
     Args:
-        row: a row of `factor_effects` (factor, level, reference, each metric and its CI).
+        row: a row of `factor_effects` (factor, level, reference, each metric and its CI,
+            `ci_note` where the CIs are withheld).
 
     Returns:
         "LEVEL scores higher|lower than REFERENCE", "mixed" or "no difference", which CIs
-        exclude 0, and for the random split scoring higher, that this is leakage.
+        exclude 0, and for the random split scoring higher, that this is leakage; that the
+        shared test subset is too small to judge where the CIs are withheld.
     """
     defined = [m for m in EFFECT_METRICS if row[m] is not None and not pd.isna(row[m])]
     if not defined:
         return "no shared test cells to compare"
+    note = row.get("ci_note")
+    if isinstance(note, str):
+        return f"the shared test subset is too small to judge ({note})"
     points = [row[m] for m in defined]
     if all(p >= 0 for p in points) and any(p > 0 for p in points):
         sign = "higher"
@@ -173,6 +198,14 @@ def _fmt(value, digits=3, sign=True):
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
+def _interval(row, metric, sign=True):
+    """'[lo, hi]' of a row's metric, or '[CI: too few test subjects (...)]' where withheld."""
+    note = row.get("ci_note")
+    if isinstance(note, str):
+        return f"[{note}]"
+    return f"[{_fmt(row[f'{metric}_lo'], sign=sign)}, {_fmt(row[f'{metric}_hi'], sign=sign)}]"
+
+
 def effects_markdown(effects: pd.DataFrame, combos: pd.DataFrame) -> str:
     """The ablation table in Markdown.
 
@@ -193,10 +226,7 @@ def effects_markdown(effects: pd.DataFrame, combos: pd.DataFrame) -> str:
             f"{row['factor']}: {row['level']} vs {row['reference']}",
             f"{row['shared_images']} ({row['shared_subjects']})",
         ]
-        cells += [
-            f"{_fmt(row[m])} [{_fmt(row[f'{m}_lo'])}, {_fmt(row[f'{m}_hi'])}]"
-            for m in EFFECT_METRICS
-        ]
+        cells += [f"{_fmt(row[m])} {_interval(row, m)}" for m in EFFECT_METRICS]
         lines.append("| " + " | ".join(cells + [row["reading"]]) + " |")
     header = ["Architecture", "Combination", "Run", "Test cells"]
     header += [f"{LABELS[m]} [95% CI]" for m in EFFECT_METRICS]
@@ -204,9 +234,7 @@ def effects_markdown(effects: pd.DataFrame, combos: pd.DataFrame) -> str:
     for row in combos.to_dict("records"):
         cells = [row["architecture"], row["combination"], row["run"], str(row["n_test"])]
         cells += [
-            f"{_fmt(row[m], sign=False)} [{_fmt(row[f'{m}_lo'], sign=False)}, "
-            f"{_fmt(row[f'{m}_hi'], sign=False)}]"
-            for m in EFFECT_METRICS
+            f"{_fmt(row[m], sign=False)} {_interval(row, m, sign=False)}" for m in EFFECT_METRICS
         ]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [
@@ -235,6 +263,7 @@ def run_ablation_table(
     table_md: str | Path,
     n_resamples: int = 2000,
     seed: int = 0,
+    min_subjects_per_class: int = MIN_SUBJECTS_PER_CLASS,
 ) -> pd.DataFrame:
     """The `ablation` job: read every combination's evaluation, write the ablation table.
 
@@ -248,6 +277,8 @@ def run_ablation_table(
         table_md: both tables in Markdown, with notes.
         n_resamples: subject resamples of the CIs.
         seed: seed of the resamples.
+        min_subjects_per_class: below this many shared test subjects of a class, an effect
+            has no CI (`factor_effects`).
 
     Returns:
         The effects table.
@@ -272,8 +303,12 @@ def run_ablation_table(
         for m in EFFECT_METRICS:
             combo[m] = metrics["test"][m]
             combo[f"{m}_lo"], combo[f"{m}_hi"] = metrics["ci"][m]
+        if metrics.get("ci_note"):
+            combo["ci_note"] = metrics["ci_note"]
         combos.append(combo)
-    effects = factor_effects(jobs, predictions, plan["reference"], n_resamples, seed)
+    effects = factor_effects(
+        jobs, predictions, plan["reference"], n_resamples, seed, min_subjects_per_class
+    )
     effects["reading"] = [reading(row) for row in effects.to_dict("records")]
     combos = pd.DataFrame(combos)
     for frame, path in ((effects, effects_csv), (combos, combinations_csv)):

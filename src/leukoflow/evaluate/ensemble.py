@@ -189,7 +189,8 @@ def run_ensemble(
     val = val_base.assign(probability_all=combine(val_p, combiner))
     test = test_base.assign(probability_all=combine(test_p, combiner))
     metrics, val, test = evaluate_with_config(val, test, evaluate_config)
-    metrics.update(architecture=name, split="main", tta=None, ensemble=combiner)
+    tta = evaluate_config.get("tta", "none")  # the members' evaluations' test-time augmentation
+    metrics.update(architecture=name, split="main", tta=tta, ensemble=combiner)
     write_evaluation(metrics, val, test, metrics_out, val_out, test_out)
     log.info(
         "ensemble %s (%s of %s): test F1 %.3f, weighted F1 %.3f",

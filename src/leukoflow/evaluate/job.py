@@ -23,8 +23,17 @@ from numpy.typing import ArrayLike
 from leukoflow.core.atomic import atomic_path, write_text
 from leukoflow.core.errors import LeukoflowError
 from leukoflow.evaluate.calibration import apply_temperature, calibration_summary, fit_temperature
-from leukoflow.evaluate.metrics import binary_metrics, bootstrap_ci, subject_resamples
+from leukoflow.evaluate.metrics import (
+    MIN_SUBJECTS_PER_CLASS,
+    binary_metrics,
+    bootstrap_ci,
+    subject_classes,
+    subject_resamples,
+    too_few_subjects,
+    withhold_intervals,
+)
 from leukoflow.evaluate.referral import choose_band, referral_summary, referred_mask, risk_coverage
+from leukoflow.evaluate.uncertainty import UNCERTAINTY_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,6 +113,7 @@ def evaluate_predictions(
     seed: int = 0,
     referral_metric: str = "sensitivity",
     referral_target: float = 0.95,
+    min_subjects_per_class: int = MIN_SUBJECTS_PER_CLASS,
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """Metrics of validation and test predictions; everything fitted comes from `val` only.
 
@@ -121,11 +131,14 @@ def evaluate_predictions(
         referral_metric: the metric of the cells not referred that the band must bring to
             `referral_target` (`leukoflow.evaluate.referral.TARGET_METRICS`).
         referral_target: its target value.
+        min_subjects_per_class: below this many test subjects of a class, every interval is
+            [None, None] and `ci_note` says why (`leukoflow.evaluate.metrics.too_few_subjects`).
 
     Returns:
         (metrics, val, test): the metrics dict (threshold, test and val metrics, CIs,
-        per-subject accuracy, counts, `calibration`, `referral`, `risk_coverage`) and the
-        two frames with `calibrated_probability_all`, `predicted` and `referred` added.
+        per-subject accuracy, counts, `test_subjects` per class, `calibration`, `referral`,
+        `risk_coverage`, and `ci_note` when the intervals are withheld) and the two frames
+        with `calibrated_probability_all`, `predicted` and `referred` added.
 
     Raises:
         LeukoflowError: when a frame lacks a column or is empty, as `choose_threshold`, or
@@ -167,6 +180,8 @@ def evaluate_predictions(
         "n_test": len(test),
         "n_val": len(val),
         "n_test_subjects": int(test["subject"].nunique()),
+        "test_subjects": subject_classes(test["subject"], y),
+        "min_subjects_per_class": min_subjects_per_class,
         "bootstrap": {
             "resamples": n_bootstrap,
             "unit": "subject",
@@ -179,8 +194,19 @@ def evaluate_predictions(
         "per_subject": per_subject_accuracy(test),
         "calibration": {"temperature": temperature, **calibration},
         "referral": {**band, "test": referral_summary(y, p, predicted, band, weights)},
-        "risk_coverage": {"aurc": risk_coverage(y, p, threshold)[2]},
+        "risk_coverage": {  # cells ranked by |p - threshold|, and by each uncertainty
+            "aurc": risk_coverage(y, p, threshold)[2],
+            **{
+                f"aurc_{c}": risk_coverage(y, p, threshold, -test[c].to_numpy(float))[2]
+                for c in UNCERTAINTY_COLUMNS
+                if c in test
+            },
+        },
     }
+    note = too_few_subjects(metrics["test_subjects"], min_subjects_per_class)
+    if note:
+        log.warning("%s: every interval is withheld", note)
+        metrics = {**withhold_intervals(metrics), "ci_note": note}
     return metrics, val, test
 
 
@@ -192,7 +218,8 @@ def evaluate_with_config(
     Args:
         val: validation predictions.
         test: test predictions.
-        evaluate_config: the `evaluate` block (threshold, bootstrap, seed, referral).
+        evaluate_config: the `evaluate` block (threshold, bootstrap, seed, referral,
+            min_subjects_per_class).
 
     Returns:
         As `evaluate_predictions`.
@@ -206,22 +233,31 @@ def evaluate_with_config(
         seed=int(evaluate_config.get("seed", 0)),
         referral_metric=str(referral.get("metric", "sensitivity")),
         referral_target=float(referral.get("target", 0.95)),
+        min_subjects_per_class=int(
+            evaluate_config.get("min_subjects_per_class", MIN_SUBJECTS_PER_CLASS)
+        ),
     )
 
 
-def predictions_frame(index: pd.DataFrame, probabilities: ArrayLike) -> pd.DataFrame:
+def predictions_frame(
+    index: pd.DataFrame, probabilities: ArrayLike, uncertainty: Mapping | None = None
+) -> pd.DataFrame:
     """The predictions table: row, path, subject, y (and `predicted` later) from a store index.
 
     Args:
         index: the store's index.
         probabilities: (N,) probabilities of `all`, in store order.
+        uncertainty: {column of `leukoflow.evaluate.uncertainty.UNCERTAINTY_COLUMNS`: (N,)},
+            the estimates computed (none: no column).
 
     Returns:
-        Columns row, path, subject (text), y, probability_all.
+        Columns row, path, subject (text), y, probability_all, and the uncertainty columns.
     """
     frame = index[["row", "path", "subject", "y"]].copy()
     frame["subject"] = frame["subject"].astype(str)
     frame["probability_all"] = np.asarray(probabilities, float)
+    for column, values in (uncertainty or {}).items():
+        frame[column] = np.asarray(values, float)
     return frame
 
 
@@ -233,10 +269,12 @@ def write_evaluation(
     val_out: str | Path,
     test_out: str | Path,
 ) -> None:
-    """Write the metrics JSON and the validation and test prediction CSVs, atomically."""
+    """Write the metrics JSON and the validation and test prediction CSVs (`PREDICTION_COLUMNS`
+    and the uncertainty columns computed), atomically."""
     for path, frame in ((val_out, val), (test_out, test)):
+        columns = PREDICTION_COLUMNS + [c for c in UNCERTAINTY_COLUMNS if c in frame]
         with atomic_path(path) as tmp:
-            frame[PREDICTION_COLUMNS].to_csv(tmp, index=False)
+            frame[columns].to_csv(tmp, index=False)
     write_text(metrics_out, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
@@ -275,24 +313,32 @@ def run_evaluate(
             rule, or a validation subset without `all` cells.
     """
     from leukoflow.core.runtime import decide
+    from leukoflow.evaluate.uncertainty import predict_with_uncertainty
     from leukoflow.models import load_model
-    from leukoflow.models.inference import compiled_inference, predict_store
+    from leukoflow.models.inference import compiled_inference
     from leukoflow.stain.stores import open_store
 
     model = load_model(model_path)
-    predict_fn = compiled_inference(model, jit_compile=decide(settings).jit_compile)
+    jit = decide(settings).jit_compile
+    predict_fn = compiled_inference(model, jit_compile=jit)
     batch_size = int(settings.get("batch_size", 32))
-    tta = int(evaluate_config.get("tta", 0))
+    tta = evaluate_config.get("tta", "none")
+    mc_dropout = int(evaluate_config.get("mc_dropout", 0))
+    seed = int(evaluate_config.get("seed", 0))
     frames = []
     for store in (val_store, test_store):
         images, index = open_store(store)
-        log.info("predicting %d images of %s (TTA %d)", len(images), store, tta)
-        frames.append(predictions_frame(index, predict_store(predict_fn, images, batch_size, tta)))
+        log.info("predicting %d images of %s (TTA %s)", len(images), store, tta)
+        out = predict_with_uncertainty(
+            model, predict_fn, images, batch_size, tta, mc_dropout, seed, jit
+        )
+        frames.append(predictions_frame(index, out.pop("probability_all"), out))
     metrics, val, test = evaluate_with_config(frames[0], frames[1], evaluate_config)
     metrics.update(
         architecture=settings.get("architecture", Path(model_path).parent.name),
         split=split_id,
         tta=tta,
+        mc_dropout=mc_dropout,
         model=str(model_path),
         settings=settings,
     )

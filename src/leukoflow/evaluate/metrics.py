@@ -5,13 +5,18 @@ function, `weighted_metrics`, on integer sample weights: weights of ones give th
 metrics, and the multiplicities of a bootstrap resample give the metrics of the resampled
 pool without copying images. Resampling is over **subjects** (all images of a drawn subject
 come along), stratified by the subject's label, because images of one subject are not
-independent.
+independent. Below `min_subjects_per_class` subjects of a class (`too_few_subjects`) a
+bootstrap has too few distinct resamples to be an interval: the point estimate is reported
+with "CI: too few test subjects (n all, m hem)" instead, and no verdict rests on it.
 """
+
+from collections.abc import Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 ECE_BINS = 10
+MIN_SUBJECTS_PER_CLASS = 3  # the schema's default of evaluate.min_subjects_per_class
 CI_METRICS = (
     "precision",
     "recall",
@@ -194,6 +199,72 @@ def subject_resamples(
             rows = np.repeat(np.arange(n_resamples), len(members))
             np.add.at(counts, (rows, members[draws.ravel()]), 1)
     return counts[:, inverse]
+
+
+def subject_classes(subjects: ArrayLike, labels: ArrayLike) -> dict[str, int]:
+    """How many subjects of each class, a subject's class being its images' majority label
+    (as `subject_resamples` strata them).
+
+    Args:
+        subjects: (N,) subject id of each image.
+        labels: (N,) 0/1.
+
+    Returns:
+        {"all": subjects of label 1, "hem": subjects of label 0}.
+    """
+    subjects = np.asarray(subjects).astype(str)
+    if not len(subjects):
+        return {"all": 0, "hem": 0}
+    _, inverse = np.unique(subjects, return_inverse=True)
+    share = np.bincount(inverse, weights=np.asarray(labels, float)) / np.bincount(inverse)
+    n_all = int((share >= 0.5).sum())
+    return {"all": n_all, "hem": len(share) - n_all}
+
+
+def too_few_subjects(
+    counts: Mapping[str, int], minimum: int = MIN_SUBJECTS_PER_CLASS
+) -> str | None:
+    """What to print instead of an interval when a subset has too few subjects for one.
+
+    A stratified subject bootstrap over one or two subjects of a class has one or a few
+    distinct resamples: its percentile interval is no confidence interval.
+
+    Args:
+        counts: {"all": subjects, "hem": subjects} (`subject_classes`).
+        minimum: the fewest subjects of each class an interval needs
+            (`evaluate.min_subjects_per_class`).
+
+    Returns:
+        "CI: too few test subjects (n all, m hem)" when a class has fewer than `minimum`,
+        else None.
+    """
+    if min(counts["all"], counts["hem"]) >= minimum:
+        return None
+    return f"CI: too few test subjects ({counts['all']} all, {counts['hem']} hem)"
+
+
+def withhold_intervals(value):
+    """A copy of `value` with every interval in it set to [None, None].
+
+    An interval is the value of a key `ci` or ending in `_ci` (a [lo, hi] pair, or a dict of
+    them), at any depth of nested dicts: evaluate's `ci`, the calibration's `brier_ci`, the
+    referral's `share_referred_ci` and `rest_ci`.
+
+    Args:
+        value: a metrics dict (or any value inside one).
+
+    Returns:
+        The copy; values that are not dicts are returned as they are.
+    """
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, inner in value.items():
+        if key == "ci" or str(key).endswith("_ci"):
+            out[key] = {k: [None, None] for k in inner} if isinstance(inner, dict) else [None, None]
+        else:
+            out[key] = withhold_intervals(inner)
+    return out
 
 
 def image_resamples(n_images: int, n_resamples: int, seed: int) -> np.ndarray:

@@ -185,17 +185,19 @@ def referral_summary(
 
 
 def risk_coverage(
-    y: ArrayLike, p: ArrayLike, threshold: float
+    y: ArrayLike, p: ArrayLike, threshold: float, confidence: ArrayLike | None = None
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """The risk-coverage curve: error rate of the most confident cells against their share.
 
-    Cells are taken in decreasing |p - threshold|; cells of equal confidence are taken
-    together (one point per distinct confidence).
+    Cells are taken in decreasing confidence, by default |p - threshold|; cells of equal
+    confidence are taken together (one point per distinct confidence).
 
     Args:
         y: (N,) 0/1 labels.
         p: (N,) calibrated probabilities of `all`.
         threshold: the decision threshold (`all` when p >= threshold).
+        confidence: (N,) another ranking, higher = taken first (e.g. minus an uncertainty of
+            `leukoflow.evaluate.uncertainty`); None: |p - threshold|.
 
     Returns:
         (coverage, risk, aurc): coverage and risk at each point, and the area under the
@@ -205,7 +207,7 @@ def risk_coverage(
     if not len(y):
         return np.zeros(0), np.zeros(0), float("nan")
     errors = ((p >= threshold).astype(int) != y).astype(float)
-    confidence = np.abs(p - threshold)
+    confidence = np.abs(p - threshold) if confidence is None else np.asarray(confidence, float)
     order = np.argsort(-confidence, kind="mergesort")
     ends = np.r_[np.flatnonzero(np.diff(confidence[order])), len(y) - 1]
     kept = ends + 1

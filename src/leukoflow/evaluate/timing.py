@@ -3,7 +3,9 @@
 The function timed is `leukoflow.models.inference.compiled_inference`, the one evaluation and
 `predict` use, on the model in the precision it was trained and is deployed in (its saved
 dtype policy); `naive_predict_latency` times `model.predict` per image, the slow path it
-is compared with. `run_timing` is the `timing` job.
+is compared with. With a test-time augmentation (`evaluate.tta`), the same latency and
+throughput are measured again through `predict_arrays` with it (`tta` in the record), so its
+cost stands beside the single pass. `run_timing` is the `timing` job.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from leukoflow.core.atomic import write_text
 from leukoflow.core.errors import LeukoflowError
 from leukoflow.core.runtime import backend_name, decide, device_info, saved_dtype_policy, versions
-from leukoflow.models.inference import compiled_inference
+from leukoflow.models.inference import compiled_inference, predict_arrays, tta_views
 
 if TYPE_CHECKING:
     import keras
@@ -70,6 +72,7 @@ def measure_compiled(
     batch_size: int = 32,
     jit_compile: bool = False,
     seed: int = 0,
+    tta: str | int = "none",
 ) -> dict:
     """Batch-1 latency and batch throughput of the compiled inference function.
 
@@ -83,10 +86,13 @@ def measure_compiled(
         batch_size: the batch of the throughput.
         jit_compile: compile with XLA (TensorFlow).
         seed: seed of the random inputs.
+        tta: a test-time augmentation (`leukoflow.models.inference.tta_views`) to time as
+            well; `none`: only the single pass.
 
     Returns:
         `latency_ms` and `batch_ms` ({median, p95, mean, min}),
-        `throughput_images_per_s`, `calls`, `batch_calls`, `warmup`.
+        `throughput_images_per_s`, `calls`, `batch_calls`, `warmup`, and `tta`: None, or
+        {mode, views, latency_ms, batch_ms, throughput_images_per_s} with it.
 
     Raises:
         LeukoflowError: for `calls` or `warmup` below 1, or a model whose input is not
@@ -98,19 +104,26 @@ def measure_compiled(
     predict = compiled_inference(model, jit_compile=jit_compile)
     one = random_batch(1, size, seed)
     many = random_batch(batch_size, size, seed + 1)
-    _times_ms(predict, one, warmup)
-    latency = _times_ms(predict, one, calls)
-    _times_ms(predict, many, warmup)
     batch_calls = max(10, calls // 5)
-    batch_times = _times_ms(predict, many, batch_calls)
-    return {
-        "latency_ms": summarise(latency),
-        "throughput_images_per_s": float(batch_size * batch_calls / (batch_times.sum() / 1000)),
-        "batch_ms": summarise(batch_times),
-        "calls": calls,
-        "batch_calls": batch_calls,
-        "warmup": warmup,
-    }
+    views = len(tta_views(tta))
+
+    def measure(fn):
+        _times_ms(fn, one, warmup)
+        latency = _times_ms(fn, one, calls)
+        _times_ms(fn, many, warmup)
+        batch_times = _times_ms(fn, many, batch_calls)
+        return {
+            "latency_ms": summarise(latency),
+            "throughput_images_per_s": float(batch_size * batch_calls / (batch_times.sum() / 1000)),
+            "batch_ms": summarise(batch_times),
+        }
+
+    record = measure(predict)
+    with_tta = None
+    if views > 1:
+        with_tta = {"mode": tta, "views": views}
+        with_tta.update(measure(lambda x: predict_arrays(predict, x, len(x), tta)))
+    return {**record, "calls": calls, "batch_calls": batch_calls, "warmup": warmup, "tta": with_tta}
 
 
 def summarise(times_ms: np.ndarray) -> dict[str, float]:
@@ -142,6 +155,7 @@ def time_model(
     calls: int = 100,
     batch_size: int = 32,
     jit_compile: str = "auto",
+    tta: str | int = "none",
 ) -> dict:
     """The timing record of one model: latency, throughput and what they were measured on.
 
@@ -152,6 +166,7 @@ def time_model(
         batch_size: as `measure_compiled`.
         jit_compile: the `jit_compile` setting (auto | on | off), decided by
             `leukoflow.core.runtime.decide`.
+        tta: as `measure_compiled`.
 
     Returns:
         The record of `measure_compiled` with device, backend, precision, jit_compile,
@@ -162,7 +177,7 @@ def time_model(
         LeukoflowError: as `measure_compiled`.
     """
     jit = decide({"jit_compile": jit_compile}).jit_compile
-    record = measure_compiled(model, warmup, calls, batch_size, jit)
+    record = measure_compiled(model, warmup, calls, batch_size, jit, tta=tta)
     record.update(
         device=device_info(),
         backend=backend_name(),
@@ -184,6 +199,7 @@ def run_timing(
     calls: int,
     batch_size: int,
     out: str | Path,
+    tta: str | int = "none",
 ) -> dict:
     """The `timing` job: load the model, time it, write the JSON record to `out`.
 
@@ -194,6 +210,7 @@ def run_timing(
         calls: timed batch-1 calls (at least 50, for a p95).
         batch_size: the batch of the throughput.
         out: the JSON record to write.
+        tta: evaluate's test-time augmentation, timed as well (`measure_compiled`).
 
     Returns:
         The record (`time_model`, with `architecture` and `dtype_policy`: the model runs in
@@ -206,9 +223,10 @@ def run_timing(
     from leukoflow.models import load_model
 
     if calls < 50:
-        raise LeukoflowError(f"--calls {calls}: at least 50 calls are needed for a p95")
+        raise LeukoflowError(f"timing.calls: {calls}; at least 50 calls are needed for a p95")
     model = load_model(model_path)
-    record = time_model(model, warmup, calls, batch_size, settings.get("jit_compile", "auto"))
+    jit_compile = settings.get("jit_compile", "auto")
+    record = time_model(model, warmup, calls, batch_size, jit_compile, tta)
     record["architecture"] = settings.get("architecture")
     record["dtype_policy"] = saved_dtype_policy(model_path)
     write_text(out, json.dumps(record, indent=2, sort_keys=True) + "\n")
@@ -221,4 +239,11 @@ def run_timing(
         record["throughput_images_per_s"],
         record["device"],
     )
+    if record["tta"]:
+        log.info(
+            "with TTA %s: batch-1 median %.2f ms, %.1f images/s",
+            tta,
+            record["tta"]["latency_ms"]["median"],
+            record["tta"]["throughput_images_per_s"],
+        )
     return record

@@ -3,8 +3,14 @@
 `compiled_inference` is the one backend dispatch of fast inference (TensorFlow: a
 `tf.function` of `model(x, training=False)`; JAX: `jax.jit` of `model.stateless_call`).
 Evaluation, timing, saliency and `leukoflow predict` all call it. Evaluation (through
-`predict_store`) and `leukoflow predict` both predict through `predict_arrays` (the same
-padding, the same test-time rotations), so a bundle gives the probabilities evaluate wrote.
+`predict_store`), the stress test and `leukoflow predict` (with the Keras or the ONNX engine)
+all predict through `predict_arrays` (the same padding, the same test-time augmentation), so
+a bundle gives the probabilities evaluate wrote.
+
+Test-time augmentation (`evaluate.tta`, `tta_views`): `none`; `dihedral`, the mean over the 8
+rotations by multiples of 90 degrees and their mirror images (a segmented cell has no
+orientation, and these 8 are exact on a pixel grid); or an integer K >= 2, the mean over K
+rotations by multiples of 360/K degrees (0 and 1: none).
 """
 
 from __future__ import annotations
@@ -21,14 +27,20 @@ if TYPE_CHECKING:
     import keras
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
+View = Callable[[np.ndarray], np.ndarray]
+TTA_MODES = ("none", "dihedral")
 
 
-def compiled_inference(model: keras.Model, jit_compile: bool = False) -> PredictFn:
+def compiled_inference(
+    model: keras.Model, jit_compile: bool = False, flat: bool = True
+) -> PredictFn:
     """A function float32 batch (N, H, W, 3) in [0, 255] -> P(all) float32 (N,) as numpy.
 
     Args:
-        model: a Keras classifier (one input, one probability output).
+        model: a Keras classifier (one input, one probability output), or with `flat`
+            False any one-input, one-output model (e.g. the backbone up to `head_pool`).
         jit_compile: XLA on TensorFlow. JAX always compiles with XLA.
+        flat: the output flattened to (N,); False: (N, features), float32.
 
     Returns:
         The function. On TensorFlow it is traced once, for any batch size (the batch
@@ -48,9 +60,8 @@ def compiled_inference(model: keras.Model, jit_compile: bool = False) -> Predict
             return model(x, training=False)
 
         def predict(x):
-            return np.asarray(call(tf.convert_to_tensor(x, tf.float32)), dtype="float32").reshape(
-                -1
-            )
+            out = np.asarray(call(tf.convert_to_tensor(x, tf.float32)), dtype="float32")
+            return out.reshape(-1) if flat else out.reshape(len(out), -1)
 
         return predict
     if backend == "jax":
@@ -65,8 +76,8 @@ def compiled_inference(model: keras.Model, jit_compile: bool = False) -> Predict
             return outputs
 
         def predict(x):
-            out = call(trainable, non_trainable, x)
-            return np.asarray(out, dtype="float32").reshape(-1)
+            out = np.asarray(call(trainable, non_trainable, x), dtype="float32")
+            return out.reshape(-1) if flat else out.reshape(len(out), -1)
 
         return predict
     raise LeukoflowError(
@@ -131,38 +142,98 @@ def tta_angles(tta: int) -> list[float]:
     return [360 * i / tta for i in range(tta)] if tta >= 2 else [0.0]
 
 
+def _dihedral_view(k: int, mirror: bool) -> View:
+    """The view of a batch (N, H, W, C) turned k quarter turns, then mirrored left-right."""
+
+    def view(batch):
+        turned = np.rot90(batch, k=k, axes=(1, 2))
+        return np.ascontiguousarray(turned[:, :, ::-1] if mirror else turned)
+
+    return view
+
+
+def tta_views(tta: str | int) -> list[View]:
+    """The views of a batch that test-time augmentation averages the model's output over.
+
+    Args:
+        tta: `none`, `dihedral` (8 views: 4 quarter turns, each also mirrored), or an
+            integer K (K rotations by multiples of 360/K degrees; 0 or 1: none).
+
+    Returns:
+        Functions float32 (N, H, W, 3) -> (N, H, W, 3); the first is the identity.
+
+    Raises:
+        LeukoflowError: for another mode or a negative K.
+    """
+    if isinstance(tta, str) and tta.isdigit():
+        tta = int(tta)
+    if isinstance(tta, int) and not isinstance(tta, bool):
+        return [lambda batch, a=a: rotate_batch(batch, a) for a in tta_angles(tta)]
+    if tta == "none":
+        return [lambda batch: batch]
+    if tta == "dihedral":
+        return [_dihedral_view(k, mirror) for mirror in (False, True) for k in range(4)]
+    raise LeukoflowError(
+        f"tta: {tta!r} is not a test-time augmentation; allowed: {', '.join(TTA_MODES)} or a "
+        "number of rotations K"
+    )
+
+
+def predict_views(
+    predict_fn: PredictFn, images: np.ndarray, batch_size: int, tta: str | int = "none"
+) -> np.ndarray:
+    """The probabilities of `all` of one batch of images under each test-time view.
+
+    The batch is padded with black images to `batch_size` rows, so the compiled function
+    sees one shape.
+
+    Args:
+        predict_fn: from `compiled_inference` (Keras) or `deploy.onnx_model.onnx_inference`.
+        images: uint8 or float (n, s, s, 3) in [0, 255], n <= `batch_size`.
+        batch_size: rows of every call of `predict_fn`.
+        tta: the test-time augmentation (`tta_views`).
+
+    Returns:
+        float32 (views, n).
+
+    Raises:
+        LeukoflowError: when n > `batch_size`, or as `tta_views`.
+    """
+    views = tta_views(tta)
+    n = len(images)
+    if n == 0:
+        return np.zeros((len(views), 0), np.float32)
+    if n > batch_size:
+        raise LeukoflowError(f"{n} images do not fit one batch of {batch_size}")
+    batch = np.zeros((batch_size, *images.shape[1:]), np.float32)
+    batch[:n] = images
+    return np.stack([predict_fn(view(batch))[:n] for view in views])
+
+
 def predict_arrays(
-    predict_fn: PredictFn, images: np.ndarray, batch_size: int, tta: int = 0
+    predict_fn: PredictFn, images: np.ndarray, batch_size: int, tta: str | int = "none"
 ) -> np.ndarray:
     """The probabilities of `all` of one batch of images.
 
-    The batch is padded with black images to `batch_size` rows, so the compiled function
-    sees one shape; `tta` = k >= 2 averages the k rotations by multiples of 360/k degrees.
+    The mean over the views of `predict_views` (the padding, the views).
 
     Args:
-        predict_fn: from `compiled_inference`.
+        predict_fn: from `compiled_inference` (Keras) or `deploy.onnx_model.onnx_inference`.
         images: uint8 or float (n, s, s, 3) in [0, 255], n <= `batch_size`.
         batch_size: rows of every call of `predict_fn`.
-        tta: test-time rotations (0 or 1: off).
+        tta: the test-time augmentation (`tta_views`).
 
     Returns:
         float32 (n,).
 
     Raises:
-        LeukoflowError: when n > `batch_size` or `tta` is negative.
+        LeukoflowError: when n > `batch_size`, or as `tta_views`.
     """
-    n = len(images)
-    if n == 0:
-        return np.zeros(0, np.float32)
-    if n > batch_size:
-        raise LeukoflowError(f"{n} images do not fit one batch of {batch_size}")
-    batch = np.zeros((batch_size, *images.shape[1:]), np.float32)
-    batch[:n] = images
-    return np.mean([predict_fn(rotate_batch(batch, a)) for a in tta_angles(tta)], axis=0)[:n]
+    return predict_views(predict_fn, images, batch_size, tta).mean(axis=0)
 
 
 def predict_store(
-    predict_fn: PredictFn, images: np.ndarray, batch_size: int = 32, tta: int = 0
+    predict_fn: PredictFn, images: np.ndarray, batch_size: int = 32, tta: str | int = "none"
 ) -> np.ndarray:
     """The probabilities of `all` of a whole store, in store order, batch by batch.
 
@@ -170,13 +241,13 @@ def predict_store(
         predict_fn: from `compiled_inference`.
         images: the store, uint8 (N, H, W, 3) (a memmap is fine).
         batch_size: rows per call; the last batch is padded (`predict_arrays`).
-        tta: test-time rotations (0 or 1: off).
+        tta: the test-time augmentation (`tta_views`).
 
     Returns:
         float32 (N,).
 
     Raises:
-        LeukoflowError: for a negative `tta`.
+        LeukoflowError: as `tta_views`.
     """
     from tqdm import tqdm
 

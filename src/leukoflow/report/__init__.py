@@ -1,12 +1,12 @@
 """The report: Table I beside the paper's, plots, `metrics.json` for DVC and one HTML page.
 
-`collect` reads the files the caller names (evaluate, ensembles, timing, saliency, training
-histories, cross-validation folds, stain and augmentation examples, the split table, the
-ablation table), `table` builds Table I and `metrics.json`, `verdicts` says what a reader
-must not miss (the data used, the models that did not learn), `plots` and `beyond_plots`
-draw every figure, `html` and `beyond` render the self-contained page (images inlined as
-data URIs) from the template in `template`. Optional inputs that are missing leave a note
-in the report instead of failing it.
+`collect` reads the files the caller names in one manifest (`inputs_from_manifest`: evaluate,
+ensembles, timing, saliency, training histories, cross-validation folds, stain and
+augmentation examples, the split table, the ablation table), `table` builds Table I and
+`metrics.json`, `verdicts` says what a reader must not miss (the data used, the models that
+did not learn), `plots` and `beyond_plots` draw every figure, `html` and `beyond` render the
+self-contained page (images inlined as data URIs) from the template in `template`. Optional
+inputs that are missing leave a note in the report instead of failing it.
 """
 
 import json
@@ -22,13 +22,21 @@ from leukoflow.report.collect import (
     ReportInputs,
     ReportOutputs,
     collect,
+    inputs_from_manifest,
 )
 from leukoflow.report.html import render_html
 from leukoflow.report.plots import make_plots
 from leukoflow.report.table import metrics_for_dvc, table1, table_markdown, table_notes
 from leukoflow.report.verdicts import data_line, verdicts
 
-__all__ = ["ArchFiles", "EnsembleFiles", "ReportInputs", "ReportOutputs", "build_report"]
+__all__ = [
+    "ArchFiles",
+    "EnsembleFiles",
+    "ReportInputs",
+    "ReportOutputs",
+    "build_report",
+    "inputs_from_manifest",
+]
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from leukoflow.report.markup import caption, table_html
 from leukoflow.report.table import fmt
 
 
-def with_ci(value, ci, digits=3, signed=False) -> str:
+def with_ci(value, ci, digits=3, signed=False, note=None) -> str:
     """A value and its CI as HTML, the interval small and muted.
 
     Args:
@@ -21,13 +21,15 @@ def with_ci(value, ci, digits=3, signed=False) -> str:
         ci: [lo, hi], or None.
         digits: decimals.
         signed: write the value with its sign (a difference).
+        note: why there is no interval ("CI: too few test subjects (...)"), printed
+            instead of it; None to print the interval.
 
     Returns:
         'value<span class="ci">[lo, hi]</span>'.
     """
     lo, hi = ci if ci else (None, None)
     number = f"{value:+.{digits}f}" if signed and value is not None else fmt(value, digits)
-    interval = f"[{fmt(lo, digits)}, {fmt(hi, digits)}]"
+    interval = note or f"[{fmt(lo, digits)}, {fmt(hi, digits)}]"
     return f'{html.escape(number)}<span class="ci">{html.escape(interval)}</span>'
 
 
@@ -42,11 +44,13 @@ def html_calibration(data: ReportData) -> str:
     """
     rows = []
     for name in data.models:
-        cal = data.metrics[name]["calibration"]
+        cal, note = data.metrics[name]["calibration"], data.metrics[name].get("ci_note")
         rows.append(
             [html.escape(name), fmt(cal["temperature"], 2)]
             + [
-                with_ci(cal[arm][metric], cal[arm][f"{metric}_ci"], signed=arm == "change")
+                with_ci(
+                    cal[arm][metric], cal[arm][f"{metric}_ci"], signed=arm == "change", note=note
+                )
                 for metric in ("brier", "ece")
                 for arm in ("before", "after", "change")
             ]
@@ -81,7 +85,7 @@ def html_referral(data: ReportData) -> str:
     first = data.metrics[data.models[0]]["referral"]
     metric = first["metric"]
     for name in data.models:
-        referral = data.metrics[name]["referral"]
+        referral, note = data.metrics[name]["referral"], data.metrics[name].get("ci_note")
         test = referral["test"]
         met = "yes" if referral["met"] else "<b>no</b>"
         rows.append(
@@ -90,10 +94,10 @@ def html_referral(data: ReportData) -> str:
                 html.escape(f"[{fmt(referral['lo'])}, {fmt(referral['hi'])})"),
                 f"{fmt(referral['val_value'])} ({met})",
                 fmt(referral["val_share_referred"], 3),
-                with_ci(test["share_referred"], test["share_referred_ci"]),
+                with_ci(test["share_referred"], test["share_referred_ci"], note=note),
             ]
             + [
-                with_ci(test["rest"][m], test["rest_ci"][m])
+                with_ci(test["rest"][m], test["rest_ci"][m], note=note)
                 for m in dict.fromkeys((metric, "sensitivity", "specificity", "f1"))
             ]
             + [fmt(data.metrics[name]["risk_coverage"]["aurc"], 3)]
@@ -121,11 +125,13 @@ def html_referral(data: ReportData) -> str:
 
 
 def _effect_cells(row, metrics, signed):
+    note = row.get("ci_note")
     return [
         with_ci(
             None if pd.isna(row[m]) else row[m],
             [None if pd.isna(row[f"{m}_{e}"]) else row[f"{m}_{e}"] for e in ("lo", "hi")],
             signed=signed,
+            note=note if isinstance(note, str) else None,
         )
         for m in metrics
     ]

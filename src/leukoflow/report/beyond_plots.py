@@ -2,8 +2,9 @@
 
 PNG files in the plots folder: calibration (reliability diagrams before and after
 temperature scaling), risk_coverage (with each model's referral band marked) and, with an
-ablation, ablation (each factor's effects with their CIs). Beside them: risk_coverage/ (one
-CSV of points per model).
+ablation, ablation (each factor's effects with their CIs); with stress tables, robustness
+(`leukoflow.report.robustness`); with patients files, cells_needed
+(`leukoflow.report.patients`). Beside them: risk_coverage/ (one CSV of points per model).
 """
 
 from pathlib import Path
@@ -12,8 +13,11 @@ import numpy as np
 import pandas as pd
 
 from leukoflow.evaluate.referral import referred_mask, risk_coverage
+from leukoflow.evaluate.uncertainty import UNCERTAINTY_COLUMNS
 from leukoflow.report.collect import ReportData
+from leukoflow.report.patients import plot_cells_needed
 from leukoflow.report.plots import pyplot, save_figure, write_csv
+from leukoflow.report.robustness import plot_robustness
 from leukoflow.report.table import fmt
 
 BINS = 10
@@ -69,7 +73,9 @@ def plot_risk_coverage(data: ReportData, plots: Path) -> list[Path]:
         plots: the plots folder.
 
     Returns:
-        [risk_coverage.png]; the points go to risk_coverage/{model}.csv.
+        [risk_coverage.png]; the points go to risk_coverage/{model}.csv, and with the cells
+        ranked by an uncertainty column (dashed: tta_spread, dotted: mc_std) to
+        risk_coverage/{model}_by_{column}.csv.
     """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 4.6))
@@ -84,6 +90,16 @@ def plot_risk_coverage(data: ReportData, plots: Path) -> list[Path]:
         )
         color = f"C{i % 10}"
         ax.step(coverage, risk, where="post", color=color, label=f"{name} (AURC {fmt(aurc, 3)})")
+        for column, dashes in zip(UNCERTAINTY_COLUMNS, ("--", ":"), strict=True):
+            if column in frame and frame[column].notna().all():
+                confidence = -frame[column].to_numpy(float)
+                c, r, area = risk_coverage(y, p, metrics["threshold"], confidence)
+                write_csv(
+                    pd.DataFrame({"coverage": c, "risk": r}),
+                    plots / "risk_coverage" / f"{name}_by_{column}.csv",
+                )
+                label = f"{name} by {column} (AURC {fmt(area, 3)})"
+                ax.step(c, r, where="post", color=color, ls=dashes, label=label)
         band = metrics["referral"]
         kept = ~referred_mask(p, band["lo"], band["hi"])
         if kept.any():
@@ -145,5 +161,6 @@ def make_beyond_plots(data: ReportData, plots: Path) -> dict[str, Path]:
         {name: path} of the figures written, the name being the file's stem.
     """
     paths = plot_calibration(data, plots) + plot_risk_coverage(data, plots)
-    paths += plot_ablation(data, plots)
+    paths += plot_ablation(data, plots) + plot_robustness(data, plots)
+    paths += plot_cells_needed(data, plots)
     return {Path(p).stem: Path(p) for p in paths}

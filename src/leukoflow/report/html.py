@@ -18,8 +18,14 @@ import pandas as pd
 from leukoflow.evaluate.saliency import METHODS, SANITY_LIMIT
 from leukoflow.report.beyond import html_ablation, html_calibration, html_referral
 from leukoflow.report.collect import ReportData
+from leukoflow.report.columns import Column, shown_columns
 from leukoflow.report.markup import caption, table_html
-from leukoflow.report.table import devices_line, fmt, fmt_paper
+from leukoflow.report.patients import CAPTION as PATIENTS_CAPTION
+from leukoflow.report.patients import FIGURE as PATIENTS_FIGURE
+from leukoflow.report.patients import html_patients
+from leukoflow.report.robustness import CAPTION as ROBUSTNESS_CAPTION
+from leukoflow.report.robustness import html_robustness
+from leukoflow.report.table import ci_note, devices_line, fmt, fmt_paper
 from leukoflow.report.template import PAGE
 
 CAPTIONS = {
@@ -38,11 +44,15 @@ CAPTIONS = {
     "risk_coverage": "Risk-coverage curves on the test subset: the cells are taken from the "
     "most confident (calibrated probability farthest from the threshold) down; at each "
     "coverage, the error rate of the cells taken. A dot marks each model's referral band "
-    "(chosen on validation): the share it decides and its error rate there.",
+    "(chosen on validation): the share it decides and its error rate there. Dashed and dotted: "
+    "the cells taken from the lowest spread over the test-time views (tta_spread) or the "
+    "lowest MC-dropout std (mc_std) up; the smaller AURC ranks the errors better.",
     "ablation": "Ablation: each factor level's effect against its reference on F1, weighted "
     "F1 and ROC-AUC (mean difference over the other factors' settings, on shared test "
     "cells), with 95% paired subject-bootstrap CIs; right of the dashed line the level "
     "scores higher.",
+    "robustness": ROBUSTNESS_CAPTION,
+    PATIENTS_FIGURE: PATIENTS_CAPTION,
     "per_subject": "Accuracy per test subject. Images of one subject are correlated, which is "
     "why confidence intervals resample subjects rather than images.",
     "training_curves": "Training curves from history.csv: training and validation loss (blue, "
@@ -87,6 +97,37 @@ def _cell(value, lo=None, hi=None, paper=None, digits=3, paper_digits=2):
     return text
 
 
+def html_cell(column: Column, row: dict) -> str:
+    """One cell of Table I in HTML: the value, its interval (or why there is none) and the
+    paper's value under it.
+
+    Args:
+        column: the column (`leukoflow.report.columns.COLUMNS`).
+        row: the model's row of Table I.
+
+    Returns:
+        The cell (HTML).
+    """
+    name, note = column.name, ci_note(row)
+    if column.kind == "model":
+        return html.escape(row[name])
+    if column.kind == "vs_best":
+        if row["is_best"]:
+            return "best"
+        return "too few test subjects" if note else _cell(row[name], digits=column.html_digits)
+    if column.kind == "cv":
+        stem = name.removesuffix("_cv")
+        return f"{fmt(row[f'{stem}_cv_mean'])} ± {fmt(row[f'{stem}_cv_sd'])}"
+    paper = row[f"paper_{name}"] if column.paper_digits is not None else None
+    lo, hi = (row[f"{name}_lo"], row[f"{name}_hi"]) if column.ci and not note else (None, None)
+    text = _cell(row[name], lo, hi, paper, column.html_digits, column.paper_digits)
+    if column.ci and note:
+        text += f'<span class="ci">{html.escape(note)}</span>'
+    if column.kind == "time":
+        text += f'<span class="ci">p95 {fmt(row["time_p95_ms"], 1)}</span>'
+    return text
+
+
 def html_table1(table: pd.DataFrame, notes: list[str]) -> str:
     """Table I as HTML: ours with CIs, the paper's value under each of ours.
 
@@ -95,37 +136,12 @@ def html_table1(table: pd.DataFrame, notes: list[str]) -> str:
         notes: the sentences under it (the data line and `table.table_notes`).
 
     Returns:
-        The table and its notes (HTML).
+        The table (the columns of `leukoflow.report.columns.COLUMNS`) and its notes (HTML).
     """
-    header = [
-        "Model",
-        "Time, ms",
-        "Precision",
-        "Recall",
-        "F1",
-        "ΔF1, %",
-        "Weighted F1",
-        "Macro F1",
-        "ROC-AUC",
-        "P(best better)",
-    ]
-    rows = []
-    for r in table.to_dict("records"):
-        cells = [
-            html.escape(r["architecture"]),
-            _cell(r["time_ms"], paper=r["paper_time_ms"], digits=1, paper_digits=0)
-            + f'<span class="ci">p95 {fmt(r["time_p95_ms"], 1)}</span>',
-            _cell(r["precision"], r["precision_lo"], r["precision_hi"], r["paper_precision"]),
-            _cell(r["recall"], r["recall_lo"], r["recall_hi"], r["paper_recall"]),
-            _cell(r["f1"], r["f1_lo"], r["f1_hi"], r["paper_f1"]),
-            _cell(r["delta_f1_pct"], paper=r["paper_delta_f1_pct"], digits=1, paper_digits=1),
-            _cell(r["weighted_f1"], r["weighted_f1_lo"], r["weighted_f1_hi"]),
-            _cell(r["macro_f1"], r["macro_f1_lo"], r["macro_f1_hi"]),
-            _cell(r["roc_auc"], r["roc_auc_lo"], r["roc_auc_hi"]),
-            "best" if r["is_best"] else _cell(r["p_best_better"], digits=2),
-        ]
-        rows.append(cells)
+    columns = shown_columns(table.columns)
+    rows = [[html_cell(c, r) for c in columns] for r in table.to_dict("records")]
     classes = ["best" if r else "" for r in table["is_best"]]
+    header = [c.header for c in columns]
     return table_html(header, rows, classes) + "".join(caption(n) for n in notes)
 
 
@@ -320,7 +336,9 @@ SECTIONS = (
     Section("Decisions", (("confusion",), ("per_subject",))),
     Section("Calibration", (("calibration",),), html_calibration),
     Section("Referral", (("risk_coverage",),), html_referral),
+    Section("Patients", ((PATIENTS_FIGURE,),), html_patients),
     Section("Ablation", (("ablation",),), html_ablation),
+    Section("Robustness", (("robustness",),), html_robustness),
     Section("Training", (("training_curves",), ("cv_f1",))),
     Section("Saliency", (("saliency",),), html_saliency_measures),
     Section("Data preparation", (("stain", "augmentation"),), html_spread),
@@ -384,7 +402,7 @@ def render_html(
         f"{len(data.archs)} architectures, {len(data.ensembles)} ensembles; test subset of "
         f"{data.metrics[best['architecture']]['n_test']} images.",
         f"Highest F1 of the architectures: {best['architecture']} with {fmt(best['f1'], 3)} "
-        f"[{fmt(best['f1_lo'], 3)}, {fmt(best['f1_hi'], 3)}], weighted F1 "
+        f"[{ci_note(best) or fmt(best['f1_lo'], 3) + ', ' + fmt(best['f1_hi'], 3)}], weighted F1 "
         f"{fmt(best['weighted_f1'], 3)}.",
         f"Inference times measured on {devices_line(data)}.",
     ]

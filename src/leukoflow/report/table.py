@@ -4,7 +4,10 @@ The table is a frame with one row per architecture, then one per ensemble: our t
 metrics with their 95% subject-bootstrap CIs, ΔF1, the timing, the paired comparison with
 the single architecture of the highest F1, cross-validation mean and sd, and the paper's
 numbers. An ensemble's row is computed exactly like an architecture's; its time is the sum
-of its members' (they run one after the other on one image).
+of its members' (they run one after the other on one image). Its columns are those of
+`leukoflow.report.columns.COLUMNS`. When evaluate withheld the intervals (too few test
+subjects of a class: `ci_note` in its metrics), the row has no interval and no paired
+comparison, and its `ci_note` column says why.
 """
 
 import numpy as np
@@ -13,6 +16,7 @@ import pandas as pd
 from leukoflow.core.errors import LeukoflowError
 from leukoflow.evaluate.metrics import CI_METRICS, paired_bootstrap
 from leukoflow.report.collect import ReportData
+from leukoflow.report.columns import COLUMNS, Column, markdown_header, shown_columns
 from leukoflow.train.livelog import comparable_summary
 
 # Table I of the paper: inference time (ms), precision, recall, F1, ΔF1 (%).
@@ -25,7 +29,7 @@ PAPER_TABLE = {
     "SimpleNet": (438, 0.69, 0.98, 0.62, -19.2),
 }
 PAPER_COLUMNS = ("time_ms", "precision", "recall", "f1", "delta_f1_pct")
-CI_COLUMNS = ("precision", "recall", "f1", "weighted_f1", "macro_f1", "roc_auc")
+FURTHER_METRICS = ("balanced_accuracy", "pr_auc", "brier", "ece")  # the HTML's further table
 CV_METRICS = ("precision", "recall", "f1", "weighted_f1", "roc_auc")
 
 
@@ -166,12 +170,15 @@ def table1(data: ReportData) -> pd.DataFrame:
     arch_f1 = np.array([tests[a]["f1"] for a in archs], float)
     best = archs[int(np.argmax(arch_f1))]
     boot = data.metrics[best].get("bootstrap", {})
-    paired = paired_comparison(
-        {m: data.predictions[m] for m in models},
-        best,
-        int(boot.get("resamples", 2000)),
-        int(boot.get("seed", 0)),
-    )
+    compared = not data.metrics[best].get("ci_note")  # none on too few test subjects
+    paired = {}
+    if compared:
+        paired = paired_comparison(
+            {m: data.predictions[m] for m in models},
+            best,
+            int(boot.get("resamples", 2000)),
+            int(boot.get("seed", 0)),
+        )
     deltas = delta_f1_pct([tests[m]["f1"] for m in models], reference=arch_f1)
     rows = []
     for i, name in enumerate(models):
@@ -181,18 +188,20 @@ def table1(data: ReportData) -> pd.DataFrame:
             "kind": "ensemble" if name in data.ensembles else "architecture",
             **_timing(data, name),
         }
-        for metric in CI_COLUMNS:
-            row[metric] = test[metric]
-            lo, hi = metrics["ci"].get(metric, [None, None])
-            row[f"{metric}_lo"], row[f"{metric}_hi"] = lo, hi
-            if metric == "f1":
-                row["delta_f1_pct"] = float(deltas[i])
-        for metric in ("balanced_accuracy", "pr_auc", "brier", "ece"):
+        for column in COLUMNS:
+            if column.kind == "metric":
+                row[column.name] = test[column.name]
+            if column.kind == "delta":
+                row[column.name] = float(deltas[i])
+            if column.ci == "bootstrap":
+                lo, hi = metrics["ci"].get(column.name, [None, None])
+                row[f"{column.name}_lo"], row[f"{column.name}_hi"] = lo, hi
+        for metric in FURTHER_METRICS:
             row[metric] = test[metric]
         row["threshold"] = metrics["threshold"]
         row["is_best"] = name == best
         row["p_best_better"] = paired[name][0] if name in paired else None
-        row["f1_gap_to_best"] = paired[name][1] if name in paired else 0.0
+        row["f1_gap_to_best"] = paired[name][1] if name in paired else (0.0 if compared else None)
         paper = PAPER_TABLE.get(name) if name in archs else None
         for column, value in zip(PAPER_COLUMNS, paper or (None,) * 5, strict=True):
             row[f"paper_{column}"] = value
@@ -201,6 +210,8 @@ def table1(data: ReportData) -> pd.DataFrame:
                 values = [m[metric] for m in data.cv.get(name, []) if m.get(metric) is not None]
                 row[f"{metric}_cv_mean"] = float(np.mean(values)) if values else None
                 row[f"{metric}_cv_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        if metrics.get("ci_note"):
+            row["ci_note"] = metrics["ci_note"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -254,7 +265,11 @@ def table_notes(table: pd.DataFrame, data: ReportData) -> list[str]:
         "there too); precision, recall and F1 of the class `all`; weighted F1 is the C-NMC "
         "challenge metric.",
         f"95% CIs: percentile bootstrap over test subjects ({boot.get('resamples', '?')} "
-        "resamples, stratified by label).",
+        "resamples, stratified by label)."
+        if not first.get("ci_note")
+        else f"{first['ci_note']}: fewer than {first.get('min_subjects_per_class', '?')} "
+        "of each class (evaluate.min_subjects_per_class), so no 95% CI and no paired "
+        "comparison: a bootstrap over so few subjects is no interval.",
         "ΔF1: percent difference of F1 from the mean F1 of all architectures. P(best better): "
         f"share of paired subject resamples in which {best} (the single architecture of the "
         "highest F1) has the higher F1, a tie counting half: near 1 it is really better, near "
@@ -273,6 +288,42 @@ def table_notes(table: pd.DataFrame, data: ReportData) -> list[str]:
     return notes
 
 
+def ci_note(row: dict) -> str | None:
+    """The row's "CI: too few test subjects (...)" when its intervals were withheld, else None."""
+    note = row.get("ci_note")
+    return None if note is None or pd.isna(note) else str(note)
+
+
+def markdown_cell(column: Column, row: dict) -> str:
+    """One cell of Table I in Markdown: the value, its interval in brackets (or why there is
+    none), the paper's value in parentheses.
+
+    Args:
+        column: the column (`leukoflow.report.columns.COLUMNS`).
+        row: the model's row of Table I.
+
+    Returns:
+        The cell's text.
+    """
+    name, note = column.name, ci_note(row)
+    if column.kind == "model":
+        return f"**{row[name]}**" if row["is_best"] else row[name]
+    if column.kind == "vs_best":
+        if row["is_best"]:
+            return "best"
+        return "too few test subjects" if note else fmt(row[name], column.digits)
+    if column.kind == "cv":
+        stem = name.removesuffix("_cv")
+        return f"{fmt(row[f'{stem}_cv_mean'], 2)} ± {fmt(row[f'{stem}_cv_sd'], 2)}"
+    text = fmt(row[name], column.digits)
+    if column.ci and column.markdown_ci:
+        lo, hi = (fmt(row[f"{name}_{end}"], column.digits) for end in ("lo", "hi"))
+        text += f" [{note}]" if note else f" [{lo}, {hi}]"
+    if column.paper_digits is not None:
+        text += f" ({fmt_paper(row[f'paper_{name}'], column.paper_digits)})"
+    return text
+
+
 def table_markdown(
     table: pd.DataFrame, data: ReportData, notes: list[str], verdicts: list[str]
 ) -> str:
@@ -280,45 +331,18 @@ def table_markdown(
 
     Args:
         table: Table I from `table1`.
-        data: the collected report data.
+        data: the collected report data (not read: the table holds all it shows).
         notes: the sentences under the table (the data line and `table_notes`).
         verdicts: what the reader must not miss (`leukoflow.report.verdicts.verdicts`).
 
     Returns:
-        The table, its notes as a bullet list, then the verdicts.
+        The table (the columns of `COLUMNS`), its notes as a bullet list, then the verdicts.
     """
-    cv = bool(data.cv)
-    header = [
-        "Model",
-        "Time, ms (paper)",
-        "Precision (paper)",
-        "Recall (paper)",
-        "F1 [95% CI] (paper)",
-        "ΔF1 % (paper)",
-        "Weighted F1 [95% CI]",
-        "Macro F1",
-        "ROC-AUC [95% CI]",
-        "P(best better)",
-    ] + (["F1 CV mean ± sd"] if cv else [])
+    columns = shown_columns(table.columns)
+    header = [markdown_header(c) for c in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.to_dict("records"):
-        cells = [
-            f"**{row['architecture']}**" if row["is_best"] else row["architecture"],
-            f"{fmt(row['time_ms'], 1)} ({fmt_paper(row['paper_time_ms'], 0)})",
-            f"{fmt(row['precision'], 2)} ({fmt_paper(row['paper_precision'])})",
-            f"{fmt(row['recall'], 2)} ({fmt_paper(row['paper_recall'])})",
-            f"{fmt(row['f1'], 2)} [{fmt(row['f1_lo'], 2)}, {fmt(row['f1_hi'], 2)}] "
-            f"({fmt_paper(row['paper_f1'])})",
-            f"{fmt(row['delta_f1_pct'], 1)} ({fmt_paper(row['paper_delta_f1_pct'], 1)})",
-            f"{fmt(row['weighted_f1'], 2)} [{fmt(row['weighted_f1_lo'], 2)}, "
-            f"{fmt(row['weighted_f1_hi'], 2)}]",
-            fmt(row["macro_f1"], 2),
-            f"{fmt(row['roc_auc'], 2)} [{fmt(row['roc_auc_lo'], 2)}, {fmt(row['roc_auc_hi'], 2)}]",
-            "best" if row["is_best"] else fmt(row["p_best_better"], 2),
-        ]
-        if cv:
-            cells.append(f"{fmt(row['f1_cv_mean'], 2)} ± {fmt(row['f1_cv_sd'], 2)}")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(markdown_cell(c, row) for c in columns) + " |")
     text = "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     return text + "\nVerdicts:\n\n" + "\n".join(f"- {v}" for v in verdicts) + "\n"
 
@@ -334,7 +358,8 @@ def metrics_for_dvc(table: pd.DataFrame, data: ReportData) -> dict[str, dict[str
         {model: {metric: value}}: every test metric evaluate computes with a CI, ΔF1, the
         threshold, the batch-1 time, the temperature, the ECE before calibration and the
         share the referral band refers; an architecture's `training`: the last epoch's
-        figures as DVCLive logged them, but its wall-clock time (when its summary was given).
+        figures as DVCLive logged them, but its wall-clock time (when its summary was given);
+        `ci_note` where evaluate withheld the intervals (too few test subjects).
     """
     out = {}
     for row in table.to_dict("records"):
@@ -352,5 +377,7 @@ def metrics_for_dvc(table: pd.DataFrame, data: ReportData) -> dict[str, dict[str
         )
         if arch in data.live:
             entry["training"] = comparable_summary(data.live[arch])
+        if metrics.get("ci_note"):
+            entry["ci_note"] = metrics["ci_note"]
         out[arch] = entry
     return out

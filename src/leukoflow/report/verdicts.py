@@ -4,15 +4,18 @@
 with subjects and images per subset), so that a synthetic run is never read as a C-NMC
 result. `verdicts` names the models whose test ROC-AUC CI includes 0.5 (they did not learn)
 and those that call every test cell one class, says why from their training settings, and
-adds what the ensembles and the ablation show. Table I's Markdown (which `make demo` prints)
-and the report's summary both carry these sentences.
+adds what the ensembles and the ablation show. With too few test subjects of a class for
+an interval (evaluate's `ci_note`), no verdict on learning or on which model is better is
+given: the first sentence says the test subset is too small to judge, with its subjects.
+Table I's Markdown (which `make demo` prints) and the report's summary both carry these
+sentences.
 """
 
 import pandas as pd
 
 from leukoflow.data.synth import describe_settings
 from leukoflow.report.collect import ReportData
-from leukoflow.report.table import fmt
+from leukoflow.report.table import ci_note, fmt
 
 DEMO_EPOCHS = 10  # at most this many epochs is a demonstration run, not a training
 
@@ -50,6 +53,31 @@ def data_line(data: ReportData) -> str:
 def _signed(value):
     """A difference with its sign, 3 decimals; '–' when undefined."""
     return "–" if value is None or pd.isna(value) else f"{value:+.3f}"
+
+
+def too_small(data: ReportData) -> str | None:
+    """The verdict that the test subset is too small to judge, or None when it is not.
+
+    Args:
+        data: the collected report data (the first architecture's `ci_note`,
+            `test_subjects` and `min_subjects_per_class`: every model has the same test
+            subset).
+
+    Returns:
+        The sentence, naming the test subjects of each class and the minimum.
+    """
+    metrics = data.metrics[data.archs[0]]
+    if not metrics.get("ci_note"):
+        return None
+    counts = metrics.get("test_subjects", {})
+    return (
+        f"The test subset is too small to judge: {metrics.get('n_test_subjects', '?')} "
+        f"subjects ({counts.get('all', '?')} all, {counts.get('hem', '?')} hem), fewer than "
+        f"{metrics.get('min_subjects_per_class', '?')} of each class "
+        "(evaluate.min_subjects_per_class). No interval is given, so no model is said to "
+        "have learned or not, nor to be better than another: the figures describe these "
+        "few subjects only."
+    )
 
 
 def _did_not_learn(row):
@@ -104,10 +132,13 @@ def verdicts(table: pd.DataFrame, data: ReportData) -> list[str]:
         the best ensemble against the best single model, and the ablation's readings.
     """
     rows = table.to_dict("records")
-    failed = [r["architecture"] for r in rows if _did_not_learn(r)]
-    learned = [r["architecture"] for r in rows if not _did_not_learn(r)]
+    small = too_small(data)
+    failed = [] if small else [r["architecture"] for r in rows if _did_not_learn(r)]
+    learned = [] if small else [r["architecture"] for r in rows if not _did_not_learn(r)]
     out = []
-    if failed:
+    if small:
+        out.append(small)
+    elif failed:
         text = (
             f"Did not learn: {', '.join(failed)}: the 95% CI of the test ROC-AUC includes 0.5 "
             "(chance), so their other figures mean nothing."
@@ -136,16 +167,22 @@ def verdicts(table: pd.DataFrame, data: ReportData) -> list[str]:
         out.append(f"Learned (test ROC-AUC CI above 0.5): {', '.join(learned)}.")
     best = table.loc[table["is_best"]].iloc[0]
     for row in (r for r in rows if r["kind"] == "ensemble"):
+        against = (
+            "too few test subjects to say which is better."
+            if small
+            else f"P({best['architecture']} better) = {fmt(row['p_best_better'], 2)} over "
+            "paired subject resamples."
+        )
         out.append(
             f"{row['architecture']} (an ensemble): F1 {fmt(row['f1'], 3)} against "
-            f"{best['architecture']}'s {fmt(best['f1'], 3)} (the best single model); "
-            f"P({best['architecture']} better) = {fmt(row['p_best_better'], 2)} over paired "
-            "subject resamples."
+            f"{best['architecture']}'s {fmt(best['f1'], 3)} (the best single model); {against}"
         )
     if data.ablation is not None:
         for row in data.ablation.to_dict("records"):
+            note = ci_note(row)
             effect = " ".join(
-                f"{label} {_signed(row[m])} [{_signed(row[f'{m}_lo'])}, {_signed(row[f'{m}_hi'])}]"
+                f"{label} {_signed(row[m])} "
+                f"[{note or _signed(row[f'{m}_lo']) + ', ' + _signed(row[f'{m}_hi'])}]"
                 for m, label in (("f1", "F1"), ("roc_auc", "ROC-AUC"))
             )
             out.append(

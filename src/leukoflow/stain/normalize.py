@@ -1,4 +1,8 @@
-"""Stain normalisation of single-cell images on a black background: none, Reinhard, Macenko.
+"""Stain normalisation of single-cell images on a black background: the methods' common frame.
+
+The methods are the entries of `leukoflow.stain.registry` (none, Reinhard, Macenko; their
+mathematics in `leukoflow.stain.reinhard` and `leukoflow.stain.macenko`); this module holds
+what they share: the mask, `fit_reference`, `normalize` and the reference file.
 
 Mask-aware (the default): background pixels (every channel at most `BACKGROUND_MAX`) take
 no part in the statistics and are exactly black in the output; neither does the cell's
@@ -8,8 +12,9 @@ channel-first (3, N) so each step is one vectorised pass: optical densities and
 concentrations in float32, the Macenko mean and Gram matrix in float64 (float32 sums left
 the stain vectors ~1e-4 off, by an amount that depended on the BLAS build).
 
-Mask-aware Macenko departs from torchstain's in three ways, each needed on real
-Romanowsky-stained cells (three absorbers, no background to read the light from):
+Mask-aware Macenko departs from torchstain's, each departure needed on real
+Romanowsky-stained cells (three absorbers, no background to read the light from, stain
+vectors only 4-10 degrees apart):
 
 - the stain plane is spanned by the two leading eigenvectors of the uncentred second
   moment of the optical densities (Macenko et al. 2009 take the SVD of the OD tuples), not
@@ -18,36 +23,39 @@ Romanowsky-stained cells (three absorbers, no background to read the light from)
   average colour (real Wright-stained white cells moved 9-13 grey levels on a round trip,
   one 40);
 - the light level `io` follows each image's exposure: `io` times the image's brightness
-  over the reference's, the brightness being the `io_percentile` of the brightest channel
-  over the counted pixels (+ 1; the reference's is the median over its images). A
-  uniformly darker or brighter copy of a cell then has the same optical densities and is
-  normalised to the same pixels; the output is drawn at the light level `io`;
-- what the two stains do not explain is kept: each OD splits into stain concentrations
-  and a residual along the plane's normal; the concentrations are scaled to the
-  reference's 99th percentiles and put on its stains, the residual on its normal, so a
-  third absorber keeps its colour instead of being projected away and an image normalised
-  to a reference fitted on itself comes back unchanged. The output is rounded, not
-  truncated.
+  over the reference's, the brightness being the mean brightest channel of the brightest
+  (100 - `io_percentile`)% of the counted pixels (+ 1; the reference's is the median over
+  its images). A uniformly darker or brighter copy of a cell then has the same optical
+  densities and is normalised to the same pixels; the output is drawn at the light level
+  `io`;
+- the estimate is a continuous function of the image (`leukoflow.stain.macenko.estimate`):
+  soft weights instead of the transparent-pixel threshold, band means instead of the
+  angle and concentration percentiles, the reference's plane as a prior where the image's
+  is undetermined, ridge-regularised concentrations, and no switch to the fallback for
+  stain vectors too close together. Hard switches made the estimate bistable on real
+  C-NMC cells: exposure copies of one cell normalised to two states 10 grey levels apart;
+- what the two stains do not explain is kept: each OD is its stain concentrations plus a
+  residual; the concentrations are scaled to the reference's 99th percentiles and put on
+  its stains, the residual kept, so a third absorber keeps its colour instead of being
+  projected away and an image normalised to a reference fitted on itself comes back
+  unchanged. The output is rounded, not truncated.
 
-This module is the algorithm only (Macenko's mathematics in `leukoflow.stain.macenko`);
 `leukoflow.stain.reference` is the workflow step that fits the reference on the training
 subjects and measures what it does.
 
 A reference is a small JSON-able dict: `method`, `version`, the method's parameters and its
-target (Macenko: stain matrix (3, 2), 99th-percentile concentrations (2,) and, mask-aware,
-the `brightness`; Reinhard: LAB means and standard deviations (3,)). `fit_reference`
-aggregates per-image estimates by their median, so a few odd training images do not move it.
+targets (the registry's `targets`; mask-aware Macenko also the `brightness`).
+`fit_reference` aggregates per-image estimates by their median, so a few odd training
+images do not move it.
 
-Degenerate images (fewer than `MIN_STAIN_PIXELS` stained pixels, stain vectors closer than
-`MIN_STAIN_ANGLE_DEG`, or no stain concentration; Reinhard: fewer than `MIN_STAIN_PIXELS`
-counted pixels, the foreground without its rim) are not normalised: `normalize` returns
-them unchanged apart from the black background (documented fallback, logged at debug
-level), or raises `DegenerateStainError` with `on_degenerate="raise"`. A Reinhard channel
-with no spread (standard deviation below 1e-3) is shifted to the target mean, not scaled.
+Degenerate images (fewer than `MIN_STAIN_PIXELS` stained pixels or no stain concentration;
+without the mask, Macenko stain vectors closer than `MIN_STAIN_ANGLE_DEG`; Reinhard: fewer
+than `MIN_STAIN_PIXELS` counted pixels, the foreground without its rim) are not normalised:
+`normalize` returns them unchanged apart from the black background (documented fallback,
+logged at debug level), or raises `DegenerateStainError` with `on_degenerate="raise"`.
 Output pixels are never NaN.
 """
 
-import functools
 import json
 import logging
 from collections.abc import Iterable
@@ -57,20 +65,31 @@ import numpy as np
 
 from leukoflow.core.atomic import write_text
 from leukoflow.core.errors import LeukoflowError
-from leukoflow.stain import macenko
-from leukoflow.stain.macenko import MIN_STAIN_PIXELS, DegenerateStainError, optical_density
+from leukoflow.stain.macenko import DegenerateStainError, optical_density
+from leukoflow.stain.registry import METHOD_NAMES, StainMethod, get_method
+
+__all__ = [  # with the two of leukoflow.stain.macenko that callers take from here
+    "BACKGROUND_MAX",
+    "DegenerateStainError",
+    "EDGE_PX",
+    "METHODS",
+    "REFERENCE_VERSION",
+    "fit_reference",
+    "foreground_mask",
+    "interior",
+    "load_reference",
+    "normalize",
+    "normalize_with_status",
+    "optical_density",
+    "save_reference",
+]
 
 log = logging.getLogger(__name__)
 
-METHODS = ("none", "reinhard", "macenko")
-REFERENCE_VERSION = 2
+METHODS = METHOD_NAMES
+REFERENCE_VERSION = 3  # 3: the continuous Macenko estimate (brightness a tail mean)
 BACKGROUND_MAX = 10  # a pixel whose channels are all <= this is background
 EDGE_PX = 2  # rim of the foreground (px) left out of the statistics
-
-_RGB2XYZ = np.array(
-    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
-)
-_WHITE = np.array([0.95047, 1.0, 1.08883])
 
 
 def foreground_mask(image: np.ndarray, background_max: int = BACKGROUND_MAX) -> np.ndarray:
@@ -118,67 +137,31 @@ def _statistics_mask(image, brightest, params):
     return fg, interior(fg, image.shape[:2], params["edge"])
 
 
-@functools.lru_cache(maxsize=1)
-def _linear_lut():
-    """sRGB 8-bit value to linear light, float32 (256,), computed as torchstain does."""
-    x = np.arange(256, dtype=np.float32) / np.float32(255)
-    return np.where(x > 0.04045, ((x + np.float32(0.055)) / np.float32(1.055)) ** 2.4, x / 12.92)
+def _estimate(image, spec, params, brightness=None):
+    """Per-image estimate of method `spec` on uint8 (H, W, 3): a dict of its targets.
 
-
-def _rgb_to_lab(flat):
-    """uint8 pixels (N, 3) to LAB float32 (3, N), L in [0, 100], as torchstain computes it."""
-    xyz = (_RGB2XYZ / _WHITE[:, None]).astype(np.float32) @ np.take(_linear_lut(), flat.T)
-    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + np.float32(16.0 / 116))
-    return np.stack([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
-
-
-def _lab_to_rgb(lab):
-    """LAB float32 (3, N) to RGB float32 (3, N) in [0, 1] (torchstain's inverse)."""
-    y = (lab[0] + np.float32(16.0)) / 116
-    xyz = np.stack([lab[1] / 500 + y, y, y - lab[2] / 200])
-    xyz = np.where(xyz > 0.2068966, xyz**3, (xyz - np.float32(16.0 / 116)) / np.float32(7.787))
-    rgb = (np.linalg.inv(_RGB2XYZ) * _WHITE).astype(np.float32) @ xyz
-    linear = rgb <= 0.0031308
-    rgb = np.where(linear, rgb * 12.92, 1.055 * np.maximum(rgb, 0) ** (1 / 2.4) - 0.055)
-    return np.clip(rgb, 0, 1, out=rgb)
-
-
-def _reinhard_estimate(lab, counted):
-    """Means and standard deviations (3,) of LAB pixels (3, N) where `counted` (None: all)."""
-    values = lab if counted is None else lab.take(np.flatnonzero(counted), axis=1)
-    if values.shape[1] < MIN_STAIN_PIXELS:
-        raise DegenerateStainError(
-            f"only {values.shape[1]} foreground pixels (< {MIN_STAIN_PIXELS})"
-        )
-    return values.mean(axis=1, dtype=np.float64), values.std(axis=1, dtype=np.float64)
-
-
-def _estimate(image, method, params, brightness=None):
-    """Per-image estimate of `method` on uint8 (H, W, 3): a dict of the reference's targets.
-
-    `brightness`: the reference's (mask-aware Macenko), else None.
+    `brightness`: the reference's (a method with an `exposure`, mask-aware), else None.
     """
     flat = np.ascontiguousarray(image).reshape(-1, 3)
     brightest = _brightest(flat)
     _, counted = _statistics_mask(image, brightest, params)
-    if method == "macenko":
-        io = macenko.light_level(brightest, counted, params, brightness)
-        stains, max_c = macenko.estimate(optical_density(flat, io), brightest, counted, io, params)
-        return {"stain_matrix": stains, "max_concentrations": max_c}
-    means, stds = _reinhard_estimate(_rgb_to_lab(flat), counted)
-    return {"lab_means": means, "lab_stds": stds}
+    return spec.function("fit")(flat, brightest, counted, params, brightness)
 
 
-def _params(method, mask, **overrides):
-    """The parameters of `method` with the defaults filled in."""
+def _params(spec, mask, **overrides):
+    """The parameters of method `spec` with the defaults filled in."""
     params = {"background_max": BACKGROUND_MAX, "edge": EDGE_PX, "mask": bool(mask)}
-    if method == "macenko":
-        params.update(macenko.MASKED_MACENKO_DEFAULTS if mask else macenko.MACENKO_DEFAULTS)
+    params.update(spec.masked_defaults if mask and spec.masked_defaults else spec.defaults)
     unknown = set(overrides) - set(params)
     if unknown:
-        raise LeukoflowError(f"unknown {method} parameters: {', '.join(sorted(unknown))}")
+        raise LeukoflowError(f"unknown {spec.name} parameters: {', '.join(sorted(unknown))}")
     params.update(overrides)
     return params
+
+
+def _uses_exposure(spec: StainMethod, params: dict) -> bool:
+    """Whether a reference of `spec` with `params` holds a `brightness` (mask-aware exposure)."""
+    return bool(spec.exposure) and params["mask"]
 
 
 def fit_reference(
@@ -190,7 +173,7 @@ def fit_reference(
 
     Args:
         images: uint8 (H, W, 3) each.
-        method: one of `METHODS`.
+        method: one of `METHODS` (`leukoflow.stain.registry`).
         mask: leave the background and the cell's rim out of the statistics.
         **params: overrides of the method's defaults (Macenko: io, alpha, beta, and
             io_percentile with the mask; any: background_max, edge).
@@ -203,22 +186,21 @@ def fit_reference(
         LeukoflowError: for an unknown method or parameter, or when every image is
             degenerate.
     """
-    if method not in METHODS:
-        raise LeukoflowError(f"unknown stain method {method!r}; allowed: {', '.join(METHODS)}")
-    params = _params(method, mask, **params)
+    spec = get_method(method)
+    params = _params(spec, mask, **params)
     reference = {"method": method, "version": REFERENCE_VERSION, "params": params}
-    if method == "none":
+    if not spec.fit:
         reference["images"] = sum(1 for _ in images)
         reference["skipped"] = 0
         return reference
     images = list(images)
     brightness = None
-    if method == "macenko" and mask:
-        brightness = reference["brightness"] = _median_brightness(images, params)
+    if _uses_exposure(spec, params):
+        brightness = reference["brightness"] = _median_brightness(images, spec, params)
     estimates, skipped = [], 0
     for image in images:
         try:
-            estimates.append(_estimate(image, method, params, brightness))
+            estimates.append(_estimate(image, spec, params, brightness))
         except DegenerateStainError as error:
             log.debug("reference: image skipped (%s)", error)
             skipped += 1
@@ -227,46 +209,33 @@ def fit_reference(
             f"cannot fit a {method} reference: all {skipped} images are degenerate "
             "(nearly blank or one stain only)"
         )
-    for key in estimates[0]:
-        reference[key] = np.median(np.stack([e[key] for e in estimates]), axis=0)
-    if method == "macenko":
-        stains = reference["stain_matrix"]
-        reference["stain_matrix"] = stains / np.linalg.norm(stains, axis=0, keepdims=True)
-    reference = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in reference.items()}
+    medians = {k: np.median(np.stack([e[k] for e in estimates]), axis=0) for k in spec.targets}
+    if spec.finish:
+        medians = spec.function("finish")(medians)
+    reference.update({k: v.tolist() for k, v in medians.items()})
     reference["images"] = len(estimates)
     reference["skipped"] = skipped
     return reference
 
 
-def _median_brightness(images, params):
-    """The median `macenko.brightness` of the images: mask-aware Macenko's reference exposure."""
+def _median_brightness(images, spec, params):
+    """The median exposure (`spec.exposure`) of the images: the reference's `brightness`."""
+    exposure = spec.function("exposure")
     levels = []
     for image in images:
         flat = np.ascontiguousarray(image).reshape(-1, 3)
         brightest = _brightest(flat)
         _, counted = _statistics_mask(image, brightest, params)
         try:
-            levels.append(macenko.brightness(brightest, counted, params))
+            levels.append(exposure(brightest, counted, params))
         except DegenerateStainError:
             continue
     if not levels:
         raise LeukoflowError(
-            f"cannot fit a macenko reference: all {len(images)} images are degenerate "
+            f"cannot fit a {spec.name} reference: all {len(images)} images are degenerate "
             "(nearly blank)"
         )
     return float(np.median(levels))
-
-
-def _reinhard_apply(flat, brightest, counted, reference):
-    """Normalised pixels float32 (3, N) in [0, 255] of uint8 pixels (N, 3) (Reinhard)."""
-    lab = _rgb_to_lab(flat)
-    means, stds = _reinhard_estimate(lab, counted)
-    # a flat channel (std ~ 0) is shifted to the target mean, not scaled
-    gain = np.where(stds > 1e-3, np.asarray(reference["lab_stds"]) / np.maximum(stds, 1e-3), 1.0)
-    shift = np.asarray(reference["lab_means"]) - means * gain
-    lab = lab * gain.astype(np.float32)[:, None] + shift.astype(np.float32)[:, None]
-    out = _lab_to_rgb(lab)
-    return np.multiply(out, np.float32(255), out=out)
 
 
 def normalize_with_status(image: np.ndarray, reference: dict) -> tuple[np.ndarray, str | None]:
@@ -282,16 +251,15 @@ def normalize_with_status(image: np.ndarray, reference: dict) -> tuple[np.ndarra
         (normalised, reason): uint8 (H, W, 3), and None, or why the image is degenerate
         (then it is returned unchanged apart from its black background).
     """
-    method = reference["method"]
-    if method == "none":
+    spec = get_method(reference["method"])
+    if not spec.apply:
         return image.copy(), None
     params = reference["params"]
     flat = np.ascontiguousarray(image).reshape(-1, 3)
     brightest = _brightest(flat)
     fg, counted = _statistics_mask(image, brightest, params)
-    apply = macenko.apply if method == "macenko" else _reinhard_apply
     try:
-        channels = apply(flat, brightest, counted, reference)
+        channels = spec.function("apply")(flat, brightest, counted, reference)
     except DegenerateStainError as error:
         out = flat.copy()
         if fg is not None:
@@ -353,11 +321,9 @@ def load_reference(path: str | Path) -> dict:
             f"{path}: stain reference version {reference.get('version')!r}, "
             f"this leukoflow reads version {REFERENCE_VERSION}; rerun stain-reference"
         )
-    needed = {
-        "macenko": ("stain_matrix", "max_concentrations"),
-        "reinhard": ("lab_means", "lab_stds"),
-    }.get(method, ())
-    if method == "macenko" and reference.get("params", {}).get("mask"):
+    spec = get_method(method)
+    needed = spec.targets
+    if spec.exposure and reference.get("params", {}).get("mask"):
         needed += ("brightness",)
     missing = [k for k in needed if k not in reference]
     if missing or "params" not in reference:

@@ -5,7 +5,8 @@
 foreground optical density shrinks once normalised (training and held-out samples), and
 draws a before/after figure; it writes each of the three to the path it is given.
 `round_trip` measures how a method treats one cell (its own reference, darker and brighter
-copies): the check every method is held to on real pixels. The algorithm itself is in
+copies) and `exposure_sweep` how continuously (copies at exposures 0.60 to 1.00): the
+checks every method is held to on real pixels. The algorithm itself is in
 `leukoflow.stain.normalize`.
 """
 
@@ -20,6 +21,7 @@ import pandas as pd
 
 from leukoflow.core.atomic import write_text
 from leukoflow.core.errors import LeukoflowError
+from leukoflow.data.images import DEFAULT_MAX_PIXELS, BadImageError, read_rgb
 from leukoflow.stain.normalize import (
     fit_reference,
     foreground_mask,
@@ -111,16 +113,77 @@ def round_trip(
     }
 
 
+SWEEP_FACTORS = tuple(round(0.6 + 0.01 * k, 2) for k in range(41))  # 0.60, 0.61, ..., 1.00
+
+
+def hue_shifted(image: np.ndarray, degrees: float) -> np.ndarray:
+    """A copy of a cell on black with its colours turned `degrees` about the grey axis.
+
+    Args:
+        image: uint8 (H, W, 3).
+        degrees: the turn; a few degrees is a small hue shift.
+
+    Returns:
+        uint8 (H, W, 3), the foreground's pixels turned, rounded and clipped; the
+        background stays black.
+    """
+    t = np.radians(degrees)
+    cross = np.array([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]]) / np.sqrt(3)
+    turn = np.cos(t) * np.eye(3) + (1 - np.cos(t)) / 3 + np.sin(t) * cross
+    out = np.clip(np.rint(image @ turn.T), 0, 255).astype(np.uint8)
+    out[~foreground_mask(image)] = 0
+    return out
+
+
+def exposure_sweep(
+    image: np.ndarray,
+    normalise: Callable[[np.ndarray], np.ndarray],
+    factors: Sequence[float] = SWEEP_FACTORS,
+) -> dict:
+    """How continuously a normaliser treats uniformly darker copies of a cell.
+
+    A stain estimate that is a continuous function of the image moves little from one
+    exposure to the next; one that flips between two states jumps. Figures are mean
+    absolute differences in grey levels over the cell's pixels (as `round_trip`'s).
+
+    Args:
+        image: uint8 (H, W, 3), a cell on black.
+        normalise: uint8 image -> uint8 image (normalised to some fixed reference).
+        factors: the exposures (`exposed`), in increasing order, the last 1.0.
+
+    Returns:
+        `step`: the largest difference between the normalised copies of neighbouring
+        exposures; `distance`: the largest difference of a normalised copy from the
+        normalised image.
+    """
+    fg = foreground_mask(image)
+    outputs = [normalise(exposed(image, f)).astype(np.int16)[fg] for f in factors]
+    original = normalise(image).astype(np.int16)[fg]
+    steps = [np.abs(a - b).mean() for a, b in zip(outputs, outputs[1:], strict=False)]
+    return {
+        "step": float(max(steps)),
+        "distance": float(max(np.abs(out - original).mean() for out in outputs)),
+    }
+
+
 def sample_rows(rows: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     """At most `n` of `rows`, drawn with `seed`, in their original order."""
     return rows.sample(n=min(n, len(rows)), random_state=seed).sort_index()
 
 
-def _read_rows(rows, dataset):
+def _read_rows(rows, dataset, max_pixels):
     """The images of split rows, uint8 (H, W, 3) each; a bad file raises BadImageError."""
-    from leukoflow.data.images import read_rgb
-
-    return [read_rgb(Path(dataset) / rel) for rel in rows["path"]]
+    images = []
+    for rel in rows["path"]:
+        try:
+            images.append(read_rgb(Path(dataset) / rel, max_pixels))
+        except BadImageError as error:
+            raise BadImageError(
+                error.path,
+                f"{error.reason} (the stain reference reads the split's images: if the dataset "
+                "changed since ingest, run the workflow again from ingest)",
+            ) from None
+    return images
 
 
 def stain_spread(subjects: Sequence[str], images: Sequence[np.ndarray], reference: dict) -> dict:
@@ -214,6 +277,7 @@ def build_reference(
     out: str | Path | None = None,
     spread_path: str | Path | None = None,
     examples_path: str | Path | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[dict, dict]:
     """Fit a reference on the training subset of `split_id` and write its three outputs.
 
@@ -232,6 +296,7 @@ def build_reference(
         out: the reference JSON to write; None: not written.
         spread_path: the spread JSON (`stain_spread`) to write; None: not written.
         examples_path: the before/after PNG to write; None: not written.
+        max_pixels: the largest image read (`leukoflow.data.images`); ingest's limit.
 
     Returns:
         (reference, spread).
@@ -248,9 +313,9 @@ def build_reference(
     if train.empty:
         raise LeukoflowError(f"split {split_id}: the training subset is empty")
     train_sample = sample_rows(train, images, seed)
-    train_images = _read_rows(train_sample, dataset)
+    train_images = _read_rows(train_sample, dataset, max_pixels)
     if image:
-        fit_images = _read_rows(pd.DataFrame({"path": [image]}), dataset)
+        fit_images = _read_rows(pd.DataFrame({"path": [image]}), dataset, max_pixels)
     else:
         fit_images = train_images
     reference = fit_reference(fit_images, method)
@@ -265,7 +330,8 @@ def build_reference(
     others = split.drop(index=train.index)
     other_sample = sample_rows(others, images, seed + 1)
     subjects = list(train_sample["subject"]) + list(other_sample["subject"])
-    spread = stain_spread(subjects, train_images + _read_rows(other_sample, dataset), reference)
+    other_images = _read_rows(other_sample, dataset, max_pixels)
+    spread = stain_spread(subjects, train_images + other_images, reference)
     log.info(
         "between-subject spread of mean foreground OD: %.4f before, %.4f after (%.0f%% less)",
         spread["spread_before"],

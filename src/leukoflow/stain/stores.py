@@ -19,7 +19,7 @@ from tqdm import tqdm
 from leukoflow.core.atomic import atomic_path
 from leukoflow.core.diskspace import require_space, store_bytes
 from leukoflow.core.errors import LeukoflowError
-from leukoflow.data.images import open_rgb
+from leukoflow.data.images import DEFAULT_MAX_PIXELS, open_rgb
 from leukoflow.stain.normalize import BACKGROUND_MAX, foreground_mask, normalize_with_status
 
 log = logging.getLogger(__name__)
@@ -115,39 +115,39 @@ def prepare_image(image: Image.Image | np.ndarray, reference: dict, size: int) -
 _WORKER = {}
 
 
-def _set_job(dataset, reference, size):
+def _set_job(dataset, reference, size, max_pixels):
     """Keep the job's constants where `_work` finds them."""
-    _WORKER.update(dataset=Path(dataset), reference=reference, size=size)
+    _WORKER.update(dataset=Path(dataset), reference=reference, size=size, max_pixels=max_pixels)
 
 
-def _init_worker(dataset, reference, size):
+def _init_worker(dataset, reference, size, max_pixels):
     """Pool initializer: the job's constants, and one BLAS thread per worker process."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
-    _set_job(dataset, reference, size)
+    _set_job(dataset, reference, size, max_pixels)
 
 
 def _work(task):
     """(row, relative path) -> (row, uint8 (size, size, 3) or None, fallback reason or error)."""
     row, rel = task
     try:
-        image = open_rgb(_WORKER["dataset"] / rel)
+        image = open_rgb(_WORKER["dataset"] / rel, _WORKER["max_pixels"])
     except LeukoflowError as error:  # re-raised by the parent; exceptions with args pickle badly
         return row, None, str(error)
     array, reason = _prepare(image, _WORKER["reference"], _WORKER["size"])
     return row, array, reason
 
 
-def _results(tasks, dataset, reference, size, threads):
+def _results(tasks, dataset, reference, size, threads, max_pixels):
     """Yield `_work` results in task order, in this process or over `threads` processes."""
     if threads <= 1 or len(tasks) < 2:
-        _set_job(dataset, reference, size)
+        _set_job(dataset, reference, size, max_pixels)
         yield from map(_work, tasks)
         return
     context = multiprocessing.get_context("spawn")
     chunk = max(1, min(16, len(tasks) // (threads * 4)))
-    with context.Pool(threads, _init_worker, (str(dataset), reference, size)) as pool:
+    with context.Pool(threads, _init_worker, (str(dataset), reference, size, max_pixels)) as pool:
         yield from pool.imap(_work, tasks, chunksize=chunk)
 
 
@@ -193,6 +193,7 @@ def build_store(
     npy_path: str | Path,
     threads: int = 1,
     progress: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> int:
     """Write the store of `rows` (split rows) at `size` px: `npy_path` and its index CSV.
 
@@ -209,13 +210,14 @@ def build_store(
         npy_path: the store to write; its index is the `.csv` beside it.
         threads: worker processes.
         progress: show a progress bar.
+        max_pixels: the largest image read (`leukoflow.data.images`); ingest's limit.
 
     Returns:
         The number of images whose stain normalisation fell back (see `leukoflow.stain.normalize`).
 
     Raises:
         LeukoflowError: for a size below 8, or naming the file when an image cannot be
-            read as RGB.
+            read as RGB (it passed ingest, so it changed since).
     """
     if size < 8:
         raise LeukoflowError(f"store size {size} px is too small (at least 8)")
@@ -234,9 +236,13 @@ def build_store(
             disable=not progress,
         )
         with bar:
-            for row, array, reason in _results(tasks, dataset, reference, size, threads):
+            results = _results(tasks, dataset, reference, size, threads, max_pixels)
+            for row, array, reason in results:
                 if array is None:
-                    raise LeukoflowError(f"stores: {reason}")
+                    raise LeukoflowError(
+                        f"stores: {reason}; it passed ingest, so the dataset changed since: "
+                        "run the workflow again from ingest"
+                    )
                 store[row] = array
                 fallbacks += reason is not None
                 bar.update()

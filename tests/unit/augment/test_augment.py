@@ -1,6 +1,7 @@
 """Offline augmentation: transformations, balance, determinism, traceability, no leakage."""
 
 import hashlib
+import json
 import shutil
 
 import numpy as np
@@ -10,18 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from leukoflow.augment.offline import (
+from leukoflow.augment.offline import ROWS_PER_PROCESS, augment_store, plan_rows
+from leukoflow.augment.transforms import (
     IDENTITY,
     PARAM_COLUMNS,
     RGB_FROM_HED,
-    ROWS_PER_PROCESS,
     STAIN_ALPHAS,
     STAIN_BETAS,
     AugmentSpec,
-    augment_store,
     draw_params,
     jitter_stain,
-    plan_rows,
     regenerate,
 )
 from leukoflow.cli import main as cli_main
@@ -341,21 +340,20 @@ def test_cli_switches(stores, tmp_path, capsys):
             str(out),
             "--index",
             str(out.with_suffix(".csv")),
-            "--seed",
-            "3",
-            "--no-balance",
-            "--copies-per-image",
-            "1",
-            "--no-rotation",
-            "--no-flip",
-            "--noise-std",
-            "2",
-            "--brightness",
-            "0",
-            "--contrast",
-            "0",
-            "--stain-jitter",
-            "0.2",
+            "--augment",
+            json.dumps(
+                {
+                    "seed": 3,
+                    "balance": False,
+                    "copies_per_image": 1,
+                    "rotation": False,
+                    "flip": False,
+                    "noise_std": 2,
+                    "brightness": 0,
+                    "contrast": 0,
+                    "stain_jitter": 0.2,
+                }
+            ),
             "--threads",
             "1",
         ]

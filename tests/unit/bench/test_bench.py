@@ -121,8 +121,9 @@ def test_run_measured_reports_time_and_memory(tmp_path):
     total, largest = common.tree_memory(os.getpid())
     assert total > 10 * 2**20 and largest > 10 * 2**20
     leukoflow = str(Path(sys.executable).parent / "leukoflow")
-    synth = [leukoflow, "synth", str(tmp_path / "d"), "--subjects", "6", "--images-per-subject"]
-    step = common.run_measured([*synth, "1", "--size", "32"], tmp_path / "s.log")
+    block = '{"subjects": 6, "images_per_subject": 1, "size": 32}'
+    synth = [leukoflow, "synth", str(tmp_path / "d"), "--synthetic", block]
+    step = common.run_measured(synth, tmp_path / "s.log")
     assert step["s"] > 0 and 0 < step["cpu_s"] < 60
     assert 10 < step["max_rss_mb"] <= step["peak_tree_mb"] < 2000
     assert (tmp_path / "d" / "training_data").is_dir()

@@ -4,7 +4,7 @@ import shutil
 
 import pandas as pd
 import pytest
-from cells import make_cnmc_tree, write_cell
+from cells import GOOD_CELLS, good_and_bad_images, make_cnmc_tree, write_cell
 
 from leukoflow.cli import main
 from leukoflow.data.ingest import BadDatasetError, ingest, parse_name, write_ingest
@@ -109,8 +109,8 @@ def test_quarantine_mode_keeps_good_lists_bad_and_reconciles(cnmc_tree, tmp_path
             str(tmp_path / "m.csv"),
             "--quarantine",
             str(tmp_path / "q.csv"),
-            "--on-bad",
-            "quarantine",
+            "--ingest",
+            '{"on_bad": "quarantine"}',
         ]
     )
     assert status == 0
@@ -124,6 +124,26 @@ def test_quarantine_mode_keeps_good_lists_bad_and_reconciles(cnmc_tree, tmp_path
         f"found {len(manifest) + len(quarantine)} image files = {len(manifest)} used + "
         f"{len(quarantine)} quarantined; 2 non-image files ignored" in caplog.text
     )
+
+
+def test_no_bad_file_stops_ingest_or_vanishes(tmp_path, caplog):
+    """Every kind of bad image is one quarantine row with its reason, the good ones are used,
+    and a dangling link with a C-NMC name is a missing image, not an ignored file."""
+    root = tmp_path / "cells"
+    bad = good_and_bad_images(root)
+    caplog.set_level("INFO")
+    argv = ["ingest", str(root), "--out", str(tmp_path / "m.csv"), "--threads", "2"]
+    status = main(
+        [*argv, "--quarantine", str(tmp_path / "q.csv"), "--ingest", '{"on_bad": "quarantine"}']
+    )
+    assert status == 0
+    manifest = pd.read_csv(tmp_path / "m.csv")
+    quarantine = pd.read_csv(tmp_path / "q.csv").set_index("path")["reason"]
+    assert sorted(manifest["path"]) == list(GOOD_CELLS)
+    assert set(quarantine.index) == set(bad)
+    for path, fragment in bad.items():
+        assert fragment in quarantine[path], (path, quarantine[path])
+    assert "found 11 image files = 3 used + 8 quarantined; 1 non-image files ignored" in caplog.text
 
 
 def test_cli_error_mode_exits_non_zero(cnmc_tree, tmp_path, capsys):

@@ -72,10 +72,10 @@ def test_same_seed_same_bytes(tmp_path):
                     str(tmp_path / "m.csv"),
                     "--out",
                     str(tmp_path / name),
-                    "--seed",
-                    "3",
-                    "--k",
-                    "3",
+                    "--split",
+                    '{"seed": 3}',
+                    "--cv",
+                    '{"folds": 3}',
                 ]
             )
             == 0
@@ -89,10 +89,10 @@ def test_same_seed_same_bytes(tmp_path):
                 str(tmp_path / "m.csv"),
                 "--out",
                 str(tmp_path / "c.csv"),
-                "--seed",
-                "4",
-                "--k",
-                "3",
+                "--split",
+                '{"seed": 4}',
+                "--cv",
+                '{"folds": 3}',
             ]
         )
         == 0
@@ -139,3 +139,39 @@ def test_kfold_mode_needs_k():
     manifest = manifest_of([(f"S{i}", "all", "0", 2) for i in range(10)])
     with pytest.raises(LeukoflowError, match="needs --k"):
         make_split(manifest, "kfold")
+
+
+def test_small_subsets_and_an_incomplete_prelim_folder_are_warned_of(tmp_path, caplog):
+    """The official split of a partial dataset: 2 test cells of 2 subjects, 5 listed."""
+    manifest = manifest_of(
+        [(f"{i}", "all", "0", 2) for i in range(1, 4)]
+        + [(f"H{i}", "hem", "0", 2) for i in range(1, 4)]
+        + [("4", "all", "2", 2), ("H4", "hem", "2", 2), ("5", "all", "2", 2)]
+        + [("9", "all", "prelim_test", 1), ("H9", "hem", "prelim_test", 1)]
+    )
+    labels = tmp_path / "validation_data" / "C-NMC_test_prelim_phase_data_labels.csv"
+    labels.parent.mkdir(parents=True)
+    listed = [("9", "all"), ("H9", "hem"), ("9", "all"), ("H9", "hem"), ("9", "all")]
+    rows = [f"UID_{s}_1_{i}_{c},{i}.bmp,{int(c == 'all')}" for i, (s, c) in enumerate(listed)]
+    labels.write_text("Patient_ID,new_names,labels\n" + "\n".join(rows) + "\n")
+    manifest.to_csv(tmp_path / "m.csv", index=False)
+    args = ["split", str(tmp_path / "m.csv"), "--out", str(tmp_path / "s.csv"), "--split",
+            '{"mode": "official"}', "--dataset", str(tmp_path)]  # fmt: skip
+    with caplog.at_level("WARNING", logger="leukoflow.data.split"):
+        assert main(args) == 0
+    said = [r.getMessage() for r in caplog.records if r.name == "leukoflow.data.split"]
+    assert said == [
+        "the val subset has 2 all and 1 hem subjects, fewer than 3 of each class "
+        "(evaluate.min_subjects_per_class): the threshold, temperature and referral band are "
+        "fitted on few subjects",
+        "the test subset has 1 all and 1 hem subjects, fewer than 3 of each class "
+        "(evaluate.min_subjects_per_class): its figures will have no confidence interval and "
+        "no verdict will rest on them",
+        f"{labels} lists 5 preliminary-test images but only 2 are present (ingested): the "
+        "official test subset is incomplete",
+    ]
+    caplog.clear()  # the minimum comes with the evaluate block; every listed image present
+    labels.write_text("Patient_ID,new_names,labels\n" + "\n".join(rows[:2]) + "\n")
+    with caplog.at_level("WARNING", logger="leukoflow.data.split"):
+        assert main([*args, "--evaluate", '{"min_subjects_per_class": 1}']) == 0
+    assert not [r for r in caplog.records if r.name == "leukoflow.data.split"]

@@ -1,6 +1,7 @@
 """The synthetic C-NMC generator: layout, names, ratios, folds, determinism, hard properties."""
 
 import csv
+import json
 import re
 
 import numpy as np
@@ -237,12 +238,12 @@ def test_full_scale_plan_has_the_c_nmc_counts():
 
 def test_cli_writes_dataset_and_rejects_bad_arguments(tmp_path, capsys):
     out = tmp_path / "cli"
-    argv = ["synth", str(out), "--subjects", "6", "--images-per-subject", "2", "--size", "32"]
-    assert main([*argv, "--prelim-subjects", "0"]) == 0
+    block = json.dumps({"subjects": 6, "images_per_subject": 2, "size": 32})
+    assert main(["synth", str(out), "--synthetic", block, "--prelim-subjects", "0"]) == 0
     assert len(training_files(out)) == 12
     assert not (out / "validation_data").exists()
-    assert main(["synth", str(tmp_path / "bad"), "--subjects", "5"]) == 2
-    assert "subjects must be >= 6" in capsys.readouterr().err
+    assert main(["synth", str(tmp_path / "bad"), "--synthetic", '{"subjects": 5}']) == 2
+    assert "synthetic.subjects: 5 is less than the minimum of 6" in capsys.readouterr().err
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "notes.txt").write_text("mine")
     with pytest.raises(LeukoflowError, match="refusing to replace"):

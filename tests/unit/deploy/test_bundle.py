@@ -140,8 +140,10 @@ def test_an_ensemble_bundle_holds_every_member(sources, tmp_path):
     }
     status = main(
         [
-            "bundle-ensemble", "--name", "Duo", "--members", "B", "A",
-            "--models", str(sources / "model40.keras"), str(sources / "model.keras"),
+            "bundle-ensemble", "--name", "Duo",
+            "--models", json.dumps(
+                {"B": str(sources / "model40.keras"), "A": str(sources / "model.keras")}
+            ),
             "--settings", json.dumps(settings),
             "--metrics", str(sources / "ensemble.json"),
             "--reference", str(sources / "reference.json"),
@@ -173,8 +175,9 @@ def test_an_ensemble_bundle_holds_every_member(sources, tmp_path):
     bad.pop("B")
     status = main(
         [
-            "bundle-ensemble", "--name", "Duo", "--members", "A",
-            "--models", str(sources / "model.keras"), "--settings", json.dumps(bad),
+            "bundle-ensemble", "--name", "Duo",
+            "--models", json.dumps({"A": str(sources / "model.keras")}),
+            "--settings", json.dumps(bad),
             "--metrics", str(sources / "ensemble.json"),
             "--reference", str(sources / "reference.json"),
             "--config-hash", "e1", "--out", str(tmp_path / "Bad"),

@@ -309,8 +309,10 @@ def ensemble_dir(sources):
     data = {"dataset": {"source": "synthetic", "synthetic": {"subjects": 4}}, "split": {}}
     out = sources / "Duo"
     argv = [
-        "bundle-ensemble", "--name", "Duo", "--members", "SimpleNet", "Wide",
-        "--models", str(sources / "model.keras"), str(sources / "model40.keras"),
+        "bundle-ensemble", "--name", "Duo",
+        "--models", json.dumps(
+            {"SimpleNet": str(sources / "model.keras"), "Wide": str(sources / "model40.keras")}
+        ),
         "--settings", json.dumps(settings), "--metrics", str(sources / "ensemble.json"),
         "--reference", str(sources / "reference.json"), "--config-hash", "e",
         "--split", str(sources / "split.csv"), "--data", json.dumps(data), "--out", str(out),
@@ -399,7 +401,8 @@ def test_an_ensemble_of_model_bundles_reuses_their_checked_onnx_files(
         "SimpleNet": {"architecture": "SimpleNet", "input_size": SIZE},
         "Wide": {"architecture": "SimpleNet", "input_size": SIZE},
     }
-    without = tmp_path / "without_onnx"  # a model bundle whose export failed
+    # a model bundle whose export failed, not beside the ensemble's: its files are copied
+    without = tmp_path / "elsewhere" / "without_onnx"
     shutil.copytree(bundle_dir, without)
     meta = json.loads((without / "bundle.json").read_text())
     meta["members"][0]["onnx"] = {"file": None, "reason": "tf2onnx could not convert the model"}

@@ -263,7 +263,9 @@ def test_an_ensemble_reads_each_image_once_and_prepares_it_once_per_size(
     files = workspace["files"]
     reads, preparations = [], []
     real_open, real_prepare = predict_module.open_rgb, predict_module.prepare_image
-    monkeypatch.setattr(predict_module, "open_rgb", lambda p: reads.append(p) or real_open(p))
+    monkeypatch.setattr(
+        predict_module, "open_rgb", lambda p, **kw: reads.append(p) or real_open(p, **kw)
+    )
     monkeypatch.setattr(
         predict_module,
         "prepare_image",

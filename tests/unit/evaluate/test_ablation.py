@@ -13,7 +13,12 @@ from leukoflow.core.errors import ConfigError
 from leukoflow.core.settings import check_config, ensembles
 from leukoflow.data.split import random_image_split
 from leukoflow.evaluate import ablation
-from leukoflow.evaluate.ablation_effects import factor_effects, reading, run_ablation_table
+from leukoflow.evaluate.ablation_effects import (
+    effects_markdown,
+    factor_effects,
+    reading,
+    run_ablation_table,
+)
 
 CONFIG = {
     "stain": {"method": "macenko"},
@@ -173,7 +178,8 @@ def test_leakage_row_is_the_difference_on_the_shared_test_cells(tmp_path):
     ]  # fmt: skip
     predictions = {("SimpleNet", "split-subject"): subject_test,
                    ("SimpleNet", "split-random"): random_test}  # fmt: skip
-    effects = factor_effects(jobs, predictions, {"SimpleNet": {"split": "subject"}}, 300, 0)
+    reference = {"SimpleNet": {"split": "subject"}}
+    effects = factor_effects(jobs, predictions, reference, 300, 0, min_subjects_per_class=2)
     row = effects.iloc[0]
     assert (row["factor"], row["level"], row["reference"]) == ("split", "random", "subject")
     assert row["shared_images"] == 20 and row["shared_subjects"] == 4
@@ -200,11 +206,25 @@ def test_leakage_row_is_the_difference_on_the_shared_test_cells(tmp_path):
     out = [tmp_path / name for name in ("effects.csv", "combinations.csv", "effects.md")]
     metrics_files = [f / "metrics.json" for f in files]
     prediction_files = [f / "test_predictions.csv" for f in files]
-    run_ablation_table(plan, metrics_files, prediction_files, *out, n_resamples=300)
+    run_ablation_table(
+        plan, metrics_files, prediction_files, *out, n_resamples=300, min_subjects_per_class=2
+    )
     written = pd.read_csv(out[0])
     assert written.loc[0, "roc_auc"] == pytest.approx(auc)
     assert "the leakage of an image-level split" in out[2].read_text()
     assert list(pd.read_csv(out[1])["run"]) == ["main", "ablation/split-random"]
+    # the shared cells hold 2 subjects of each class: below the default minimum of 3, the
+    # effect keeps its point estimate, loses its CI and judges nothing
+    effects = factor_effects(jobs, predictions, reference, 300, 0)
+    row = effects.iloc[0]
+    assert row["roc_auc"] == pytest.approx(auc) and pd.isna(row["roc_auc_lo"])
+    assert row["ci_note"] == "CI: too few test subjects (2 all, 2 hem)"
+    assert reading(row) == (
+        "the shared test subset is too small to judge (CI: too few test subjects (2 all, 2 hem))"
+    )
+    effects["reading"] = [reading(r) for r in effects.to_dict("records")]
+    markdown = effects_markdown(effects, pd.read_csv(out[1]))
+    assert f"{auc:+.3f} [CI: too few test subjects (2 all, 2 hem)]" in markdown
 
 
 def test_effect_of_a_level_averages_over_the_other_factor():
@@ -241,7 +261,8 @@ def test_effect_of_a_level_averages_over_the_other_factor():
 def test_the_random_split_is_augmented_with_shared_subjects_never_shared_images(tmp_path):
     """`subject_disjoint=False` (the random split only) lets the test store share subjects
     with the training store; a shared image is refused all the same."""
-    from leukoflow.augment.offline import AugmentSpec, augment_store
+    from leukoflow.augment.offline import augment_store
+    from leukoflow.augment.transforms import AugmentSpec
     from leukoflow.core.errors import LeukoflowError
     from leukoflow.data import synth
 

@@ -136,3 +136,58 @@ def test_members_on_other_images_are_refused(tmp_path):
             "E", "mean", ["A", "B"], [f[1] for f in files], [f[2] for f in files], {},
             tmp_path / "m.json", tmp_path / "v.csv", tmp_path / "t.csv",
         )  # fmt: skip
+
+
+def test_the_ensemble_command_matches_members_to_files_by_name(tmp_path, capsys):
+    """`leukoflow ensemble` takes {member: file}: the same ensemble whatever the mapping's
+    order, and a file missing for a member (or given for another) is named."""
+    from leukoflow.cli import main
+
+    y_val, val_members = member_scores(seed=3)
+    y_test, test_members = member_scores(seed=4)
+    files = {}
+    for i, name in enumerate(["A", "B"]):
+        folder = tmp_path / name
+        folder.mkdir()
+        files[name] = write_member(folder, val_members[i], test_members[i], y_val, y_test)
+    by_hand = en.run_ensemble(
+        "E", "stacked", ["A", "B"], [files[m][1] for m in "AB"], [files[m][2] for m in "AB"],
+        {"bootstrap": 100}, tmp_path / "m.json", tmp_path / "v.csv", tmp_path / "t.csv",
+    )  # fmt: skip
+
+    def run(val, test, out):
+        return main(
+            [
+                "ensemble", "--name", "E", "--method", "stacked", "--members", "A", "B",
+                "--val", json.dumps(val), "--test", json.dumps(test),
+                "--evaluate", '{"bootstrap": 100}', "--metrics", str(out / "m.json"),
+                "--val-predictions", str(out / "v.csv"), "--test-predictions", str(out / "t.csv"),
+            ]
+        )  # fmt: skip
+
+    val = {m: str(files[m][1]) for m in "BA"}  # not the members' order
+    test = {m: str(files[m][2]) for m in "BA"}
+    assert run(val, test, tmp_path / "cli") == 0
+    written = json.loads((tmp_path / "cli/m.json").read_text())
+    assert written["ensemble"] == by_hand["ensemble"]
+    assert written["ensemble"]["members"] == ["A", "B"]
+    assert run({"A": val["A"], "C": val["B"]}, test, tmp_path / "bad") == 2
+    assert "--val: missing B, unknown C; expected A, B" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_methods_are_the_schemas_and_the_commands():
+    """A new method is added to `METHODS` (and `fit_combiner`, `combine`); the schema's enum
+    and `leukoflow ensemble --method` must list the same."""
+    import argparse
+
+    import yaml
+
+    from leukoflow.cli import build_parser
+    from leukoflow.core.settings import SCHEMA_PATH
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["ensembles"]
+    assert schema["additionalProperties"]["properties"]["method"]["enum"] == list(en.METHODS)
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    method = next(a for a in commands.choices["ensemble"]._actions if a.dest == "method")
+    assert list(method.choices) == list(en.METHODS)

@@ -2,6 +2,7 @@
 validation (threshold, temperature, referral band) and nothing else, TTA."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -208,6 +209,59 @@ def test_evaluate_writes_the_contract(tmp_path):
     assert sum(s["n"] for s in saved["per_subject"]) == saved["n_test"] == len(test)
     written = pd.read_csv(tmp_path / "test_predictions.csv")
     assert list(written.columns) == ev.PREDICTION_COLUMNS
+
+
+def intervals(value, path=""):
+    """Every interval in a metrics dict: {path: [lo, hi]} of each `ci` or `*_ci` entry."""
+    out = {}
+    for key, inner in value.items():
+        where = f"{path}.{key}" if path else key
+        if key == "ci" or key.endswith("_ci"):
+            if isinstance(inner, dict):
+                out.update({f"{where}.{k}": v for k, v in inner.items()})
+            else:
+                out[where] = inner
+        elif isinstance(inner, dict):
+            out.update(intervals(inner, where))
+    return out
+
+
+def test_subjects_are_counted_per_class_and_too_few_is_said():
+    subjects = ["a", "a", "b", "c", "c", "c"]
+    labels = [1, 1, 0, 1, 0, 0]  # c: two of three images hem, so a hem subject
+    assert lm.subject_classes(subjects, labels) == {"all": 1, "hem": 2}
+    assert lm.subject_classes([], []) == {"all": 0, "hem": 0}
+    assert lm.too_few_subjects({"all": 2, "hem": 1}) == "CI: too few test subjects (2 all, 1 hem)"
+    assert lm.too_few_subjects({"all": 3, "hem": 3}) is None
+    assert lm.too_few_subjects({"all": 2, "hem": 5}, minimum=2) is None
+
+
+def test_a_two_subject_test_subset_gets_point_estimates_and_no_interval():
+    val = synthetic_predictions(seed=2)
+    test = synthetic_predictions(n_subjects=2, per_subject=10, seed=3)  # one all, one hem
+    metrics, _, out = ev.evaluate_with_config(val, test, {"bootstrap": 100})
+    assert metrics["test_subjects"] == {"all": 1, "hem": 1}
+    assert metrics["min_subjects_per_class"] == lm.MIN_SUBJECTS_PER_CLASS == 3
+    assert metrics["ci_note"] == "CI: too few test subjects (1 all, 1 hem)"
+    found = intervals(metrics)
+    assert {"ci.f1", "calibration.after.ece_ci", "referral.test.share_referred_ci"} <= set(found)
+    assert all(pair == [None, None] for pair in found.values()), found
+    expected = sklearn_metrics(out["y"], out["calibrated_probability_all"], out["predicted"])
+    assert_same(metrics["test"], {k: expected[k] for k in ("f1", "roc_auc", "weighted_f1")})
+    # the same subset with the minimum lowered to one subject per class has its intervals
+    metrics, _, _ = ev.evaluate_with_config(
+        val, test, {"bootstrap": 100, "min_subjects_per_class": 1}
+    )
+    assert "ci_note" not in metrics
+    assert all(None not in pair for pair in intervals(metrics).values())
+
+
+def test_the_schema_default_of_the_minimum_is_the_library_default():
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).parents[3] / "config" / "schema.yaml").read_text())
+    minimum = schema["properties"]["evaluate"]["properties"]["min_subjects_per_class"]
+    assert minimum["default"] == lm.MIN_SUBJECTS_PER_CLASS
 
 
 @pytest.mark.slow

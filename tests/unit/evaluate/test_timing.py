@@ -54,14 +54,16 @@ def test_timing_subcommand(model, tmp_path):
     from leukoflow.cli import main
 
     model.save(tmp_path / "model.keras")
-    base = ["timing", "--model", str(tmp_path / "model.keras"), "--warmup", "1"]
+    base = ["timing", "--model", str(tmp_path / "model.keras")]
     base += ["--settings", json.dumps({"architecture": "SimpleNet", "jit_compile": "off"})]
     out = tmp_path / "timing.json"
-    assert main([*base, "--calls", "50", "--batch-size", "4", "--out", str(out)]) == 0
+    block = json.dumps({"warmup": 1, "calls": 50, "batch_size": 4})
+    assert main([*base, "--timing", block, "--out", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["architecture"] == "SimpleNet" and record["latency_ms"]["median"] > 0
     assert record["dtype_policy"] == "float32"
-    assert main([*base, "--calls", "10", "--out", str(tmp_path / "no.json")]) == 2
+    too_few = json.dumps({"warmup": 1, "calls": 10})  # the schema's minimum is 50
+    assert main([*base, "--timing", too_few, "--out", str(tmp_path / "no.json")]) == 2
     assert not (tmp_path / "no.json").exists()
 
 
@@ -83,7 +85,8 @@ def test_a_model_trained_in_mixed_precision_is_timed_in_it(tmp_path):
     out = tmp_path / "timing.json"
     settings = json.dumps({"architecture": "SimpleNet", "jit_compile": "off"})
     arguments = ["--model", str(tmp_path / "model.keras"), "--settings", settings]
-    assert main(["timing", *arguments, "--warmup", "1", "--calls", "50", "--out", str(out)]) == 0
+    block = json.dumps({"warmup": 1, "calls": 50})
+    assert main(["timing", *arguments, "--timing", block, "--out", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["dtype_policy"] == "mixed_bfloat16"
     assert record["precision"] == "bfloat16+float32"

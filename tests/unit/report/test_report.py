@@ -212,7 +212,7 @@ def tree_inputs(root, archs, folds=0, ensembles=tuple(ENSEMBLES)):
                 history=main / "train" / arch / "history.csv",
                 timing=main / "timing" / f"{arch}.json",
                 saliency=main / "saliency" / arch / "saliency.json",
-                saliency_png=main / "saliency" / arch / "saliency.png",
+                saliency_figure=main / "saliency" / arch / "saliency.png",
                 fold_metrics=tuple(
                     root / f"fold{k}" / "evaluate" / arch / "metrics.json" for k in range(folds)
                 ),
@@ -248,29 +248,34 @@ def tree_outputs(out_dir):
     )
 
 
-def cli_args(inputs, out_dir):
-    """`leukoflow report` arguments for `inputs`, outputs under other names in `out_dir`."""
-    files = list(inputs.archs.values())
-    args = ["report", "--archs", *inputs.archs, "--folds", str(inputs.folds)]
-    for option, field in (
-        ("--metrics", "metrics"),
-        ("--predictions", "predictions"),
-        ("--histories", "history"),
-        ("--timings", "timing"),
-        ("--saliency", "saliency"),
-        ("--saliency-figures", "saliency_png"),
-    ):
-        args += [option, *(str(getattr(f, field)) for f in files)]
-    args += ["--fold-metrics", *(str(p) for f in files for p in f.fold_metrics)]
-    args += ["--ensembles", *inputs.ensembles]
-    args += ["--ensemble-metrics", *(str(f.metrics) for f in inputs.ensembles.values())]
-    args += ["--ensemble-predictions", *(str(f.predictions) for f in inputs.ensembles.values())]
-    args += ["--dataset", json.dumps(inputs.dataset), "--split-table", str(inputs.split_table)]
-    args += ["--ablation-effects", str(inputs.ablation_effects)]
-    args += ["--ablation-combinations", str(inputs.ablation_combinations)]
-    args += ["--stain-spread", str(inputs.stain_spread)]
-    args += ["--stain-examples", str(inputs.stain_examples)]
-    args += ["--augment-examples", str(inputs.augment_examples)]
+def manifest_of(inputs):
+    """The manifest `leukoflow report --manifest` takes for `inputs` (the rule's layout)."""
+
+    def files(model):
+        return {
+            kind: [str(p) for p in value] if isinstance(value, tuple) else str(value)
+            for kind, value in vars(model).items()
+            if value is not None
+        }
+
+    return {
+        "architectures": {arch: files(f) for arch, f in inputs.archs.items()},
+        "ensembles": {name: files(f) for name, f in inputs.ensembles.items()},
+        "folds": inputs.folds,
+        "split_table": str(inputs.split_table),
+        "ablation": {
+            "effects": str(inputs.ablation_effects),
+            "combinations": str(inputs.ablation_combinations),
+        },
+        "stain": {"spread": str(inputs.stain_spread), "examples": str(inputs.stain_examples)},
+        "augment_examples": str(inputs.augment_examples),
+        "dataset": inputs.dataset,
+    }
+
+
+def cli_args(manifest, out_dir):
+    """`leukoflow report` arguments for `manifest`, outputs under other names in `out_dir`."""
+    args = ["report", "--manifest", json.dumps(manifest)]
     for option, name in (
         ("--table-csv", "t.csv"),
         ("--table-md", "t.md"),
@@ -479,33 +484,57 @@ def test_delta_f1_matches_the_paper():
 
 
 @pytest.mark.slow
-def test_page_is_written_by_cli(rendered, tmp_path):
+def test_page_is_written_by_cli_from_a_manifest_matched_by_name(rendered, tmp_path):
+    """Models are matched to their files by name: the manifest's models, and each model's
+    files, in another order give the same rows, in the manifest's order."""
     from leukoflow.cli import main
 
-    root, _ = rendered
+    root, table = rendered
+    manifest = manifest_of(tree_inputs(root, ARCHS, folds=2))
+    shuffled = {
+        **manifest,
+        "architectures": {
+            arch: dict(reversed(manifest["architectures"][arch].items()))
+            for arch in reversed(ARCHS)
+        },
+        "ensembles": dict(reversed(manifest["ensembles"].items())),
+    }
     out = tmp_path / "cli"
-    assert main(cli_args(tree_inputs(root, ARCHS[:2], folds=2, ensembles=()), out)) == 0
+    assert main(cli_args(shuffled, out)) == 0
     for name in ("t.csv", "t.md", "m.json", "page.html", "figures/roc.png", "figures/cv_f1.png"):
         assert (out / name).is_file(), name
     assert not (out / "report.html").exists()  # written where named, nowhere else
-    assert main(cli_args(tree_inputs(tmp_path / "nothing", ["VGG16"]), out)) == 2
-    md_rows = [line for line in (out / "t.md").read_text().splitlines() if line[:2] == "| "]
-    assert len(md_rows) == 3  # header and two architectures
+    rows = pd.read_csv(out / "t.csv")
+    assert rows["architecture"].tolist() == [*reversed(ARCHS), *reversed(ENSEMBLES)]
+    kept = table.set_index("architecture").loc[rows["architecture"]].reset_index()
+    for column in ("precision", "recall", "f1", "weighted_f1", "delta_f1_pct"):
+        assert np.allclose(rows[column], kept[column], equal_nan=True), column
+    nothing = manifest_of(tree_inputs(tmp_path / "nothing", ["VGG16"]))
+    assert main(cli_args(nothing, tmp_path / "none")) == 2
     # an ensemble of an architecture the report does not have is refused
-    assert main(cli_args(tree_inputs(root, ARCHS[:2], folds=2), tmp_path / "other")) == 2
+    two = manifest_of(tree_inputs(root, ARCHS[:2], folds=2))
+    assert main(cli_args(two, tmp_path / "other")) == 2
 
 
-def test_cli_wants_one_file_per_architecture(tmp_path, capsys):
+def test_the_manifest_names_what_is_missing_or_unknown(tmp_path, capsys):
     from leukoflow.cli import main
 
-    args = cli_args(tree_inputs(tmp_path, ARCHS, folds=2), tmp_path / "out")
-    timings = args.index("--timings")
-    assert main(args[: timings + 2] + args[timings + 1 + len(ARCHS) :]) == 2
-    assert "--timings: 1 files for 3 architectures" in capsys.readouterr().err
-    fold = args.index("--fold-metrics")
-    assert main(args[: fold + 1] + args[fold + 2 :]) == 2
-    assert "--fold-metrics: 5 files, expected --folds (2) times 3" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    manifest = manifest_of(tree_inputs(tmp_path, ARCHS, folds=2))
+    out = tmp_path / "out"
+    broken = json.loads(json.dumps(manifest))
+    del broken["architectures"]["VGG16"]["timing"]
+    assert main(cli_args(broken, out)) == 2
+    assert "architectures.VGG16: missing timing, unknown none" in capsys.readouterr().err
+    broken = json.loads(json.dumps(manifest))
+    broken["architectures"]["Xception"]["fold_metrics"].pop()
+    assert main(cli_args(broken, out)) == 2
+    assert "architectures.Xception.fold_metrics: 1 files for folds: 2" in capsys.readouterr().err
+    broken = {**manifest, "ensembles": {"Ensemble": {"metrics": "m.json", "saliency": "s"}}}
+    assert main(cli_args(broken, out)) == 2
+    assert "ensembles.Ensemble: missing predictions, unknown saliency" in capsys.readouterr().err
+    assert main(cli_args({**manifest, "tables": []}, out)) == 2
+    assert "manifest: missing none, unknown tables" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_paper_numbers_are_printed_as_in_the_paper():

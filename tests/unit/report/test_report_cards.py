@@ -52,7 +52,7 @@ def arch_files(root, arch):
         history=missing,
         timing=missing,
         saliency=missing,
-        saliency_png=missing,
+        saliency_figure=missing,
         bundle=folder / "bundle",
         live=folder / "dvclive",
     )
