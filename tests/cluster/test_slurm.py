@@ -29,8 +29,8 @@ TINY = REPO / "tests" / "workflow" / "tiny.yaml"
 # The node has 2 CPUs: no job may ask for more; the first status check comes after 5 s.
 CLUSTER_ARGS = ["--max-threads", "2", "--slurm-init-seconds-before-status-checks", "5"]
 # Rules that run on the login node (`localrules`), never through sbatch.
-LOCAL_RULES = {"all", "fetch_weights", "report", "bundle"}
-GPU_RULES = {"train", "evaluate", "timing", "saliency"}
+LOCAL_RULES = {"all", "fetch_weights", "report", "bundle", "patients", "patients_ensemble"}
+GPU_RULES = {"train", "evaluate", "timing", "saliency", "stress"}
 # The preemption test: SimpleNet trains about this long (epochs of 16 steps of 2 images,
 # as many as a short local run says fit), so a 1-minute limit kills it part-way.
 TRAINING_SECONDS = 120

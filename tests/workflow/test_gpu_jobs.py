@@ -14,7 +14,7 @@ from wf import GPU_RULES
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
-STAMP = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO leukoflow\.gpus: "
+STAMP = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO leukoflow\.core\.gpus: "
 
 
 def gpu_leases(workdir):

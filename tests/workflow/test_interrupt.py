@@ -72,12 +72,23 @@ def comparable_metrics(workdir):
     return {arch: {k: v for k, v in m.items() if k != "time_ms"} for arch, m in metrics.items()}
 
 
+def without_checksums(value):
+    """A bundle.json value without its files' sha256 (a .keras or .onnx file's bytes hold
+    times and names that differ between two runs with the same weights)."""
+    if isinstance(value, dict):
+        return {k: without_checksums(v) for k, v in value.items() if k != "sha256"}
+    if isinstance(value, list):
+        return [without_checksums(v) for v in value]
+    return value
+
+
 def bundle_contents(workdir, name):
-    """(bundle.json without its creation time, every member model's weights) of one bundle."""
+    """(bundle.json without its creation time and checksums, every member model's weights)
+    of one bundle."""
     from leukoflow.deploy.bundle import load_bundle
 
     bundle = load_bundle(workdir / "results/models" / name)
-    meta = {k: v for k, v in bundle.meta.items() if k != "created"}
+    meta = without_checksums({k: v for k, v in bundle.meta.items() if k != "created"})
     return meta, [w for member in bundle.members for w in member.model.get_weights()]
 
 

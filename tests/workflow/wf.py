@@ -13,7 +13,7 @@ from leukoflow.data.synth import generate_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "workflow" / "tiny.yaml"
-GPU_RULES = ("evaluate", "saliency", "timing", "train")
+GPU_RULES = ("evaluate", "saliency", "stress", "timing", "train")
 # Folder names a lab share can have: a space, an apostrophe, letters outside ASCII.
 AWKWARD = "my data's été"
 

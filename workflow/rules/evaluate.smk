@@ -206,9 +206,9 @@ rule stress_ensemble:
     output:
         table="results/main/stress/{ensemble}/stress.csv",
     log:
-        "logs/stress/{ensemble}.log",
+        "logs/stress_ensemble/{ensemble}.log",
     benchmark:
-        "benchmarks/stress/{ensemble}.tsv"
+        "benchmarks/stress_ensemble/{ensemble}.tsv"
     conda:
         ENV
     params:
