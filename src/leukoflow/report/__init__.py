@@ -25,6 +25,7 @@ from leukoflow.report.collect import (
     inputs_from_manifest,
 )
 from leukoflow.report.html import render_html
+from leukoflow.report.patients import verdict_line
 from leukoflow.report.plots import make_plots
 from leukoflow.report.table import metrics_for_dvc, table1, table_markdown, table_notes
 from leukoflow.report.verdicts import data_line, verdicts
@@ -60,7 +61,8 @@ def build_report(inputs: ReportInputs, outputs: ReportOutputs) -> pd.DataFrame:
     data = collect(inputs)
     table = table1(data)
     notes = [data_line(data), *table_notes(table, data)]
-    said = verdicts(table, data)
+    # the lab's question after the cells': each model's subject-level call
+    said = verdicts(table, data) + [verdict_line(n, r) for n, r in data.patients.items()]
     with atomic_path(outputs.table_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     write_text(outputs.table_md, table_markdown(table, data, notes, said))
