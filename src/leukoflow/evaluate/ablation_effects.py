@@ -31,12 +31,11 @@ from leukoflow.core.atomic import atomic_path, write_text
 from leukoflow.core.errors import LeukoflowError
 from leukoflow.evaluate.metrics import (
     MIN_SUBJECTS_PER_CLASS,
-    chunks,
+    metrics_over_weights,
     percentile_ci,
     subject_classes,
     subject_resamples,
     too_few_subjects,
-    weighted_metrics,
 )
 
 log = logging.getLogger(__name__)
@@ -61,12 +60,7 @@ def _pair_values(merged, columns, weights):
     for arm, suffix in (("a", ""), ("b", "_b")):
         p = merged[f"probability_all{suffix}"].to_numpy(float)
         predicted = merged[f"predicted{suffix}"].to_numpy(float)
-        parts = {m: [] for m in EFFECT_METRICS}
-        for rows in chunks(len(w)):
-            computed = weighted_metrics(y, p, predicted, w[rows])
-            for m in EFFECT_METRICS:
-                parts[m].append(computed[m])
-        values[arm] = {m: np.concatenate(parts[m]) for m in EFFECT_METRICS}
+        values[arm] = metrics_over_weights(y, p, predicted, w, EFFECT_METRICS)
     return values
 
 

@@ -10,7 +10,7 @@ bootstrap has too few distinct resamples to be an interval: the point estimate i
 with "CI: too few test subjects (n all, m hem)" instead, and no verdict rests on it.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -300,12 +300,31 @@ def bootstrap_ci(
         {metric: [lo, hi]}; resamples where a metric is undefined are left out, and
         [None, None] when it is undefined in all.
     """
-    parts = {m: [] for m in CI_METRICS}
+    values = metrics_over_weights(y, p, predicted, weights, CI_METRICS)
+    return {metric: percentile_ci(values[metric], level) for metric in CI_METRICS}
+
+
+def metrics_over_weights(
+    y: ArrayLike, p: ArrayLike, predicted: ArrayLike, weights: np.ndarray, metrics: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """Some of `weighted_metrics` under every row of bootstrap weights, 250 rows at a time.
+
+    Args:
+        y: (N,) 0/1 labels.
+        p: (N,) probabilities of `all`.
+        predicted: (N,) 0/1 decisions.
+        weights: (B, N) weights (a row of ones gives the plain value).
+        metrics: names of `weighted_metrics`' results.
+
+    Returns:
+        {metric: (B,)}, NaN where a metric is undefined.
+    """
+    parts = {m: [] for m in metrics}
     for rows in chunks(len(weights)):
         values = weighted_metrics(y, p, predicted, weights[rows])
-        for metric in CI_METRICS:
+        for metric in metrics:
             parts[metric].append(values[metric])
-    return {metric: percentile_ci(np.concatenate(parts[metric]), level) for metric in CI_METRICS}
+    return {metric: np.concatenate(parts[metric]) for metric in metrics}
 
 
 def percentile_ci(values: ArrayLike, level: float = 0.95) -> list[float | None]:

@@ -27,12 +27,11 @@ from leukoflow.evaluate.calibration import apply_temperature
 from leukoflow.evaluate.ensemble import combine
 from leukoflow.evaluate.metrics import (
     MIN_SUBJECTS_PER_CLASS,
-    chunks,
+    metrics_over_weights,
     percentile_ci,
     subject_classes,
     subject_resamples,
     too_few_subjects,
-    weighted_metrics,
 )
 from leukoflow.evaluate.shifts import SHIFTS, chosen_strengths, shift_images
 
@@ -40,16 +39,6 @@ log = logging.getLogger(__name__)
 
 STRESS_METRICS = ("f1", "weighted_f1", "roc_auc")
 SHIFTED_COLUMNS = ["row", "path", "subject", "y", "shift", "strength", "probability_all"]
-
-
-def _metric_values(y, p, predicted, weights):
-    """{metric: (B+1,)}: row 0 the plain value, then one per resample."""
-    out = {m: [] for m in STRESS_METRICS}
-    for rows in chunks(len(weights)):
-        values = weighted_metrics(y, p, predicted, weights[rows])
-        for m in STRESS_METRICS:
-            out[m].append(values[m])
-    return {m: np.concatenate(v) for m, v in out.items()}
 
 
 def stress_table(
@@ -90,7 +79,7 @@ def stress_table(
 
     def values(p_raw):
         p = apply_temperature(p_raw, temperature)
-        return _metric_values(y, p, (p >= threshold).astype(float), weights)
+        return metrics_over_weights(y, p, (p >= threshold).astype(float), weights, STRESS_METRICS)
 
     reference = values(baseline["probability_all"].to_numpy(float))
     rows = []
