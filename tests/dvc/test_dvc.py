@@ -176,7 +176,7 @@ def test_exp_run_sets_one_arch_learning_rate(clone, changed):
     before = snapshot(clone)
     dvc(clone, "exp", "run", "-S", "config/demo.yaml:architectures.VGG16.learning_rate=0.002")
     written, new_content = rewritten(before, snapshot(clone))
-    assert "results/models/VGG16/model.keras" in new_content
+    assert "results/models/VGG16/model.onnx" in new_content
     assert all(any(part in path for part in ONLY_VGG16) for path in written), written
     shown = json.loads(dvc(clone, "exp", "show", "--json").stdout)
     text = json.dumps(shown)

@@ -36,12 +36,14 @@ def test_an_ensemble_bundle_predicts_what_the_ensemble_evaluated(finished, ensem
     bundle = finished / "results/models" / ensemble
     meta = json.loads((bundle / "bundle.json").read_text())
     assert meta["kind"] == "ensemble" and len(meta["members"]) == 2
-    # each member's Keras and ONNX files: those of its own bundle beside it, not copies
+    # each member's Keras file: the training job's, which its own bundle beside refers to
+    # too; its ONNX file: that bundle's. No copies
     assert not (bundle / "members").exists()
     assert sorted((m["file"], m["onnx"]["file"]) for m in meta["members"]) == [
-        ("../SimpleNet/model.keras", "../SimpleNet/model.onnx"),
-        ("../VGG16/model.keras", "../VGG16/model.onnx"),
+        ("../../main/train/SimpleNet/model.keras", "../SimpleNet/model.onnx"),
+        ("../../main/train/VGG16/model.keras", "../VGG16/model.onnx"),
     ]
+    assert not (finished / "results/models/VGG16/model.keras").exists()
     dataset = Path(yaml.safe_load((finished / "config/tiny.yaml").read_text())["dataset"]["path"])
     out = tmp_path / "predictions.csv"
     files = [str(dataset / path) for path in evaluated["path"]]

@@ -33,7 +33,7 @@ rule bundle:
         backend=BACKEND,
     shell:
         keras_shell(
-            "leukoflow bundle --model {input.model:q} --metrics {input.metrics:q}"
+            "leukoflow bundle --refer-model --model {input.model:q} --metrics {input.metrics:q}"
             " --reference {input.reference:q} --settings {params.settings:q}"
             " --config-hash {params.config_hash:q} --split {input.split:q}"
             " --data {params.data:q} --patients {input.patients:q}"

@@ -64,6 +64,7 @@ def run_bundle(args: argparse.Namespace) -> None:
         data_config=args.data,
         patients_path=args.patients,
         stress_path=_optional_one("--stress", args.stress),
+        refer=args.refer_model,
     )
 
 
@@ -199,6 +200,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bundle", help="package a trained model for `leukoflow predict`")
     p.add_argument("--model", required=True, help="trained model.keras")
     p.add_argument("--metrics", required=True, help="evaluate's metrics.json (threshold, test)")
+    p.add_argument(
+        "--refer-model",
+        action="store_true",
+        help="record the model's path (relative to the bundle) and sha256 instead of copying "
+        "it: for a bundle in the results tree the model was trained in; `leukoflow export` "
+        "writes a self-contained copy",
+    )
     _bundle_options(p, "the architecture's merged settings (JSON)")
     p.set_defaults(func=run_bundle)
 

@@ -7,8 +7,11 @@ model leaves that member without an ONNX file and its reason in bundle.json and 
 and never fails the bundle. An ensemble's member given as its model bundle brings its
 checked ONNX file (or the reason it has none) along: each model is exported once. When that
 model bundle lies beside the ensemble's (both in `results/models/`), the ensemble refers to
-its files (`../ARCH/model.keras`) instead of copying them: each model is stored once. Every
-member's files get their sha256 in bundle.json. The model card
+its files (`../ARCH/model.keras`) instead of copying them; and a model bundle written with
+`refer=True` (the workflow's) refers to the training job's model file
+(`../../main/train/ARCH/model.keras`): each model is stored once in the results tree, and
+`leukoflow export` writes a self-contained copy. Every member's files get their sha256 in
+bundle.json. The model card
 (`leukoflow.deploy.modelcard.render_card`) is made from the finished bundle.json alone.
 """
 
@@ -17,6 +20,8 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
+import posixpath
 import shutil
 from collections.abc import Mapping
 from importlib import metadata
@@ -195,30 +200,43 @@ def _is_sibling(bundle_dir, out_dir):
     return bundle_dir.parent == out_dir.parent and bundle_dir != out_dir
 
 
+def _beside(bundle_dir, file):
+    """The path, from a bundle beside `bundle_dir`, of the file `bundle_dir` names as `file`
+    (`../ARCH/model.keras`, or `../../main/train/ARCH/model.keras` when that bundle refers to
+    its training output)."""
+    return posixpath.normpath(f"../{Path(bundle_dir).name}/{file}")
+
+
+def _relative(source, out_dir):
+    """The path of the file `source` from the bundle folder `out_dir`, POSIX form."""
+    return Path(os.path.relpath(Path(source).resolve(), Path(out_dir).resolve())).as_posix()
+
+
 def _reference(bundle_dir):
     """The member entry's `file`, `sha256` and `onnx` that refer to the files of the model
     bundle `bundle_dir` beside the ensemble's (`../ARCH/...`), their checksums checked."""
     bundle_dir = Path(bundle_dir)
     (entry,) = read_meta(bundle_dir)["members"]
-    prefix = f"../{bundle_dir.name}/"
     model = checked_file(bundle_dir, entry["file"], entry.get("sha256"))
-    found = {"file": prefix + entry["file"], "sha256": file_sha256(model)}
+    found = {"file": _beside(bundle_dir, entry["file"]), "sha256": file_sha256(model)}
     missing = onnx_missing(entry)
     if missing:
         return {**found, "onnx": {**(entry.get("onnx") or {}), "file": None, "reason": missing}}
     onnx = checked_file(bundle_dir, entry["onnx"]["file"], entry["onnx"].get("sha256"))
-    onnx_entry = {"file": prefix + entry["onnx"]["file"], "sha256": file_sha256(onnx)}
+    onnx_entry = {"file": _beside(bundle_dir, entry["onnx"]["file"]), "sha256": file_sha256(onnx)}
     return {**found, "onnx": {**entry["onnx"], **onnx_entry}}
 
 
-def _write(out_dir, meta, models, bundles=None):
-    """Write the bundle: copy every {file in the bundle: source model} into `out_dir`, export
-    each to ONNX (or copy the ONNX file of the model bundle `bundles` names for that file),
-    then write bundle.json and the model card. A member whose model bundle lies beside
-    `out_dir` refers to that bundle's files instead (`_reference`).
+def _write(out_dir, meta, models, bundles=None, refer=False):
+    """Write the bundle: copy every {file in the bundle: source model} into `out_dir` (or,
+    with `refer`, record its path relative to `out_dir`), export each to ONNX (or copy the
+    ONNX file of the model bundle `bundles` names for that file), then write bundle.json and
+    the model card. A member whose model bundle lies beside `out_dir` refers to that bundle's
+    files instead (`_reference`).
 
-    Copies or references, not hard links: Snakemake touches a job's outputs, and touching a
-    link to the training job's model would make every job after training look out of date.
+    Copies or references, not hard links: DVC re-copies a hard-linked output when it records
+    it, which gives the training job's model a new time and makes every job after training
+    look out of date to Snakemake.
     """
     bundles = bundles or {}
     with atomic_dir(out_dir) as tmp:
@@ -227,9 +245,13 @@ def _write(out_dir, meta, models, bundles=None):
             if file in bundles and _is_sibling(bundles[file], out_dir):
                 member.update(_reference(bundles[file]))
                 continue
-            (tmp / file).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, tmp / file)
-            member["sha256"] = file_sha256(tmp / file)
+            if refer:
+                member["file"] = _relative(source, out_dir)
+                member["sha256"] = file_sha256(source)
+            else:
+                (tmp / file).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, tmp / file)
+                member["sha256"] = file_sha256(tmp / file)
             if file in bundles:
                 member["onnx"] = _copy_onnx(bundles[file], file, tmp)
             else:
@@ -251,11 +273,13 @@ def write_bundle(
     data_config: dict | None = None,
     patients_path: str | Path | None = None,
     stress_path: str | Path | None = None,
+    refer: bool = False,
 ) -> Path:
     """Write the bundle folder of one model, `out_dir` (replaced as a whole, atomically).
 
     Args:
-        model_path: the trained `model.keras` (copied into the bundle, exported to ONNX).
+        model_path: the trained `model.keras` (copied into the bundle, or referred to with
+            `refer`; exported to ONNX).
         metrics_path: evaluate's `metrics.json` (`threshold`, `test`, `calibration`,
             `referral`).
         reference_path: the stain reference JSON the stores were built with.
@@ -271,6 +295,9 @@ def write_bundle(
             aggregator, the patient threshold and the cells needed (`patients`).
         stress_path: the stress step's stress.csv; with it, bundle.json records each
             shift's changes (`robustness`, `leukoflow.evaluate.stress.robustness_record`).
+        refer: record the model's path relative to `out_dir` and its sha256 instead of
+            copying it (the workflow's bundles, which live in the results tree the model
+            came from; `leukoflow export` makes a self-contained copy).
 
     Returns:
         The path of `bundle.json`.
@@ -301,7 +328,7 @@ def write_bundle(
         ],
         "combiner": {"method": "mean", "members": [arch], "weights": [1.0], "intercept": 0.0},
     }
-    return _write(out_dir, meta, {MODEL_FILE: model_path})
+    return _write(out_dir, meta, {MODEL_FILE: model_path}, refer=refer)
 
 
 def write_ensemble_bundle(
@@ -357,7 +384,8 @@ def write_ensemble_bundle(
         path = Path(model_paths[member])
         file = f"{MEMBERS_DIR}/{member}.keras"
         if path.is_dir():
-            bundles[file], path = path, path / MODEL_FILE
+            (entry,) = read_meta(path)["members"]
+            bundles[file], path = path, path / entry["file"]
         if not path.is_file():
             raise LeukoflowError(f"model file {path} does not exist")
         settings = member_settings[member]

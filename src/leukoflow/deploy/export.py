@@ -20,6 +20,7 @@ from leukoflow.core.atomic import atomic_dir
 from leukoflow.core.errors import LeukoflowError
 from leukoflow.deploy.bundle import (
     MEMBERS_DIR,
+    MODEL_FILE,
     META_FILE,
     checked_file,
     file_sha256,
@@ -34,12 +35,15 @@ log = logging.getLogger(__name__)
 MANIFEST_FILE = "SHA256SUMS"
 
 
-def _own_name(entry: dict) -> str:
+def _own_name(entry: dict, kind: str) -> str:
     """Where a member's Keras file goes in the copy: its own name when it lies inside the
-    bundle, `members/ARCH.keras` when the bundle refers to another bundle's file."""
+    bundle; when the bundle refers to a file outside it, `model.keras` for a model bundle and
+    `members/ARCH.keras` for an ensemble's member."""
     file = PurePosixPath(entry["file"])
     if ".." not in file.parts:
         return str(file)
+    if kind == "model":
+        return MODEL_FILE
     return f"{MEMBERS_DIR}/{entry['architecture']}.keras"
 
 
@@ -84,7 +88,7 @@ def export_bundle(bundle_dir: str | Path, out_dir: str | Path) -> Path:
         raise LeukoflowError(f"export folder {out_dir} lies inside the bundle {bundle_dir}")
     with atomic_dir(out_dir) as tmp:
         for entry in meta["members"]:
-            name = _own_name(entry)
+            name = _own_name(entry, meta.get("kind", "model"))
             entry["sha256"] = _copy(bundle_dir, entry["file"], entry.get("sha256"), tmp, name)
             entry["file"] = name
             if not onnx_missing(entry):

@@ -47,9 +47,9 @@ def models_tree(tmp_path_factory):
         keras.utils.set_random_seed(seed)
         build_model("SimpleNet", SIZE, weights="none", dropout=0.0).save(root / f"{name}.keras")
         settings[name] = {"architecture": "SimpleNet", "input_size": SIZE, "jit_compile": "off"}
-        write_bundle(
+        write_bundle(  # A as the workflow writes it: referring to the trained model's file
             root / f"{name}.keras", root / "metrics.json", root / "reference.json",
-            settings[name], "h", models / name,
+            settings[name], "h", models / name, refer=name == "A",
         )  # fmt: skip
     members = {"A": models / "A", "B": models / "B"}
     write_ensemble_bundle("Duo", members, settings, root / "ensemble.json",

@@ -1,6 +1,6 @@
-"""An ensemble bundle refers to its members' bundles in results/models/ (each model stored
-once); `leukoflow export` writes a self-contained copy; both forms predict the same and refuse
-a changed model file."""
+"""A model bundle may refer to its trained model's file, an ensemble bundle to its members'
+bundles in results/models/ (each model stored once); `leukoflow export` writes a
+self-contained copy; both forms predict the same and refuse a changed model file."""
 
 import shutil
 import subprocess
@@ -25,13 +25,18 @@ def test_an_ensemble_beside_its_members_refers_to_their_files(models_tree):
     duo = models / "Duo"
     assert not (duo / "members").exists()  # no copies
     members = read_meta(duo)["members"]
+    # A's bundle refers to its trained model (../../A.keras from results/models/A), and so
+    # does the ensemble; B's bundle holds a copy
+    keras_files = {"A": ("../../../A.keras", models_tree["root"] / "A.keras"),
+                   "B": ("../B/model.keras", models / "B" / "model.keras")}  # fmt: skip
     for entry, name in zip(members, ("A", "B"), strict=True):
-        assert entry["file"] == f"../{name}/model.keras"
+        assert entry["file"] == keras_files[name][0]
         assert entry["onnx"]["file"] == f"../{name}/model.onnx"
-        assert entry["sha256"] == file_sha256(models / name / "model.keras")
+        assert entry["sha256"] == file_sha256(keras_files[name][1])
         assert entry["onnx"]["sha256"] == file_sha256(models / name / "model.onnx")
     model = read_meta(models / "A")["members"][0]  # a model bundle records its checksums too
-    assert model["sha256"] == file_sha256(models / "A" / "model.keras")
+    assert model["file"] == "../../../A.keras" and not (models / "A" / "model.keras").exists()
+    assert model["sha256"] == file_sha256(models_tree["root"] / "A.keras")
     bundle = load_bundle(duo, "onnx")
     assert [m.onnx_file.resolve() for m in bundle.members] == [
         (models / name / "model.onnx").resolve() for name in ("A", "B")
@@ -46,7 +51,7 @@ def test_export_is_self_contained_and_predicts_identically(models_tree, tmp_path
         "README.md", "SHA256SUMS", "bundle.json", "members/A.keras", "members/A.onnx",
         "members/B.keras", "members/B.onnx",
     ]  # fmt: skip
-    assert (out / "members/A.keras").read_bytes() == (models / "A/model.keras").read_bytes()
+    assert (out / "members/A.keras").read_bytes() == (models_tree["root"] / "A.keras").read_bytes()
     checked = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True,
                              text=True, check=False)  # fmt: skip
     assert checked.returncode == 0 and checked.stdout.count(": OK") == 6, checked.stdout
@@ -60,12 +65,14 @@ def test_export_is_self_contained_and_predicts_identically(models_tree, tmp_path
     # a model bundle exports under its own names
     assert main(["export", str(models / "A"), str(tmp_path / "A")]) == 0
     assert (tmp_path / "A/model.onnx").is_file() and (tmp_path / "A/SHA256SUMS").is_file()
+    assert (tmp_path / "A/model.keras").read_bytes() == (models_tree["root"] / "A.keras").read_bytes()
+    assert read_meta(tmp_path / "A")["members"][0]["file"] == "model.keras"
     assert main(["export", str(models / "A"), str(models / "A" / "inside")]) == 2
 
 
 def test_a_changed_member_file_is_refused_naming_it(models_tree, tmp_path, capsys):
-    tree = tmp_path / "models"
-    shutil.copytree(models_tree["models"], tree)
+    shutil.copytree(models_tree["root"], tmp_path / "root")
+    tree = tmp_path / "root" / "results" / "models"
     onnx = tree / "B" / "model.onnx"
     onnx.write_bytes(onnx.read_bytes()[:-1] + b"\x00")  # one byte changed
     with pytest.raises(LeukoflowError, match=r"B/model\.onnx: its sha256 differs .* rebuild"):
@@ -77,7 +84,7 @@ def test_a_changed_member_file_is_refused_naming_it(models_tree, tmp_path, capsy
     assert "model.onnx: its sha256 differs" in capsys.readouterr().err
     assert main(["export", str(tree / "Duo"), str(tmp_path / "copy")]) == 2
     assert not (tmp_path / "copy").exists()
-    keras_file = tree / "A" / "model.keras"
+    keras_file = tmp_path / "root" / "A.keras"  # the trained model A's bundle refers to
     keras_file.write_bytes(keras_file.read_bytes() + b"\x00")
-    with pytest.raises(LeukoflowError, match=r"A/model\.keras: its sha256 differs"):
+    with pytest.raises(LeukoflowError, match=r"A\.keras: its sha256 differs"):
         load_bundle(tree / "A", "keras")
