@@ -31,7 +31,8 @@ def changed_config(workdir, change, name="changed.yaml"):
 @pytest.mark.parametrize("ensemble", ["Ensemble", "Stacked"])
 def test_an_ensemble_bundle_predicts_what_the_ensemble_evaluated(finished, ensemble, tmp_path):
     """The bundle alone (members, combiner, temperature, threshold, band) gives the calibrated
-    probabilities, labels and referrals the ensemble job wrote for the test images."""
+    probabilities, labels, referrals and member spread the ensemble job wrote for the test
+    images."""
     evaluated = pd.read_csv(finished / f"results/main/ensemble/{ensemble}/test_predictions.csv")
     bundle = finished / "results/models" / ensemble
     meta = json.loads((bundle / "bundle.json").read_text())
@@ -54,6 +55,8 @@ def test_an_ensemble_bundle_predicts_what_the_ensemble_evaluated(finished, ensem
     )
     assert list(predicted["label"] == "all") == list(evaluated["predicted"] == 1)
     assert list(predicted["refer"]) == list(evaluated["referred"])
+    # the members' disagreement, per cell, as the ensemble job computed it from their CSVs
+    np.testing.assert_allclose(predicted["member_spread"], evaluated["member_spread"], atol=1e-5)
 
 
 def test_the_ensembles_and_their_fitted_values_reach_the_report(finished):

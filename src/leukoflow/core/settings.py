@@ -231,6 +231,17 @@ def _check_ablation(config):
         )
 
 
+def _check_referral(evaluate: Mapping) -> None:
+    """Referral by uncertainty needs one computed: MC dropout or several test-time views."""
+    several_views = str(evaluate.get("tta", "none")) not in ("none", "0", "1")
+    by = (evaluate.get("referral") or {}).get("by", "probability")
+    if by == "uncertainty" and not (evaluate.get("mc_dropout") or several_views):
+        raise ConfigError(
+            "evaluate.referral.by: uncertainty needs a per-cell uncertainty: set "
+            "evaluate.mc_dropout to a pass count (e.g. 8) or evaluate.tta to dihedral"
+        )
+
+
 def check_config(config: Mapping, base_dir: str | Path = ".") -> None:
     """Check what the schema cannot: architectures, weights, sizes, folds, dataset folder.
 
@@ -243,8 +254,9 @@ def check_config(config: Mapping, base_dir: str | Path = ".") -> None:
             `weights: imagenet` for an architecture without ImageNet weights, an
             `input_size` below the architecture's minimum, `cv.folds: 1`, a missing
             `dataset.path` folder with `dataset.source: folder`, an ensemble named like
-            an architecture or holding one that is not run (or only one), or an ablation
-            of architectures that are not run or without a factor.
+            an architecture or holding one that is not run (or only one), an ablation
+            of architectures that are not run or without a factor, or referral by
+            uncertainty without one computed.
     """
     unknown = [name for name in config["architectures"] if name not in ARCHITECTURES]
     if unknown:
@@ -267,6 +279,7 @@ def check_config(config: Mapping, base_dir: str | Path = ".") -> None:
             )
     _check_ensembles(config)
     _check_ablation(config)
+    _check_referral(config.get("evaluate") or {})
     if config["cv"]["folds"] == 1:
         raise ConfigError("cv.folds: 1 is not cross-validation; allowed: 0 (off) or 2 and more")
     dataset = config["dataset"]

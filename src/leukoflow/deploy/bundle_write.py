@@ -45,6 +45,7 @@ from leukoflow.deploy.bundle import (
 )
 from leukoflow.deploy.modelcard import CARD_FILE, data_summary, render_card
 from leukoflow.evaluate.patients import BUNDLE_KEYS
+from leukoflow.evaluate.referral import rule_record
 from leukoflow.evaluate.stress import robustness_record
 from leukoflow.stain.normalize import load_reference
 
@@ -113,9 +114,7 @@ def _fitted(metrics_path):
     return metrics, {
         "threshold": float(metrics["threshold"]),
         "temperature": float((metrics.get("calibration") or {}).get("temperature", 1.0)),
-        "referral": (
-            {key: referral[key] for key in ("lo", "hi", "metric", "target")} if referral else None
-        ),
+        "referral": rule_record(referral) if referral else None,
         "test_metrics": metrics["test"],
         "evaluation": _evaluation(metrics),
         "tta": "none" if metrics.get("tta") is None else metrics["tta"],

@@ -20,8 +20,8 @@ from leukoflow.core.atomic import atomic_dir
 from leukoflow.core.errors import LeukoflowError
 from leukoflow.deploy.bundle import (
     MEMBERS_DIR,
-    MODEL_FILE,
     META_FILE,
+    MODEL_FILE,
     checked_file,
     file_sha256,
     onnx_file_name,

@@ -41,6 +41,7 @@ from leukoflow.deploy.modelcard_sections import (
     training_data_section,
     uncertainty_section,
 )
+from leukoflow.evaluate.referral import describe_rule
 
 CARD_FILE = "README.md"
 FEW_TEST_SUBJECTS = 10
@@ -193,7 +194,7 @@ def key_lines(meta: Mapping) -> dict[str, str]:
         "calibration": f"T {fmt(float(meta.get('temperature', 1.0)), 3)}: "
         + (f"ECE {fmt(before.get('ece'))} -> " if before else "")
         + f"ECE {fmt(test.get('ece'))}, Brier {fmt(test.get('brier'))}",
-        "referral": f"[{fmt(band['lo'], 3)}, {fmt(band['hi'], 3)})" if band else "none",
+        "referral": describe_rule(band),
         "ONNX": "; ".join(onnx),
         "limitations": " ".join(limitations(meta)[:-2]) or "-",
         "config hash": str(meta.get("config_hash")),

@@ -192,7 +192,9 @@ def uncertainty_section(meta):
         "P(all) over the 8 rotations and mirror images of the cell). `tta_spread`, in "
         "evaluate's predictions, is the standard deviation of P(all) over those views; "
         f"`mc_std` the standard deviation over {passes} passes of the head with its dropout "
-        "on (MC dropout; 0 = not computed). Both are per model (not for an ensemble).",
+        "on (MC dropout; 0 = not computed). For an ensemble, each is the mean of its members' "
+        "own, and `member_spread` is the standard deviation of the members' P(all) (their "
+        "disagreement).",
         "How they were validated: the test cells ranked by each, most certain first, and the "
         "area under the risk-coverage curve (AURC; smaller: the errors are the cells ranked "
         "least certain) beside the ranking by the calibrated probability's distance from the "
@@ -248,13 +250,27 @@ def referral_section(meta):
     summary = meta.get("evaluation", {}).get("referral") or {}
     test = summary.get("test") or {}
     met = {True: "reached", False: "not reached (the best band is kept)"}.get(summary.get("met"))
+    if band.get("by", "probability") == "probability":
+        which = (
+            f"A cell whose calibrated probability lies in [{fmt(band['lo'], 4)}, "
+            f"{fmt(band['hi'], 4)}) is referred to a person"
+        )
+        chosen = "the narrowest band"
+    else:
+        column = band["column"]
+        which = (
+            f"A cell whose `{column}` (its uncertainty, a column of `leukoflow predict`'s "
+            f"output) reaches {fmt(band['cut'], 4)} is referred to a person"
+            if band["cut"] is not None
+            else f"No cell is referred (the rule ranks cells by `{column}`)"
+        )
+        chosen = (
+            f"the highest cut on `{column}` (the uncertainty that ranks the validation errors best)"
+        )
     lines = [
-        f"A cell whose calibrated probability lies in [{fmt(band['lo'], 4)}, "
-        f"{fmt(band['hi'], 4)}) is referred to a person (`refer` = 1 in `leukoflow predict`'s "
-        f"output): the narrowest band with which the {band['metric']} of the cells not "
-        f"referred reaches {fmt(band['target'])} on the validation subset"
-        + (f", {met}" if met else "")
-        + "."
+        f"{which} (`refer` = 1 in `leukoflow predict`'s output): {chosen} with which the "
+        f"{band['metric']} of the cells not referred reaches {fmt(band['target'])} on the "
+        "validation subset" + (f", {met}" if met else "") + "."
     ]
     if "val_share_referred" in summary or "share_referred" in test:
         lines.append(

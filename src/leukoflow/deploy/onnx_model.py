@@ -3,7 +3,10 @@
 Export: TensorFlow traces `model(images, training=False)` for a batch of any size, freezes
 the trace (variables and captured constants become graph constants) and tf2onnx converts
 it (opset `OPSET`). The ONNX model has one input `images`, float32 `(N, size, size, 3)` in
-[0, 255], and one output `probability`, float32 `(N, 1)`: the Keras model's contract.
+[0, 255], and the output `probability`, float32 `(N, 1)`: the Keras model's contract. A
+leukoflow model's file also has the output `features`, float32 `(N, F)`: the `head_pool`
+layer's, the input of the head, so that the ONNX engine computes MC dropout as Keras does
+(`leukoflow.evaluate.uncertainty`); outputs are selected by name.
 
 Every backend exports through TensorFlow: the `.keras` file does not depend on the backend
 that trained it, and tf2onnx converts all six architectures, while Keras' own exporter on
@@ -14,7 +17,10 @@ export runs in this process; on another it runs in a child process with
 
 Check: the exported model and the Keras model (on the backend of this process) classify
 `CHECK_IMAGES` random images; an export whose probabilities differ by more than
-`TOLERANCE` is not kept.
+`TOLERANCE` is not kept. The head's record (`leukoflow.evaluate.uncertainty.Head`: dropout
+rate, the `probability` layer's weights) is kept beside it when the numpy head on the ONNX
+file's features gives its probabilities within `TOLERANCE`; without it (or in a file exported
+before `features`), `mc_std` is computed on the Keras engine only.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ log = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
 INPUT_NAME = "images"
 OUTPUT_NAME = "probability"
+FEATURES_NAME = "features"
 OPSET = 17
 TOLERANCE = 1e-4
 CHECK_IMAGES = 4
@@ -88,7 +95,8 @@ def export_tensorflow(model: keras.Model, path: str | Path, opset: int = OPSET) 
     """Export `model` to the ONNX file `path` (TensorFlow backend, this process).
 
     Args:
-        model: a leukoflow classifier (one image input, one probability output).
+        model: a leukoflow classifier (one image input, one probability output); when it
+            has the layer `head_pool`, its output is exported too (`FEATURES_NAME`).
         path: the `.onnx` file to write.
         opset: the ONNX opset.
 
@@ -96,6 +104,7 @@ def export_tensorflow(model: keras.Model, path: str | Path, opset: int = OPSET) 
         OnnxExportError: when TensorFlow or tf2onnx is missing or the conversion fails.
     """
     try:
+        import keras
         import tensorflow as tf
         import tf2onnx
         from tensorflow.python.framework.convert_to_constants import (
@@ -106,16 +115,26 @@ def export_tensorflow(model: keras.Model, path: str | Path, opset: int = OPSET) 
             f"the ONNX export needs TensorFlow and tf2onnx ({error}); install them with "
             "`pip install 'leukoflow[tf]'`"
         ) from None
+    from leukoflow.evaluate.uncertainty import FEATURE_LAYER
+
+    outputs, output_names = [model.output], [OUTPUT_NAME]
+    if FEATURE_LAYER in {layer.name for layer in model.layers}:
+        outputs.append(model.get_layer(FEATURE_LAYER).output)
+        output_names.append(FEATURES_NAME)
+    exported = keras.Model(model.inputs, outputs)
     spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name=INPUT_NAME)
-    traced = tf.function(lambda images: model(images, training=False))
+    traced = tf.function(
+        lambda images: [tf.cast(t, tf.float32) for t in exported(images, training=False)]
+    )
     frozen = convert_variables_to_constants_v2(traced.get_concrete_function(spec))
-    names = {frozen.inputs[0].name: INPUT_NAME, frozen.outputs[0].name: OUTPUT_NAME}
+    names = {frozen.inputs[0].name: INPUT_NAME}
+    names.update({t.name: name for t, name in zip(frozen.outputs, output_names, strict=True)})
     try:
         with _tf2onnx_raises():
             tf2onnx.convert.from_graph_def(
                 frozen.graph.as_graph_def(),
                 input_names=[frozen.inputs[0].name],
-                output_names=[frozen.outputs[0].name],
+                output_names=[t.name for t in frozen.outputs],
                 tensors_to_rename=names,
                 opset=opset,
                 output_path=str(path),
@@ -136,18 +155,23 @@ def _export_in_child(model_path, path, opset):
         raise OnnxExportError(lines[-1] if lines else f"exit status {done.returncode}")
 
 
-def onnx_inference(path: str | Path, threads: int | None = None) -> PredictFn:
+def onnx_inference(
+    path: str | Path, threads: int | None = None, output: str = OUTPUT_NAME
+) -> PredictFn:
     """The ONNX model at `path` as a predict function (the contract of `compiled_inference`).
 
     Args:
         path: the `.onnx` file.
         threads: ONNX Runtime's intra-op threads; None: its default (the physical cores).
+        output: `OUTPUT_NAME` (P(all)) or `FEATURES_NAME` (the head's input features).
 
     Returns:
-        float32 batch (N, size, size, 3) in [0, 255] -> P(all) float32 (N,).
+        float32 batch (N, size, size, 3) in [0, 255] -> P(all) float32 (N,), or the
+        features float32 (N, F).
 
     Raises:
-        LeukoflowError: when onnxruntime is missing or cannot load the file.
+        LeukoflowError: when onnxruntime is missing or cannot load the file, or the file
+            has no output `output`.
     """
     try:
         import onnxruntime as ort
@@ -166,10 +190,16 @@ def onnx_inference(path: str | Path, threads: int | None = None) -> PredictFn:
     except Exception as error:  # onnxruntime raises its own exception types
         raise LeukoflowError(f"{path}: ONNX Runtime cannot load it ({error})") from None
     name = session.get_inputs()[0].name
+    if output not in {o.name for o in session.get_outputs()}:
+        raise LeukoflowError(
+            f"{path}: the ONNX model has no output {output!r} (exported before it was added; "
+            "rebuild the bundle with `leukoflow bundle`)"
+        )
 
     def predict(x):
-        out = session.run(None, {name: np.asarray(x, dtype=np.float32)})[0]
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+        out = session.run([output], {name: np.asarray(x, dtype=np.float32)})[0]
+        out = np.asarray(out, dtype=np.float32)
+        return out.reshape(-1) if output == OUTPUT_NAME else out
 
     return predict
 
@@ -193,7 +223,8 @@ def export_checked(
     Returns:
         For bundle.json: `file` (the file name, or None when there is no ONNX model),
         `reason` (why not, or None), `exporter`, `opset`, `tolerance`, `check_images` and
-        `max_abs_diff` (None when the export failed). Nothing that varies between two runs
+        `max_abs_diff` (None when the export failed), `head` (`checked_head`: the record
+        MC dropout on the ONNX engine needs, or None). Nothing that varies between two runs
         of the same model (the export's time is logged), so a rerun writes the same
         bundle.json.
     """
@@ -210,6 +241,7 @@ def export_checked(
         "tolerance": TOLERANCE,
         "check_images": CHECK_IMAGES,
         "max_abs_diff": None,
+        "head": None,
     }
     try:
         if backend_name() == "tensorflow":
@@ -220,7 +252,8 @@ def export_checked(
         # the compiled function evaluate and predict use: an eager call of a network with
         # random weights can differ from it by more than the tolerance (EfficientNetV2M)
         expected = compiled_inference(model)(images)
-        diff = float(np.abs(onnx_inference(path)(images) - expected).max())
+        probabilities = onnx_inference(path)(images)
+        diff = float(np.abs(probabilities - expected).max())
         result["max_abs_diff"] = diff
         if not diff <= TOLERANCE:
             raise OnnxExportError(
@@ -228,6 +261,7 @@ def export_checked(
                 f"(more than {TOLERANCE:g}) on {CHECK_IMAGES} random images"
             )
         result["file"] = path.name
+        result["head"] = checked_head(model, path, images, probabilities)
         log.info(
             "ONNX model exported and checked in %.1f s (largest difference %.2g)",
             time.perf_counter() - started,
@@ -238,6 +272,39 @@ def export_checked(
         result["reason"] = str(error)
         log.warning("no ONNX model: %s", error)
     return result
+
+
+def checked_head(
+    model: keras.Model, path: str | Path, images: np.ndarray, probabilities: np.ndarray
+) -> dict | None:
+    """The record of the model's head (`leukoflow.evaluate.uncertainty.Head.record`) when the
+    numpy head on the ONNX file's features reproduces its probabilities within `TOLERANCE`;
+    None otherwise (the reason logged: MC dropout then runs on the Keras engine only).
+
+    Args:
+        model: the Keras model (its `probability` and `head_dropout` layers).
+        path: its checked `.onnx` file.
+        images: the check's images.
+        probabilities: the ONNX file's P(all) of them.
+    """
+    from leukoflow.evaluate.uncertainty import Head
+
+    try:
+        head = Head.of_model(model)
+        features = onnx_inference(path, output=FEATURES_NAME)(images)
+    except LeukoflowError as error:
+        log.warning("no MC-dropout head for the ONNX engine (mc_std on Keras only): %s", error)
+        return None
+    diff = float(np.abs(head(features) - probabilities).max())
+    if not diff <= TOLERANCE:
+        log.warning(
+            "no MC-dropout head for the ONNX engine (mc_std on Keras only): the head on the "
+            "ONNX features differs from the ONNX probabilities by %.2g (more than %g)",
+            diff,
+            TOLERANCE,
+        )
+        return None
+    return head.record()
 
 
 def main(argv: list[str] | None = None) -> None:

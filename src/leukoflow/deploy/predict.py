@@ -43,9 +43,10 @@ from leukoflow.core.atomic import atomic_path
 from leukoflow.core.errors import LeukoflowError
 from leukoflow.data.images import DEFAULT_MAX_PIXELS, BadImageError, is_image_name, open_rgb
 from leukoflow.deploy.bundle import onnx_missing
+from leukoflow.deploy.cell_uncertainty import CellUncertainty, check_referral
 from leukoflow.evaluate.calibration import apply_temperature
 from leukoflow.evaluate.ensemble import combine
-from leukoflow.evaluate.uncertainty import CellUncertainty
+from leukoflow.evaluate.referral import referred_by
 from leukoflow.models.inference import predict_views, tta_views
 from leukoflow.stain.stores import prepare_image
 
@@ -62,7 +63,7 @@ ENGINE_CHOICES = ("auto", "keras", "onnx")
 @dataclass
 class Prediction:
     """One output row; `probability` (calibrated), `label` and `refer` are None when the file
-    could not be used; `uncertainty`: {column: value} (`evaluate.uncertainty.CellUncertainty`)."""
+    could not be used; `uncertainty`: {column: value} (`deploy.cell_uncertainty`)."""
 
     path: str
     probability: float | None
@@ -289,8 +290,9 @@ def iter_predictions(
         uncertainty: the per-cell uncertainty to compute (its `columns`), or None.
 
     Raises:
-        LeukoflowError: for a batch size or worker count below 1 or an unknown `tta`
-            (before any file is read), or as `make_predict_fns`.
+        LeukoflowError: for a batch size or worker count below 1, an unknown `tta`, or a
+            referral by an uncertainty `uncertainty` does not compute (before any file is
+            read), or as `make_predict_fns`.
     """
     if batch_size < 1:
         raise LeukoflowError(f"--batch-size must be at least 1, got {batch_size}")
@@ -302,6 +304,7 @@ def iter_predictions(
     predict_fns = predict_fns or make_predict_fns(bundle)
     sizes, reference, threshold = bundle.input_sizes, bundle.reference, bundle.threshold
     band = bundle.referral
+    check_referral(band, uncertainty)
     shape = min(batch_size, max(len(files), 1))  # the one batch shape the model sees
     batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     with (
@@ -330,14 +333,14 @@ def iter_predictions(
             ]
             combined = combine(np.vstack([v.mean(axis=0) for v in views]), bundle.combiner)
             probabilities = iter(apply_temperature(combined, bundle.temperature).tolist())
-            extra = uncertainty(views[0], images[sizes[0]], shape) if uncertainty else {}
+            extra = uncertainty(views, images, shape) if uncertainty else {}
             cells = iter(range(len(combined)))
             for path, error in zip(batch, errors, strict=True):
                 if error is None:
                     p, i = next(probabilities), next(cells)
-                    refer = band is not None and band["lo"] <= p < band["hi"]
-                    label = CLASS_NAMES[int(p >= threshold)]
                     spread = {column: float(values[i]) for column, values in extra.items()}
+                    refer = bool(referred_by(band, p, spread))
+                    label = CLASS_NAMES[int(p >= threshold)]
                     yield Prediction(str(path), p, label, refer, None, spread)
                 else:
                     yield Prediction(str(path), None, None, None, error)
@@ -389,8 +392,8 @@ def predict(
     Args:
         bundle: the loaded model bundle.
         inputs: image files and folders (`collect_inputs`).
-        out: the predictions CSV to write (`COLUMNS`, then `tta_spread` and `mc_std` where
-            `evaluate.uncertainty.CellUncertainty` computes them).
+        out: the predictions CSV to write (`COLUMNS`, then the uncertainty columns
+            `deploy.cell_uncertainty.CellUncertainty` computes).
         batch_size: files per model call.
         tta: the test-time augmentation (`models.inference.tta_views`); None: the
             bundle's, the one its threshold and temperature were fitted with.

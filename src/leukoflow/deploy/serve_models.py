@@ -2,11 +2,11 @@
 by `leukoflow predict`'s code path, and draw a cell's Grad-CAM.
 
 Each bundle is loaded once at start, for the engine `predict` would choose
-(`deploy.predict.choose_engine`), with its inference functions built once. Classifying a
-request is `deploy.predict.iter_predictions` on its files, so the rows, their order, their
-probabilities and the CSV (`deploy.predict.write_predictions`) are those `leukoflow predict`
-gives for the same files. Saliency needs the Keras models: on the ONNX engine they are loaded
-(safe mode) the first time a saliency map is asked for.
+(`deploy.predict.choose_engine`), with its inference functions (and MC dropout's) built
+once. Classifying a request is `deploy.predict.iter_predictions` on its files, so the rows,
+their order, their probabilities and the CSV (`deploy.predict.write_predictions`) are those
+`leukoflow predict` gives for the same files. Saliency needs the Keras models: on the ONNX
+engine they are loaded (safe mode) the first time a saliency map is asked for.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from leukoflow import CLASS_NAMES
 from leukoflow.core.errors import LeukoflowError
 from leukoflow.data.images import BadImageError
 from leukoflow.deploy.bundle import Bundle, load_bundle, read_meta
+from leukoflow.deploy.cell_uncertainty import CellUncertainty
 from leukoflow.deploy.modelcard import CARD_FILE
 from leukoflow.deploy.predict import (
     Prediction,
@@ -33,19 +34,20 @@ from leukoflow.deploy.predict import (
     prepare_file,
     write_predictions,
 )
-from leukoflow.evaluate.uncertainty import CellUncertainty
 
 OVERLAY_SIDE = 256  # pixels: side of the saliency overlay image
 
 
 @dataclasses.dataclass
 class ServedModel:
-    """A bundle loaded for serving: its name (the bundle folder's), the bundle and its
-    inference functions; the Keras models for saliency once asked for."""
+    """A bundle loaded for serving: its name (the bundle folder's), the bundle, its
+    inference functions and uncertainty columns; the Keras models for saliency once asked
+    for."""
 
     name: str
     bundle: Bundle
     predict_fns: list
+    uncertainty: CellUncertainty
     _keras: Bundle | None = None
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -97,7 +99,8 @@ def load_models(paths: Sequence[str | Path], engine: str = "auto") -> dict[str, 
         if name in models:
             raise LeukoflowError(f"--model: two bundles are named {name} ({path})")
         bundle = load_bundle(path, choose_engine(engine, read_meta(path)))
-        models[name] = ServedModel(name, bundle, make_predict_fns(bundle))
+        uncertainty = CellUncertainty(bundle, bundle.tta)
+        models[name] = ServedModel(name, bundle, make_predict_fns(bundle), uncertainty)
     return models
 
 
@@ -123,7 +126,7 @@ def classify(
         (rows, the uncertainty columns the rows carry).
     """
     bundle = model.bundle
-    uncertainty = CellUncertainty(bundle, bundle.tta)  # per request: predict's seeds
+    uncertainty = model.uncertainty.fresh()  # per request: predict's seeds
     predictions = iter_predictions(
         bundle,
         [path for _, path in files],

@@ -11,7 +11,10 @@ ensemble bundle call the same function):
 
 The combined probabilities then go through `leukoflow.evaluate.job.evaluate_predictions` like a
 single model's: temperature, threshold and referral band fitted on validation, test scored
-with subject-bootstrap CIs.
+with subject-bootstrap CIs. Beside them, the ensemble's uncertainty columns
+(`leukoflow.evaluate.uncertainty.ensemble_uncertainty`: `member_spread`, and the members' mean
+`tta_spread` and `mc_std` where every member has the column), computed from the members'
+prediction CSVs as `leukoflow predict` computes them per cell.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from numpy.typing import ArrayLike
 from leukoflow.core.errors import LeukoflowError
 from leukoflow.evaluate.calibration import logit, sigmoid
 from leukoflow.evaluate.job import evaluate_with_config, write_evaluation
+from leukoflow.evaluate.uncertainty import MEMBER_COLUMNS, ensemble_uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -111,23 +115,25 @@ def fit_combiner(
 
 def align_members(
     frames: Mapping[str, pd.DataFrame], subset: str
-) -> tuple[pd.DataFrame, np.ndarray]:
+) -> tuple[pd.DataFrame, np.ndarray, list[dict[str, np.ndarray]]]:
     """The members' predictions of one subset, rows matched by image path.
 
     Args:
-        frames: {member: its predictions frame (row, path, subject, y, probability_all)}.
+        frames: {member: its predictions frame (row, path, subject, y, probability_all, and
+            the uncertainty columns of `MEMBER_COLUMNS` its evaluation computed)}.
         subset: `val` or `test` (for the error message).
 
     Returns:
-        (base, probabilities): the first member's row, path, subject and y columns, and
-        (M, N) probabilities in the order of `frames` and of `base`.
+        (base, probabilities, uncertainty): the first member's row, path, subject and y
+        columns; (M, N) probabilities in the order of `frames` and of `base`; per member,
+        {column of `MEMBER_COLUMNS` it has: (N,)} in the order of `base`.
 
     Raises:
         LeukoflowError: when the members were scored on different images.
     """
     names = list(frames)
     base = frames[names[0]][["row", "path", "subject", "y"]].reset_index(drop=True)
-    rows = []
+    rows, uncertainty = [], []
     for name in names:
         frame = frames[name].set_index("path")
         if set(frame.index) != set(base["path"]) or len(frame) != len(base):
@@ -135,9 +141,11 @@ def align_members(
                 f"ensemble members {names[0]} and {name} were scored on different {subset} "
                 "images; every member must come from the same split"
             )
-        rows.append(frame.loc[base["path"], "probability_all"].to_numpy(float))
+        frame = frame.loc[base["path"]]
+        rows.append(frame["probability_all"].to_numpy(float))
+        uncertainty.append({c: frame[c].to_numpy(float) for c in MEMBER_COLUMNS if c in frame})
     base["subject"] = base["subject"].astype(str)
-    return base, np.vstack(rows)
+    return base, np.vstack(rows), uncertainty
 
 
 def run_ensemble(
@@ -160,9 +168,11 @@ def run_ensemble(
         val_files: each member's validation predictions CSV (evaluate's), in `members` order.
         test_files: each member's test predictions CSV, likewise.
         evaluate_config: the config's `evaluate` block.
-        metrics_out: metrics JSON to write (evaluate's contract, plus `ensemble`).
-        val_out: validation predictions CSV to write.
-        test_out: test predictions CSV to write.
+        metrics_out: metrics JSON to write (evaluate's contract, plus `ensemble`;
+            `mc_dropout`: the config's passes when every member has `mc_std`, else 0).
+        val_out: validation predictions CSV to write (with the uncertainty columns of
+            `ensemble_uncertainty`).
+        test_out: test predictions CSV to write, likewise.
 
     Returns:
         The metrics dict.
@@ -183,14 +193,17 @@ def run_ensemble(
         subset: {m: pd.read_csv(f, dtype={"subject": str}) for m, f in zip(members, files)}
         for subset, files in (("val", val_files), ("test", test_files))
     }
-    val_base, val_p = align_members(read["val"], "val")
-    test_base, test_p = align_members(read["test"], "test")
+    val_base, val_p, val_u = align_members(read["val"], "val")
+    test_base, test_p, test_u = align_members(read["test"], "test")
     combiner = fit_combiner(method, members, val_p, val_base["y"])
     val = val_base.assign(probability_all=combine(val_p, combiner))
     test = test_base.assign(probability_all=combine(test_p, combiner))
+    val = val.assign(**ensemble_uncertainty(val_p, val_u))
+    test = test.assign(**ensemble_uncertainty(test_p, test_u))
     metrics, val, test = evaluate_with_config(val, test, evaluate_config)
     tta = evaluate_config.get("tta", "none")  # the members' evaluations' test-time augmentation
-    metrics.update(architecture=name, split="main", tta=tta, ensemble=combiner)
+    passes = int(evaluate_config.get("mc_dropout", 0)) if "mc_std" in test else 0
+    metrics.update(architecture=name, split="main", tta=tta, mc_dropout=passes, ensemble=combiner)
     write_evaluation(metrics, val, test, metrics_out, val_out, test_out)
     log.info(
         "ensemble %s (%s of %s): test F1 %.3f, weighted F1 %.3f",

@@ -1,10 +1,11 @@
 """Test-set evaluation: everything fitted on validation, then scored on test with CIs.
 
 From the validation predictions only: the temperature (`leukoflow.evaluate.calibration`), the
-decision threshold (on the calibrated probabilities) and the referral band
-(`leukoflow.evaluate.referral`). Then the test subset is scored: every metric of
-`leukoflow.evaluate.metrics` with its subject-bootstrap CI, the Brier score and ECE before and after
-calibration, the referral band's share and the metrics of the cells not referred, the
+decision threshold (on the calibrated probabilities) and the referral rule (a band of
+probabilities or an uncertainty cut, `leukoflow.evaluate.referral`). Then the test subset is
+scored: every metric of `leukoflow.evaluate.metrics` with its subject-bootstrap CI, the Brier
+score and ECE before and after calibration, the referral rule's share and the metrics of the
+cells not referred, the
 risk-coverage area. `run_evaluate` is the `evaluate` job of one trained model; the
 `ensemble` job (`leukoflow.evaluate.ensemble`) goes through the same `evaluate_predictions`.
 """
@@ -32,7 +33,14 @@ from leukoflow.evaluate.metrics import (
     too_few_subjects,
     withhold_intervals,
 )
-from leukoflow.evaluate.referral import choose_band, referral_summary, referred_mask, risk_coverage
+from leukoflow.evaluate.referral import (
+    choose_band,
+    choose_column,
+    choose_cut,
+    referral_summary,
+    referred_by,
+    risk_coverage,
+)
 from leukoflow.evaluate.uncertainty import UNCERTAINTY_COLUMNS
 
 if TYPE_CHECKING:
@@ -114,12 +122,13 @@ def evaluate_predictions(
     referral_metric: str = "sensitivity",
     referral_target: float = 0.95,
     min_subjects_per_class: int = MIN_SUBJECTS_PER_CLASS,
+    referral_by: str = "probability",
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """Metrics of validation and test predictions; everything fitted comes from `val` only.
 
     The temperature is fitted on the validation probabilities, the threshold and the
-    referral band are chosen on the calibrated validation probabilities; test labels are
-    used only to score.
+    referral rule are chosen on the calibrated validation probabilities (and, by
+    uncertainty, the validation uncertainty columns); test labels are used only to score.
 
     Args:
         val: validation predictions (`predictions_frame`: row, path, subject, y,
@@ -133,6 +142,9 @@ def evaluate_predictions(
         referral_target: its target value.
         min_subjects_per_class: below this many test subjects of a class, every interval is
             [None, None] and `ci_note` says why (`leukoflow.evaluate.metrics.too_few_subjects`).
+        referral_by: "probability": a band of calibrated probabilities around the
+            threshold; "uncertainty": a cut on the uncertainty column that ranks the
+            validation errors best (`leukoflow.evaluate.referral`).
 
     Returns:
         (metrics, val, test): the metrics dict (threshold, test and val metrics, CIs,
@@ -141,8 +153,9 @@ def evaluate_predictions(
         with `calibrated_probability_all`, `predicted` and `referred` added.
 
     Raises:
-        LeukoflowError: when a frame lacks a column or is empty, as `choose_threshold`, or
-            for an unknown referral metric.
+        LeukoflowError: when a frame lacks a column or is empty, as `choose_threshold`, for
+            an unknown referral metric or rule, or by uncertainty without an uncertainty
+            column.
     """
     for name, frame in (("val", val), ("test", test)):
         missing = {"subject", "y", "probability_all"} - set(frame.columns)
@@ -160,13 +173,11 @@ def evaluate_predictions(
     )
     p_val = val["calibrated_probability_all"].to_numpy(float)
     threshold = choose_threshold(y_val, p_val, threshold_rule)
-    band = choose_band(y_val, p_val, threshold, referral_metric, referral_target)
+    rule = _choose_rule(val, threshold, referral_by, referral_metric, referral_target)
     val, test = (
         frame.assign(
             predicted=(frame["calibrated_probability_all"] >= threshold).astype(int),
-            referred=referred_mask(
-                frame["calibrated_probability_all"], band["lo"], band["hi"]
-            ).astype(int),
+            referred=referred_by(rule, frame["calibrated_probability_all"], frame).astype(int),
         )
         for frame in (val, test)
     )
@@ -193,7 +204,10 @@ def evaluate_predictions(
         "val": binary_metrics(y_val, p_val, threshold),
         "per_subject": per_subject_accuracy(test),
         "calibration": {"temperature": temperature, **calibration},
-        "referral": {**band, "test": referral_summary(y, p, predicted, band, weights)},
+        "referral": {
+            **rule,
+            "test": referral_summary(y, p, predicted, test["referred"].to_numpy(bool), weights),
+        },
         "risk_coverage": {  # cells ranked by |p - threshold|, and by each uncertainty
             "aurc": risk_coverage(y, p, threshold)[2],
             **{
@@ -208,6 +222,21 @@ def evaluate_predictions(
         log.warning("%s: every interval is withheld", note)
         metrics = {**withhold_intervals(metrics), "ci_note": note}
     return metrics, val, test
+
+
+def _choose_rule(val, threshold, by, metric, target):
+    """The referral rule `by` ("probability" or "uncertainty") chosen on the calibrated
+    validation frame."""
+    y_val, p_val = val["y"].to_numpy(int), val["calibrated_probability_all"].to_numpy(float)
+    if by == "probability":
+        return choose_band(y_val, p_val, threshold, metric, target)
+    if by != "uncertainty":
+        raise LeukoflowError(
+            f"evaluate.referral.by: unknown rule {by!r}; allowed: probability, uncertainty"
+        )
+    columns = {c: val[c].to_numpy(float) for c in UNCERTAINTY_COLUMNS if c in val}
+    column = choose_column(y_val, p_val, threshold, columns)
+    return choose_cut(y_val, p_val, columns[column], threshold, metric, target, column)
 
 
 def evaluate_with_config(
@@ -233,6 +262,7 @@ def evaluate_with_config(
         seed=int(evaluate_config.get("seed", 0)),
         referral_metric=str(referral.get("metric", "sensitivity")),
         referral_target=float(referral.get("target", 0.95)),
+        referral_by=str(referral.get("by", "probability")),
         min_subjects_per_class=int(
             evaluate_config.get("min_subjects_per_class", MIN_SUBJECTS_PER_CLASS)
         ),

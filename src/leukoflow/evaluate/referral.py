@@ -1,11 +1,19 @@
 """Referral: the cells a model is least sure of go to a person, the rest are decided.
 
-A referral band [lo, hi) contains the decision threshold t; a cell whose calibrated
-probability p lies in it (lo <= p < hi) is referred, every other cell is decided as usual
-(`all` when p >= t, which is p >= hi outside the band). `choose_band` picks the band on the
-VALIDATION subset: the one that refers the fewest cells while the configured metric of the
-cells not referred reaches its target (e.g. sensitivity for `all` of at least 0.95). On the
-test subset, `referral_summary` gives the share referred and the metrics of the rest with
+Two rules (`evaluate.referral.by`), each chosen on the VALIDATION subset as the one that
+refers the fewest cells while the configured metric of the cells not referred reaches its
+target (e.g. sensitivity for `all` of at least 0.95):
+
+- `probability` (`choose_band`): a band [lo, hi) containing the decision threshold t; a cell
+  whose calibrated probability p lies in it (lo <= p < hi) is referred, every other cell is
+  decided as usual (`all` when p >= t, which is p >= hi outside the band);
+- `uncertainty` (`choose_cut`): a cell whose uncertainty (a column of
+  `leukoflow.evaluate.uncertainty`) reaches a cut (u >= cut) is referred. The column is the
+  one that ranks the validation errors best (smallest validation AURC, `choose_column`).
+
+A rule is a dict (`by`, then `lo`/`hi` or `column`/`cut`, `metric`, `target`, ...);
+`referred_by` applies either, in evaluate, the report and `leukoflow predict`. On the test
+subset, `referral_summary` gives the share referred and the metrics of the rest with
 subject-bootstrap CIs.
 
 The risk-coverage curve (`risk_coverage`) orders the test cells by their distance from the
@@ -13,6 +21,8 @@ threshold, |p - t|, most confident first: at coverage c the model decides the mo
 share c of the cells and the risk is its error rate on them. The area under it (AURC) is
 small when the model's errors are the cells it is least sure of.
 """
+
+from collections.abc import Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -23,6 +33,7 @@ from leukoflow.evaluate.metrics import chunks, percentile_ci, safe_div, weighted
 TARGET_METRICS = ("sensitivity", "specificity", "precision", "npv", "accuracy")
 REST_METRICS = ("sensitivity", "specificity", "precision", "npv", "accuracy", "f1", "weighted_f1")
 MAX_CANDIDATES = 400  # band edges tried on each side of the threshold
+RULES = {"probability": ("lo", "hi"), "uncertainty": ("column", "cut")}  # by: its own keys
 
 
 def metric_of_counts(metric: str, tp, fp, fn, tn) -> np.ndarray:
@@ -96,26 +107,168 @@ def choose_band(
     tn = np.searchsorted(neg, lows, side="left")[:, None]
     tp = (len(pos) - np.searchsorted(pos, highs, side="left"))[None, :]  # p >= hi: called all
     fp = (len(neg) - np.searchsorted(neg, highs, side="left"))[None, :]
-    value = metric_of_counts(metric, tp, fp, fn, tn)
-    share = 1 - (tp + fp + fn + tn) / max(len(ordered), 1)
-    met = np.nan_to_num(value, nan=-1.0) >= target
-    if met.any():
-        # fewest referred among those meeting the target, then the highest value
-        key = np.where(met, share - 1e-9 * np.nan_to_num(value), np.inf)
-    elif np.isfinite(value).any():
-        key = np.where(np.isfinite(value), -value + 1e-9 * share, np.inf)
-    else:
-        key = np.zeros_like(share)  # nothing defined: refer nothing (lows[0] = highs[0] = t)
-    i, j = np.unravel_index(int(np.argmin(key)), key.shape)
+    value, share = np.broadcast_arrays(  # precision, e.g., depends on hi only
+        metric_of_counts(metric, tp, fp, fn, tn), 1 - (tp + fp + fn + tn) / max(len(ordered), 1)
+    )
+    flat, met = _pick(value, share, target, nothing=0)  # lows[0] = highs[0] = t
+    i, j = np.unravel_index(flat, value.shape)
     return {
+        "by": "probability",
         "lo": float(lows[i]),
         "hi": float(highs[j]),
         "metric": metric,
         "target": float(target),
-        "met": bool(met[i, j]),
+        "met": met,
         "val_share_referred": float(share[i, j]),
         "val_value": None if np.isnan(value[i, j]) else float(value[i, j]),
     }
+
+
+def _pick(value, share, target, nothing):
+    """(flat index, met) of the chosen candidate: fewest referred among those whose `value`
+    reaches `target`, then the highest value; when none does, the highest value (fewest
+    referred among equals); when no value is defined, `nothing` (the flat index of the
+    candidate that refers nothing)."""
+    value, share = np.ravel(value), np.ravel(share)
+    met = np.nan_to_num(value, nan=-1.0) >= target
+    if met.any():
+        key = np.where(met, share - 1e-9 * np.nan_to_num(value), np.inf)
+    elif np.isfinite(value).any():
+        key = np.where(np.isfinite(value), -value + 1e-9 * share, np.inf)
+    else:
+        return nothing, False
+    i = int(np.argmin(key))
+    return i, bool(met[i])
+
+
+def choose_column(
+    y_val: ArrayLike, p_val: ArrayLike, threshold: float, uncertainty: Mapping[str, ArrayLike]
+) -> str:
+    """The uncertainty column that ranks the validation errors best: the smallest area under
+    the validation risk-coverage curve (`risk_coverage`), the first of equals.
+
+    Args:
+        y_val: (N,) 0/1 validation labels.
+        p_val: (N,) calibrated validation probabilities of `all`.
+        threshold: the decision threshold.
+        uncertainty: {column: (N,) validation values}, in preference order.
+
+    Raises:
+        LeukoflowError: when there is no column (no uncertainty was computed).
+    """
+    if not uncertainty:
+        raise LeukoflowError(
+            "evaluate.referral.by: uncertainty needs a per-cell uncertainty: set "
+            "evaluate.mc_dropout to a pass count (e.g. 8) or evaluate.tta to dihedral"
+        )
+    areas = {
+        column: risk_coverage(y_val, p_val, threshold, -np.asarray(values, float))[2]
+        for column, values in uncertainty.items()
+    }
+    return min(areas, key=lambda column: np.nan_to_num(areas[column], nan=np.inf))
+
+
+def choose_cut(
+    y_val: ArrayLike,
+    p_val: ArrayLike,
+    u_val: ArrayLike,
+    threshold: float,
+    metric: str,
+    target: float,
+    column: str,
+) -> dict:
+    """The uncertainty cut chosen on validation: fewest referred cells (u >= cut) meeting
+    the target.
+
+    Args:
+        y_val: (N,) 0/1 validation labels.
+        p_val: (N,) calibrated validation probabilities of `all`.
+        u_val: (N,) the validation cells' uncertainty (`column`).
+        threshold: the decision threshold (chosen on validation too).
+        metric: one of `TARGET_METRICS`, computed on the cells not referred.
+        target: the value it must reach.
+        column: the uncertainty column's name (recorded).
+
+    Returns:
+        {by: "uncertainty", column, cut (None: nothing referred), metric, target, met,
+        val_share_referred, val_value}; when no cut reaches the target, the one with the
+        highest value (fewest referred among equals) and `met` False.
+
+    Raises:
+        LeukoflowError: for an unknown metric.
+    """
+    y, p, u = (np.asarray(a, float) for a in (y_val, p_val, u_val))
+    order = np.argsort(u, kind="mergesort")
+    u_sorted, y_sorted, called = u[order], y[order], (p[order] >= threshold)
+    # a cut at each distinct value refers it and all above; one past the end refers none
+    firsts = np.flatnonzero(np.r_[True, np.diff(u_sorted) > 0]) if len(u) else np.zeros(0, int)
+    kept = np.r_[firsts, len(u)]
+    counts = [np.r_[0, np.cumsum(part)][kept] for part in (
+        y_sorted * called, (1 - y_sorted) * called, y_sorted * ~called, (1 - y_sorted) * ~called
+    )]  # fmt: skip
+    value = metric_of_counts(metric, *counts)
+    share = 1 - kept / max(len(u), 1)
+    i, met = _pick(value, share, target, nothing=len(kept) - 1)
+    return {
+        "by": "uncertainty",
+        "column": column,
+        "cut": float(u_sorted[kept[i]]) if kept[i] < len(u) else None,
+        "metric": metric,
+        "target": float(target),
+        "met": met,
+        "val_share_referred": float(share[i]),
+        "val_value": None if np.isnan(value[i]) else float(value[i]),
+    }
+
+
+def referred_by(
+    rule: Mapping | None, p: ArrayLike, uncertainty: Mapping[str, ArrayLike] | None = None
+) -> np.ndarray:
+    """The cells a referral rule refers.
+
+    Args:
+        rule: from `choose_band` or `choose_cut` (a rule without `by`, from an older
+            evaluate or bundle, is a band); None: no referral.
+        p: (N,) calibrated probabilities of `all`.
+        uncertainty: {column: (N,)} (a predictions frame will do), needed for `uncertainty`.
+
+    Returns:
+        (N,) bool.
+
+    Raises:
+        LeukoflowError: when the rule's uncertainty column is not given.
+    """
+    p = np.asarray(p, float)
+    if rule is None:
+        return np.zeros(p.shape, bool)
+    if rule.get("by", "probability") == "probability":
+        return referred_mask(p, rule["lo"], rule["hi"])
+    column = rule["column"]
+    if uncertainty is None or column not in uncertainty:
+        raise LeukoflowError(
+            f"the referral rule refers cells by their {column}, which was not computed"
+        )
+    if rule["cut"] is None:
+        return np.zeros(p.shape, bool)
+    return np.asarray(uncertainty[column], float) >= rule["cut"]
+
+
+def rule_record(rule: Mapping) -> dict:
+    """What a bundle keeps of a referral rule to apply it: `by`, its own keys, `metric`,
+    `target` (a rule without `by` is a band)."""
+    by = rule.get("by", "probability")
+    return {"by": by, **{key: rule[key] for key in (*RULES[by], "metric", "target")}}
+
+
+def describe_rule(rule: Mapping | None, digits: int = 3) -> str:
+    """The rule in a few words: `p in [0.310, 0.620)`, `mc_std >= 0.041`, or `none`."""
+    if not rule:
+        return "none"
+    if rule.get("by", "probability") == "probability":
+        return f"p in [{rule['lo']:.{digits}f}, {rule['hi']:.{digits}f})"
+    if rule["cut"] is None:
+        return f"{rule['column']}: nothing referred"
+    return f"{rule['column']} >= {rule['cut']:.{digits}f}"
 
 
 def referred_mask(p: ArrayLike, lo: float, hi: float) -> np.ndarray:
@@ -146,17 +299,17 @@ def referral_summary(
     y: ArrayLike,
     p: ArrayLike,
     predicted: ArrayLike,
-    band: dict,
+    referred: ArrayLike,
     weights: np.ndarray,
     level: float = 0.95,
 ) -> dict:
-    """The band applied to the test subset: share referred, metrics of the rest, CIs.
+    """A referral rule applied to the test subset: share referred, metrics of the rest, CIs.
 
     Args:
         y: (N,) 0/1 test labels.
         p: (N,) calibrated test probabilities of `all`.
         predicted: (N,) 0/1 decisions at the threshold.
-        band: from `choose_band` (`lo`, `hi`).
+        referred: (N,) bool, the cells the rule refers (`referred_by`).
         weights: (B, N) bootstrap weights (`leukoflow.evaluate.metrics.subject_resamples`).
         level: the coverage of the intervals.
 
@@ -165,8 +318,7 @@ def referral_summary(
         rest_ci: {metric: [lo, hi]}} for the metrics in `REST_METRICS` (None where undefined).
     """
     y, p = np.asarray(y, float), np.asarray(p, float)
-    predicted = np.asarray(predicted, float)
-    referred = referred_mask(p, band["lo"], band["hi"])
+    predicted, referred = np.asarray(predicted, float), np.asarray(referred, bool)
     keep = (~referred).astype(float)
     point = _rest_metrics(y, p, predicted, keep[None, :])
     shares, parts = [], {m: [] for m in REST_METRICS}

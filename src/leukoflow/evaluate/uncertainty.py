@@ -1,7 +1,7 @@
-"""How sure a model is about each cell: the spread over test-time views and MC dropout.
+"""How sure a model is about each cell: the spread over test-time views, MC dropout, and the
+disagreement of an ensemble's members.
 
-Two per-cell estimates, written beside the probabilities by `evaluate` (columns
-`UNCERTAINTY_COLUMNS`):
+Per model, two estimates written beside the probabilities by `evaluate` (`MEMBER_COLUMNS`):
 
 - `tta_spread`: the standard deviation of P(all) over the views of the test-time augmentation
   (`evaluate.tta`; `leukoflow.models.inference.predict_views`), when it has more than one;
@@ -9,81 +9,165 @@ Two per-cell estimates, written beside the probabilities by `evaluate` (columns
   on (`evaluate.mc_dropout: T`, Gal and Ghahramani 2016). The backbone's features (the
   output of `head_pool`) are computed once per image; each pass draws a new dropout mask
   (inverted dropout at the `head_dropout` layer's rate, seeded) and applies the
-  `probability` layer, so T passes cost T small matrix products, not T full ones. On the
-  unaugmented image.
+  `probability` layer (`Head.passes`, the one definition of a pass: the Keras model's and
+  its ONNX file's features go through the same numpy head), so T passes cost T small
+  matrix products, not T full ones. On the unaugmented image.
+
+For an ensemble (`ensemble_uncertainty`, the `ensemble` job and `leukoflow predict` alike):
+
+- `member_spread`: the standard deviation over the members of their P(all) (each member's
+  mean over its views, before combining and calibration): the members' disagreement
+  (Lakshminarayanan et al. 2017);
+- `tta_spread` and `mc_std`, each when every member has it: the mean over the members of
+  their own.
 
 Evaluate's risk-coverage area (`leukoflow.evaluate.referral.risk_coverage`) is computed with
 the cells ranked by the distance of the probability from the threshold and by each
-uncertainty (`aurc_tta_spread`, `aurc_mc_std`), so the report shows which ranks the errors
-better on this data.
+uncertainty (`aurc_tta_spread`, `aurc_mc_std`, `aurc_member_spread`), so the report shows
+which ranks the errors better on this data.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from leukoflow.core.errors import LeukoflowError
+from leukoflow.evaluate.calibration import sigmoid
 from leukoflow.models.inference import compiled_inference, predict_views, tta_views
 
 if TYPE_CHECKING:
     import keras
 
-UNCERTAINTY_COLUMNS = ("tta_spread", "mc_std")
+MEMBER_COLUMNS = ("tta_spread", "mc_std")  # a model's; an ensemble's is their mean
+UNCERTAINTY_COLUMNS = (*MEMBER_COLUMNS, "member_spread")
 FEATURE_LAYER, DROPOUT_LAYER, OUTPUT_LAYER = "head_pool", "head_dropout", "probability"
+ACTIVATION = "sigmoid"  # the `probability` layer's, the one the numpy head computes
 
 
-class MCDropout:
-    """The head of a leukoflow model with its dropout on, over the backbone's features.
+def _check_unit(activation, units):
+    """Raise unless the `probability` layer is one sigmoid unit, the head `Head` computes."""
+    if activation != ACTIVATION or units != 1:
+        raise LeukoflowError(
+            f"MC dropout's head is one {ACTIVATION} unit; the `{OUTPUT_LAYER}` layer has "
+            f"{units} {activation!r} unit(s)"
+        )
 
-    Args:
-        model: a model of `leukoflow.models.build_model` (layers `head_pool` ->
-            `head_dropout` -> `probability`).
-        jit_compile: XLA for the backbone's features (TensorFlow).
 
-    Raises:
-        LeukoflowError: when the model lacks one of the head's layers.
+@dataclass(frozen=True, eq=False)  # the kernel is an array
+class Head:
+    """The head of a leukoflow model after its features, in numpy (float32): inverted dropout
+    at `rate`, then P(all) = sigmoid(features @ kernel + bias) (the `probability` layer).
+
+    Attributes:
+        rate: the `head_dropout` layer's rate.
+        kernel: the `probability` layer's kernel, float32 (F,).
+        bias: its bias.
     """
 
-    def __init__(self, model: keras.Model, jit_compile: bool = False):
+    rate: float
+    kernel: np.ndarray
+    bias: float
+
+    @classmethod
+    def of_model(cls, model: keras.Model) -> Head:
+        """The head of a Keras model of `leukoflow.models.build_model`.
+
+        Raises:
+            LeukoflowError: when the model lacks one of the head's layers, or its
+                `probability` layer is not one sigmoid unit.
+        """
         import keras
 
         try:
-            pool = model.get_layer(FEATURE_LAYER)
-            self.rate = float(model.get_layer(DROPOUT_LAYER).rate)
-            self.output = model.get_layer(OUTPUT_LAYER)
+            rate = float(model.get_layer(DROPOUT_LAYER).rate)
+            output = model.get_layer(OUTPUT_LAYER)
+            model.get_layer(FEATURE_LAYER)
         except ValueError as error:
             raise LeukoflowError(
                 f"MC dropout needs the layers {FEATURE_LAYER}, {DROPOUT_LAYER} and "
                 f"{OUTPUT_LAYER} of a leukoflow model ({error})"
             ) from None
-        features = keras.Model(model.inputs, pool.output)
-        self.features = compiled_inference(features, jit_compile=jit_compile, flat=False)
+        kernel, bias = (keras.ops.convert_to_numpy(w).astype(np.float32) for w in output.weights)
+        _check_unit(output.get_config().get("activation"), kernel.shape[-1])
+        return cls(rate, kernel.reshape(-1), float(bias.reshape(-1)[0]))
+
+    @classmethod
+    def from_record(cls, record: Mapping) -> Head:
+        """The head `record()` describes (the `head` of a member's ONNX entry in bundle.json).
+
+        Raises:
+            LeukoflowError: for an activation other than sigmoid, a bias of more than one
+                unit, or a rate outside [0, 1).
+        """
+        _check_unit(record.get("activation"), len(record["bias"]))
+        rate = float(record["rate"])
+        if not 0 <= rate < 1:
+            raise LeukoflowError(f"the head's dropout rate {rate} is outside [0, 1)")
+        return cls(rate, np.asarray(record["kernel"], np.float32), float(record["bias"][0]))
+
+    def record(self) -> dict:
+        """{rate, kernel, bias, activation}: JSON, exact for float32 weights."""
+        return {
+            "rate": self.rate,
+            "kernel": self.kernel.astype(np.float64).tolist(),
+            "bias": [self.bias],
+            "activation": ACTIVATION,
+        }
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        """P(all) float32 (N,) of features (N, F), no dropout."""
+        z = np.asarray(features, np.float32) @ self.kernel + np.float32(self.bias)
+        return sigmoid(z).astype(np.float32)
+
+    def passes(self, features: np.ndarray, passes: int, rng: np.random.Generator) -> np.ndarray:
+        """P(all) float32 (passes, N) of features (N, F), a new dropout mask each pass (drawn
+        from `rng` in pass order, one uniform per feature)."""
+        keep = np.float32(1.0 - self.rate)
+        out = np.empty((passes, len(features)), np.float32)
+        for t in range(passes):
+            mask = (rng.random(features.shape) < keep).astype(np.float32) / keep
+            out[t] = self(features * mask)
+        return out
+
+
+class MCDropout:
+    """A model's head with its dropout on, over its backbone's features.
+
+    Args:
+        features: float32 batch (N, size, size, 3) in [0, 255] -> the `head_pool` features
+            (N, F): the Keras model's (`of_model`) or its ONNX file's
+            (`leukoflow.deploy.onnx_model.onnx_inference` of its `features` output).
+        head: the model's head.
+    """
+
+    def __init__(self, features: Callable[[np.ndarray], np.ndarray], head: Head):
+        self.features, self.head = features, head
         self.seen: list[np.ndarray] = []  # the features of each `probabilities` call
 
-    def head(self, features: np.ndarray) -> np.ndarray:
-        """P(all) float32 (N,) of features (N, F) through the `probability` layer."""
+    @classmethod
+    def of_model(cls, model: keras.Model, jit_compile: bool = False) -> MCDropout:
+        """MC dropout of a Keras model (`jit_compile`: XLA for the backbone's features).
+
+        Raises:
+            LeukoflowError: as `Head.of_model`.
+        """
         import keras
 
-        p = self.output(keras.ops.convert_to_tensor(features))
-        return keras.ops.convert_to_numpy(p).astype(np.float32).reshape(-1)
+        head = Head.of_model(model)
+        features = keras.Model(model.inputs, model.get_layer(FEATURE_LAYER).output)
+        return cls(compiled_inference(features, jit_compile=jit_compile, flat=False), head)
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """The model's P(all) (N,) of a batch, through its features, which are kept in
         `seen` (so MC dropout needs no second pass of the backbone)."""
-        features = self.features(x)
+        features = np.asarray(self.features(x), np.float32)
         self.seen.append(features)
         return self.head(features)
-
-    def passes(self, features: np.ndarray, passes: int, rng: np.random.Generator) -> np.ndarray:
-        """P(all) float32 (passes, N) of features (N, F), a new dropout mask each pass."""
-        keep = 1.0 - self.rate
-        out = np.empty((passes, len(features)), np.float32)
-        for t in range(passes):
-            mask = (rng.random(features.shape) < keep).astype(np.float32) / np.float32(keep)
-            out[t] = self.head(features * mask)
-        return out
 
     def std(
         self, images: np.ndarray, batch_size: int, passes: int, rng: np.random.Generator
@@ -92,8 +176,8 @@ class MCDropout:
         images (n <= `batch_size`; padded to it, so the features function sees one shape)."""
         padded = np.zeros((batch_size, *images.shape[1:]), np.float32)
         padded[: len(images)] = images
-        features = self.features(padded)[: len(images)]
-        return self.passes(features, passes, rng).std(axis=0, dtype=np.float64)
+        features = np.asarray(self.features(padded), np.float32)[: len(images)]
+        return self.head.passes(features, passes, rng).std(axis=0, dtype=np.float64)
 
 
 def predict_with_uncertainty(
@@ -124,14 +208,14 @@ def predict_with_uncertainty(
         mc_std: (N,) when `mc_dropout` > 0}.
 
     Raises:
-        LeukoflowError: for a negative `mc_dropout`, as `tta_views` or `MCDropout`.
+        LeukoflowError: for a negative `mc_dropout`, as `tta_views` or `Head.of_model`.
     """
     from tqdm import tqdm
 
     if mc_dropout < 0:
         raise LeukoflowError(f"evaluate.mc_dropout: {mc_dropout} must be 0 (off) or a pass count")
     spread = len(tta_views(tta)) > 1
-    head = MCDropout(model, jit_compile) if mc_dropout else None
+    head = MCDropout.of_model(model, jit_compile) if mc_dropout else None
     rng = np.random.default_rng(seed)
     out = {"probability_all": np.empty(len(images), np.float32)}
     if spread:
@@ -149,48 +233,27 @@ def predict_with_uncertainty(
         if spread:
             out["tta_spread"][rows] = views.std(axis=0, dtype=np.float64)
         if head:  # the first view is the image as it is
-            passes = head.passes(head.seen[0][: len(batch)], mc_dropout, rng)
+            passes = head.head.passes(head.seen[0][: len(batch)], mc_dropout, rng)
             out["mc_std"][rows] = passes.std(axis=0, dtype=np.float64)
     return out
 
 
-class CellUncertainty:
-    """The uncertainty columns `leukoflow predict` writes for a bundle, and their values.
-
-    Like evaluate's, for a one-model bundle: `tta_spread` when its test-time augmentation
-    has several views; `mc_std` when the bundle was evaluated with MC dropout
-    (`evaluation.mc_dropout` passes) and runs on the Keras engine (the ONNX file holds no
-    dropout). An estimate: its value varies with the dropout draws (seeded per run).
+def ensemble_uncertainty(
+    probabilities: ArrayLike, members: Sequence[Mapping[str, ArrayLike]]
+) -> dict[str, np.ndarray]:
+    """An ensemble's uncertainty columns from its members'.
 
     Args:
-        bundle: the loaded bundle (`leukoflow.deploy.bundle.Bundle`).
-        tta: the test-time augmentation predict applies.
-        seed: seed of the dropout masks.
+        probabilities: (M, N) the members' P(all) (each its mean over its views,
+            uncalibrated).
+        members: one {column of `MEMBER_COLUMNS`: (N,)} per member, the columns it has.
+
+    Returns:
+        {member_spread: the std over the members of their P(all), float64 (N,); and for
+        each column of `MEMBER_COLUMNS` that every member has, its mean over the members}.
     """
-
-    def __init__(self, bundle, tta: str | int, seed: int = 0):
-        single = len(bundle.members) == 1
-        self.passes = int(bundle.meta.get("evaluation", {}).get("mc_dropout") or 0)
-        self.spread = single and len(tta_views(tta)) > 1
-        self.head = None
-        if single and self.passes and bundle.engine == "keras":
-            self.head = MCDropout(bundle.members[0].model)
-        self.columns = [c for c, on in zip(UNCERTAINTY_COLUMNS, (self.spread, self.head)) if on]
-        self.rng = np.random.default_rng(seed)
-
-    def __call__(
-        self, views: np.ndarray, images: np.ndarray, batch_size: int
-    ) -> dict[str, np.ndarray]:
-        """{column: (n,)} of one batch.
-
-        Args:
-            views: (views, n) P(all) of the bundle's model under each test-time view.
-            images: the prepared batch, uint8 (n, size, size, 3).
-            batch_size: the rows of each model call (the batch is padded to it).
-        """
-        out = {}
-        if self.spread:
-            out["tta_spread"] = views.std(axis=0, dtype=np.float64)
-        if self.head is not None:
-            out["mc_std"] = self.head.std(images, batch_size, self.passes, self.rng)
-        return out
+    out = {"member_spread": np.asarray(probabilities, float).std(axis=0)}
+    for column in MEMBER_COLUMNS:
+        if members and all(column in member for member in members):
+            out[column] = np.mean([np.asarray(m[column], float) for m in members], axis=0)
+    return {column: out[column] for column in UNCERTAINTY_COLUMNS if column in out}

@@ -8,6 +8,7 @@ import html
 
 import pandas as pd
 
+from leukoflow.evaluate.referral import describe_rule
 from leukoflow.report.collect import ReportData
 from leukoflow.report.markup import caption, table_html
 from leukoflow.report.table import fmt
@@ -91,7 +92,7 @@ def html_referral(data: ReportData) -> str:
         rows.append(
             [
                 html.escape(name),
-                html.escape(f"[{fmt(referral['lo'])}, {fmt(referral['hi'])})"),
+                html.escape(describe_rule(referral)),
                 f"{fmt(referral['val_value'])} ({met})",
                 fmt(referral["val_share_referred"], 3),
                 with_ci(test["share_referred"], test["share_referred_ci"], note=note),
@@ -105,7 +106,7 @@ def html_referral(data: ReportData) -> str:
     rest = [f"{m} of the rest" for m in dict.fromkeys((metric, "sensitivity", "specificity", "f1"))]
     header = [
         "Model",
-        "Band [lo, hi)",
+        "Rule (refer when)",
         f"Val {metric} (target met)",
         "Val share referred",
         "Test share referred",
@@ -113,13 +114,16 @@ def html_referral(data: ReportData) -> str:
         "AURC",
     ]
     text = (
-        f"Referral: a cell whose calibrated probability lies in the band is left to a person. "
-        f"The band contains the threshold and is chosen on the validation subset as the one "
+        "Referral: a cell the rule names is left to a person: by probability, a cell whose "
+        "calibrated probability p lies in a band around the threshold; by uncertainty, a cell "
+        "whose uncertainty reaches a cut, on the column that ranks the validation errors "
+        "best (evaluate.referral.by). The rule is chosen on the validation subset as the one "
         f"that refers the fewest cells while the {metric} of the cells not referred reaches "
         f"{fmt(first['target'], 2)}; the test columns apply it to the test subset (95% CIs "
-        "over subjects). AURC: area under the risk-coverage curve (error rate of the most "
-        "confident cells against their share; lower is better). `leukoflow predict` writes "
-        "the `refer` column from the same band."
+        "over subjects). AURC: area under the risk-coverage curve with cells ranked by "
+        "|p - threshold| (error rate of the most confident cells against their share; lower "
+        "is better; the risk-coverage figure shows it for each uncertainty too). `leukoflow "
+        "predict` writes the `refer` column from the same rule."
     )
     return table_html(header, rows) + caption(text)
 

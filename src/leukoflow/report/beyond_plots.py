@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from leukoflow.evaluate.referral import referred_mask, risk_coverage
+from leukoflow.evaluate.referral import referred_by, risk_coverage
 from leukoflow.evaluate.uncertainty import UNCERTAINTY_COLUMNS
 from leukoflow.report.collect import ReportData
 from leukoflow.report.patients import plot_cells_needed
@@ -74,8 +74,8 @@ def plot_risk_coverage(data: ReportData, plots: Path) -> list[Path]:
 
     Returns:
         [risk_coverage.png]; the points go to risk_coverage/{model}.csv, and with the cells
-        ranked by an uncertainty column (dashed: tta_spread, dotted: mc_std) to
-        risk_coverage/{model}_by_{column}.csv.
+        ranked by an uncertainty column (dashed: tta_spread, dotted: mc_std, dash-dotted:
+        member_spread) to risk_coverage/{model}_by_{column}.csv.
     """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 4.6))
@@ -90,7 +90,7 @@ def plot_risk_coverage(data: ReportData, plots: Path) -> list[Path]:
         )
         color = f"C{i % 10}"
         ax.step(coverage, risk, where="post", color=color, label=f"{name} (AURC {fmt(aurc, 3)})")
-        for column, dashes in zip(UNCERTAINTY_COLUMNS, ("--", ":"), strict=True):
+        for column, dashes in zip(UNCERTAINTY_COLUMNS, ("--", ":", "-."), strict=True):
             if column in frame and frame[column].notna().all():
                 confidence = -frame[column].to_numpy(float)
                 c, r, area = risk_coverage(y, p, metrics["threshold"], confidence)
@@ -100,14 +100,13 @@ def plot_risk_coverage(data: ReportData, plots: Path) -> list[Path]:
                 )
                 label = f"{name} by {column} (AURC {fmt(area, 3)})"
                 ax.step(c, r, where="post", color=color, ls=dashes, label=label)
-        band = metrics["referral"]
-        kept = ~referred_mask(p, band["lo"], band["hi"])
+        kept = ~referred_by(metrics["referral"], p, frame)
         if kept.any():
             errors = (p[kept] >= metrics["threshold"]).astype(int) != y[kept]
             ax.plot([kept.mean()], [errors.mean()], "o", color=color, ms=6)
     ax.set(xlabel="coverage (share of cells decided)", ylabel="risk (error rate)", xlim=(0, 1))
     ax.set_ylim(bottom=0)
-    ax.set_title("Risk-coverage, test subset (dots: referral band)")
+    ax.set_title("Risk-coverage, test subset (dots: the referral rule)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return [save_figure(fig, plots / "risk_coverage.png")]

@@ -44,9 +44,10 @@ CAPTIONS = {
     "risk_coverage": "Risk-coverage curves on the test subset: the cells are taken from the "
     "most confident (calibrated probability farthest from the threshold) down; at each "
     "coverage, the error rate of the cells taken. A dot marks each model's referral band "
-    "(chosen on validation): the share it decides and its error rate there. Dashed and dotted: "
-    "the cells taken from the lowest spread over the test-time views (tta_spread) or the "
-    "lowest MC-dropout std (mc_std) up; the smaller AURC ranks the errors better.",
+    "(chosen on validation): the share it decides and its error rate there. Dashed, dotted and "
+    "dash-dotted: the cells taken from the lowest spread over the test-time views (tta_spread), "
+    "the lowest MC-dropout std (mc_std) or, for an ensemble, the lowest spread of its members' "
+    "probabilities (member_spread) up; the smaller AURC ranks the errors better.",
     "ablation": "Ablation: each factor level's effect against its reference on F1, weighted "
     "F1 and ROC-AUC (mean difference over the other factors' settings, on shared test "
     "cells), with 95% paired subject-bootstrap CIs; right of the dashed line the level "

@@ -56,7 +56,7 @@ def test_a_command_run_without_its_json_gets_the_schema_defaults(argv):
 def test_keys_left_out_get_their_defaults_and_a_bad_value_is_named(tmp_path, capsys):
     assert config_block("timing", {"calls": 60}) == {**written_defaults("timing"), "calls": 60}
     partial = config_block("evaluate", {"referral": {"metric": "npv"}})
-    assert partial["referral"] == {"metric": "npv", "target": 0.95}
+    assert partial["referral"] == {"by": "probability", "metric": "npv", "target": 0.95}
     with pytest.raises(ConfigError, match=r"augment\.brightness: 2 is greater than the maximum"):
         config_block("augment", {"brightness": 2})
     with pytest.raises(ConfigError, match="'rotate' was unexpected"):
@@ -96,3 +96,15 @@ def test_the_library_defaults_are_the_schema_defaults():
         parameters = inspect.signature(function).parameters
         for key, value in written_defaults(block).items():
             assert parameters[key].default == value, (block, key)
+
+
+def test_referral_by_uncertainty_needs_an_uncertainty():
+    from leukoflow.core.settings import _check_referral
+
+    by_uncertainty = {"referral": {"by": "uncertainty"}}
+    for enough in ({"mc_dropout": 8}, {"tta": "dihedral"}, {"tta": 4}):
+        _check_referral({**by_uncertainty, **enough})
+    for too_little in ({"mc_dropout": 0, "tta": "none"}, {"tta": 1}):
+        with pytest.raises(ConfigError, match="evaluate.referral.by: uncertainty needs"):
+            _check_referral({**by_uncertainty, **too_little})
+    _check_referral({"mc_dropout": 0})  # by probability: nothing needed

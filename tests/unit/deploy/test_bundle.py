@@ -77,7 +77,13 @@ def test_bundle_metadata(bundle_dir, sources):
     assert meta["input_size"] == SIZE
     assert meta["class_names"] == ["hem", "all"] and meta["positive_class"] == "all"
     assert meta["threshold"] == 0.42 and meta["temperature"] == 1.7 and meta["kind"] == "model"
-    assert meta["referral"] == {"lo": 0.3, "hi": 0.6, "metric": "sensitivity", "target": 0.95}
+    assert meta["referral"] == {
+        "by": "probability",
+        "lo": 0.3,
+        "hi": 0.6,
+        "metric": "sensitivity",
+        "target": 0.95,
+    }
     assert meta["test_metrics"] == {"f1": 0.8, "precision": 0.75}
     assert meta["stain_reference"] == json.loads((sources / "reference.json").read_text())
     assert meta["config_hash"] == "abc123"

@@ -65,7 +65,8 @@ def test_export_is_self_contained_and_predicts_identically(models_tree, tmp_path
     # a model bundle exports under its own names
     assert main(["export", str(models / "A"), str(tmp_path / "A")]) == 0
     assert (tmp_path / "A/model.onnx").is_file() and (tmp_path / "A/SHA256SUMS").is_file()
-    assert (tmp_path / "A/model.keras").read_bytes() == (models_tree["root"] / "A.keras").read_bytes()
+    trained = (models_tree["root"] / "A.keras").read_bytes()
+    assert (tmp_path / "A/model.keras").read_bytes() == trained
     assert read_meta(tmp_path / "A")["members"][0]["file"] == "model.keras"
     assert main(["export", str(models / "A"), str(models / "A" / "inside")]) == 2
 

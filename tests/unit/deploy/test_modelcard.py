@@ -148,7 +148,7 @@ def test_key_lines(meta):
     assert lines["training data"].startswith("synthetic: train 13 subjects / 156 images")
     assert lines["ONNX"] == "model.onnx" and lines["models"] == "VGG16"
     assert lines["calibration"] == "T 1.250: ECE 0.120 -> ECE 0.070, Brier 0.150"
-    assert lines["referral"] == "[0.300, 0.550)"
+    assert lines["referral"] == "p in [0.300, 0.550)"
 
 
 def test_an_ensembles_card_names_its_members_method_and_weights(meta):

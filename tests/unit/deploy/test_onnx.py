@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from leukoflow.deploy.onnx_model import (
+    FEATURES_NAME,
     INPUT_NAME,
     OUTPUT_NAME,
     TOLERANCE,
@@ -62,6 +63,8 @@ def test_every_architecture_exports_within_the_tolerance(exported):
     assert result["file"] == "model.onnx", result["reason"]
     assert result["reason"] is None and result["max_abs_diff"] <= TOLERANCE
     assert "tf2onnx" in result["exporter"] and result["opset"] >= 13
+    # the numpy head on the ONNX features gave the ONNX probabilities: MC dropout on ONNX
+    assert result["head"]["activation"] == "sigmoid" and result["head"]["rate"] >= 0
 
 
 def test_every_architectures_onnx_model_has_the_keras_contract(exported):
@@ -70,8 +73,10 @@ def test_every_architectures_onnx_model_has_the_keras_contract(exported):
     _, size, folder, _, _ = exported
     session = ort.InferenceSession(str(folder / "model.onnx"))
     assert [i.name for i in session.get_inputs()] == [INPUT_NAME]
-    assert [o.name for o in session.get_outputs()] == [OUTPUT_NAME]
+    assert [o.name for o in session.get_outputs()] == [OUTPUT_NAME, FEATURES_NAME]
     assert session.get_inputs()[0].shape[1:] == [size, size, 3]
+    features = onnx_inference(folder / "model.onnx", output=FEATURES_NAME)(check_images(size, 2))
+    assert features.dtype == np.float32 and features.shape[0] == 2 and features.ndim == 2
 
 
 def test_every_architecture_agrees_with_keras_on_other_images(exported):

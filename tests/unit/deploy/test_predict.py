@@ -284,3 +284,37 @@ def test_an_ensemble_reads_each_image_once_and_prepares_it_once_per_size(
     z = 0.3 + 1.2 * logit(members[0]) - 0.7 * logit(members[1])
     expected = 1 / (1 + np.exp(-z / 2.0))
     np.testing.assert_allclose(probabilities(rows), expected, atol=1e-5)
+
+
+def test_a_bundle_that_refers_by_uncertainty_refers_the_cells_at_its_cut(workspace, tmp_path):
+    """Referral by `tta_spread` (evaluate.referral.by: uncertainty): bundle.json keeps the
+    rule, the card states it, and predict refers exactly the cells whose spread reaches the
+    cut, on both engines; an engine or TTA that cannot compute the column is refused."""
+    root = workspace["root"]
+    rule = {"by": "uncertainty", "column": "tta_spread", "cut": None, "metric": "sensitivity",
+            "target": 0.9, "met": True, "val_share_referred": 0.0}  # fmt: skip
+    metrics = {"threshold": 0.5, "test": {"f1": 0.5}, "tta": "dihedral", "referral": rule}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    settings = {"architecture": "SimpleNet", "input_size": SIZE, "jit_compile": "off"}
+    write_bundle(root / "model.keras", tmp_path / "metrics.json", root / "reference.json",
+                 settings, "h", tmp_path / "bundle")  # fmt: skip
+    meta = json.loads((tmp_path / "bundle/bundle.json").read_text())
+    assert meta["referral"] == {k: rule[k] for k in ("by", "column", "cut", "metric", "target")}
+    assert "No cell is referred (the rule ranks cells by `tta_spread`)" in (
+        (tmp_path / "bundle/README.md").read_text()
+    )
+    workspace = {**workspace, "root": tmp_path}
+    _, rows = run_predict(workspace, workspace["files"], tmp_path)
+    spread = np.array([float(row["tta_spread"]) for row in rows])
+    assert {row["refer"] for row in rows} == {"0"} and len(set(spread)) > 2
+    meta["referral"]["cut"] = float(np.median(spread))  # about half the cells reach it
+    (tmp_path / "bundle/bundle.json").write_text(json.dumps(meta))
+    for engine in ("keras", "onnx"):
+        status, rows = run_predict(workspace, workspace["files"], tmp_path, engine=engine)
+        assert status == 0
+        got = np.array([float(row["tta_spread"]) for row in rows])
+        np.testing.assert_allclose(got, spread, atol=1e-5)
+        refer = [row["refer"] == "1" for row in rows]
+        assert refer == list(spread >= np.median(spread)) and 0 < sum(refer) < len(rows), engine
+    status, _ = run_predict(workspace, workspace["files"], tmp_path, "--tta", "none")
+    assert status == 2  # no views, no spread: refused before any image is read

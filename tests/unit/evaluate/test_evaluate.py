@@ -167,6 +167,37 @@ def test_calibration_and_referral_are_reported_with_cis():
     assert 0 <= metrics["risk_coverage"]["aurc"] <= 1
 
 
+def with_uncertainty(frame, seed):
+    """The frame with an `mc_std` high near p = 0.5 (noisy) and an uninformative
+    `tta_spread`."""
+    rng = np.random.default_rng(seed)
+    p = frame["probability_all"].to_numpy()
+    mc_std = np.clip(0.25 - np.abs(p - 0.5) / 2 + rng.normal(0, 0.03, len(p)), 0, None)
+    return frame.assign(mc_std=mc_std, tta_spread=rng.random(len(p)) * 0.1)
+
+
+def test_referral_by_uncertainty_is_fitted_on_validation_and_applied_to_test():
+    val = with_uncertainty(synthetic_predictions(seed=4, skill=0.8), 0)
+    test = with_uncertainty(synthetic_predictions(seed=5, skill=0.8), 1)
+    config = {"bootstrap": 100, "referral": {"by": "uncertainty", "target": 0.9}}
+    m1, v1, t1 = ev.evaluate_with_config(val, test, config)
+    rule = m1["referral"]
+    assert rule["by"] == "uncertainty" and rule["column"] == "mc_std" and rule["met"]
+    assert (t1["referred"] == (t1["mc_std"] >= rule["cut"])).all()
+    assert (v1["referred"] == (v1["mc_std"] >= rule["cut"])).all()
+    assert rule["test"]["n_referred"] == int(t1["referred"].sum())
+    assert rule["val_share_referred"] == pytest.approx(v1["referred"].mean())
+    flipped = test.assign(y=1 - test["y"])  # test labels move nothing fitted
+    m2, _, t2 = ev.evaluate_with_config(val, flipped, config)
+    assert {k: m2["referral"][k] for k in ("column", "cut", "val_share_referred")} == {
+        k: rule[k] for k in ("column", "cut", "val_share_referred")
+    }
+    assert (t1["referred"] == t2["referred"]).all()
+    bare = {"referral": {"by": "uncertainty"}, "bootstrap": 10}
+    with pytest.raises(ev.LeukoflowError, match="needs a per-cell uncertainty"):
+        ev.evaluate_with_config(synthetic_predictions(seed=4), synthetic_predictions(seed=5), bare)
+
+
 def test_max_f1_threshold_is_best_on_validation():
     frame = synthetic_predictions(seed=4, skill=0.8)
     y, p = frame["y"].to_numpy(), frame["probability_all"].to_numpy()

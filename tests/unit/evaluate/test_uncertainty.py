@@ -1,6 +1,8 @@
 """Per-cell uncertainty: MC dropout over the backbone's features computed once, the spread over
 test-time views, and the risk-coverage area by each."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -36,10 +38,16 @@ def test_mc_dropout_heads_see_the_models_own_features_and_are_seeded(models):
     model = models[0.5]
     fn = compiled_inference(model)
     x = images().astype("float32")
-    head = uncertainty.MCDropout(model)
+    head = uncertainty.MCDropout.of_model(model)
     features = head.features(x)
     assert features.shape == (len(x), model.get_layer("head_pool").output.shape[-1])
     np.testing.assert_allclose(head.head(features), fn(x), atol=1e-5)  # no dropout: the model
+    record = json.loads(json.dumps(head.head.record()))  # as bundle.json keeps it
+    again = uncertainty.Head.from_record(record)
+    assert again.rate == 0.5 and again.bias == head.head.bias
+    np.testing.assert_array_equal(again.kernel, head.head.kernel)  # float32 weights, exact
+    with pytest.raises(LeukoflowError, match="one sigmoid unit"):
+        uncertainty.Head.from_record({**record, "activation": "softmax"})
     runs = [
         uncertainty.predict_with_uncertainty(model, fn, images(), 4, mc_dropout=6, seed=s)
         for s in (1, 1, 2)
