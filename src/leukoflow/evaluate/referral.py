@@ -261,10 +261,13 @@ def rule_record(rule: Mapping) -> dict:
 
 
 def describe_rule(rule: Mapping | None, digits: int = 3) -> str:
-    """The rule in a few words: `p in [0.310, 0.620)`, `mc_std >= 0.041`, or `none`."""
+    """The rule in a few words: `p in [0.310, 0.620)`, `mc_std >= 0.041`, `nothing referred`
+    (an empty band or no cut), or `none` (no rule)."""
     if not rule:
         return "none"
     if rule.get("by", "probability") == "probability":
+        if rule["lo"] >= rule["hi"]:
+            return "nothing referred"
         return f"p in [{rule['lo']:.{digits}f}, {rule['hi']:.{digits}f})"
     if rule["cut"] is None:
         return f"{rule['column']}: nothing referred"

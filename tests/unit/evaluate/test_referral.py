@@ -63,6 +63,7 @@ def test_no_band_when_the_target_is_already_met():
     p = np.array([0.1, 0.2, 0.7, 0.8, 0.9])
     band = rf.choose_band(y, p, 0.5, "sensitivity", 0.95)
     assert band["lo"] == band["hi"] == 0.5 and band["val_share_referred"] == 0
+    assert rf.describe_rule(band) == "nothing referred"
 
 
 def test_unreachable_target_is_reported_not_met():
